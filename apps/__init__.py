@@ -1,0 +1,1 @@
+"""Command-line apps, installed as ``emzoo.apps``: one thin absl module per ``emzoo`` subcommand."""

@@ -1,0 +1,39 @@
+"""Error types and the one message format every emzoo error uses.
+
+Messages say what was wrong, what was expected, and end with ``Received: name=value``, e.g.::
+
+    Invalid value for argument `factor`. Expected a number >= 1. Received: factor=0.5
+
+Command-line apps catch :class:`EmzooError` (and ``OSError``) and print the message as one line.
+"""
+
+
+class EmzooError(ValueError):
+    """Base class of errors caused by user input (files, names, arguments)."""
+
+
+class UnknownModelError(EmzooError, KeyError):
+    """A model name that is neither a registered entry nor a saved model folder."""
+
+    def __str__(self):  # KeyError would add quotes around the message.
+        return self.args[0] if self.args else ""
+
+
+class WeightsError(EmzooError):
+    """Weights that cannot be found, downloaded, verified or matched to a model."""
+
+
+class VolumeError(EmzooError):
+    """A volume that cannot be read or written, or whose content is not usable."""
+
+
+def describe(problem, expected, **received):
+    """Formats ``problem``, ``expected`` and the received values into one message.
+
+    Example:
+        >>> describe("Invalid value for argument `tile`.", "a multiple of 64", tile=100)
+        'Invalid value for argument `tile`. Expected a multiple of 64. Received: tile=100'
+    """
+    got = ", ".join(f"{k}={v!r}" for k, v in received.items())
+    message = f"{problem.rstrip()} Expected {expected.rstrip('.')}."
+    return f"{message} Received: {got}" if got else message

@@ -1,0 +1,139 @@
+"""The interpolator contract every emzoo model follows.
+
+A model is a ``keras.Model`` called with a dict::
+
+    {"x0": (B, H, W, C) float32 in [0, 1], "x1": (B, H, W, C), "time": (B, 1)}
+
+and returning a dict with at least ``"image": (B, H, W, C)``. ``C`` is the model's ``channels``.
+``size_multiple`` is the multiple H and W must have; the engines pad and crop for it (use
+:meth:`Interpolator.pad_to_multiple`). Models trained only on midpoints document that ``time``
+must be 0.5; more frames come from recursion.
+
+Training goes through standard Keras: ``compile()`` with no arguments uses the architecture's paper
+loss (with its weight schedule), Adam, and the PSNR / SSIM / IE metrics, so ``fit``, ``evaluate`` and
+``predict`` work on datasets of ``({"x0", "x1", "time"}, y)``. Losses that need the input frames
+(SSAN's style-balance loss) declare ``uses_frames = True``; :meth:`Interpolator.compute_loss` then
+calls them as ``loss.call_with_frames(inputs, y_true, y_pred)``. Losses with a weight schedule
+declare ``uses_step = True`` and receive the optimizer's iteration counter through ``bind_step``.
+"""
+
+import keras
+from keras import ops
+
+from emzoo.errors import EmzooError, describe
+
+
+def image_of(outputs):
+    """The ``image`` tensor of a model's output dict (or the tensor itself)."""
+    return outputs["image"] if isinstance(outputs, dict) else outputs
+
+
+class Interpolator(keras.Model):
+    """Base class of every emzoo architecture (see the module docstring for the contract).
+
+    Subclasses set ``size_multiple`` (class or instance attribute), take ``channels`` and pass
+    ``**kwargs`` up, implement ``call(inputs, training=False)`` returning a dict, and implement
+    ``get_config`` returning exactly their constructor arguments.
+    """
+
+    architecture = None  # set by emzoo.zoo.register_architecture
+    size_multiple = 1
+
+    def __init__(self, channels=1, **kwargs):
+        super().__init__(**kwargs)
+        if int(channels) not in (1, 3):
+            raise EmzooError(describe("Invalid value for argument `channels`.", "1 or 3",
+                                      channels=channels))
+        self.channels = int(channels)
+        self._frame_loss = None
+
+    # ----------------------------------------------------------------------------- configuration
+    @classmethod
+    def config_keys(cls):
+        """Names of the constructor arguments (the keys of ``get_config()``)."""
+        import inspect
+
+        keys = []
+        for klass in cls.__mro__:
+            if klass is Interpolator:
+                break
+            params = inspect.signature(klass.__init__).parameters
+            keys += [p for p in params if p not in ("self", "kwargs") and p not in keys]
+        return keys + ["channels"]
+
+    def get_config(self):
+        return {"channels": self.channels}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("name", "trainable", "dtype"):
+            config.pop(key, None)
+        return cls(**config)
+
+    # ---------------------------------------------------------------------------------- building
+    def example_inputs(self, batch=1, size=None):
+        """Zero inputs of the smallest size this model accepts (or ``size`` x ``size``)."""
+        size = size or self.min_size()
+        zeros = ops.zeros((batch, size, size, self.channels), "float32")
+        return {"x0": zeros, "x1": zeros, "time": ops.full((batch, 1), 0.5, "float32")}
+
+    def min_size(self):
+        """Smallest H = W used to build the model; subclasses may raise it."""
+        return max(int(self.size_multiple), 8)
+
+    def build_for_weights(self):
+        """Creates every variable (by a forward pass at the smallest size)."""
+        if not self.built or not self.weights:
+            self(self.example_inputs(), training=False)
+        return self
+
+    # ----------------------------------------------------------------------------------- padding
+    def padded_size(self, height, width):
+        """(H, W) rounded up to the model's size multiple."""
+        m = int(self.size_multiple)
+        return -(-height // m) * m, -(-width // m) * m
+
+    # ---------------------------------------------------------------------------------- training
+    def default_loss(self):
+        """The architecture's paper loss (a Keras loss; may use frames and a step schedule)."""
+        from emzoo import losses
+
+        return losses.paper_loss(self.architecture, self.get_config())
+
+    def default_optimizer(self):
+        return keras.optimizers.Adam(learning_rate=1e-4)
+
+    def default_metrics(self):
+        from emzoo import metrics
+
+        return [metrics.PSNR(), metrics.SSIM(), metrics.IE()]
+
+    def compile(self, optimizer="default", loss="default", metrics="default", **kwargs):
+        """Keras ``compile`` with the paper's loss, Adam and PSNR/SSIM/IE as defaults.
+
+        Example:
+            >>> model.compile()                                   # paper loss         # doctest: +SKIP
+            >>> model.compile(loss="mean_absolute_error")         # anything Keras takes # doctest: +SKIP
+        """
+        optimizer = self.default_optimizer() if optimizer == "default" else optimizer
+        loss = self.default_loss() if loss == "default" else loss
+        metrics = self.default_metrics() if metrics == "default" else metrics
+        self._frame_loss = loss if getattr(loss, "uses_frames", False) else None
+        super().compile(optimizer=optimizer, loss=None if self._frame_loss else loss,
+                        metrics=metrics, **kwargs)
+        if getattr(loss, "uses_step", False):
+            loss.bind_step(self.optimizer.iterations)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        image = image_of(y_pred)
+        if self._frame_loss is not None:
+            total = self._frame_loss.call_with_frames(x, y, image)
+            for extra in self.losses:
+                total = total + ops.cast(extra, total.dtype)
+            return total
+        return super().compute_loss(x=x, y=y, y_pred=image, sample_weight=sample_weight,
+                                    training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, image_of(y_pred), sample_weight)

@@ -1,0 +1,247 @@
+"""The registry: architectures (model classes) and named entries (``zoo_configs/*.json``).
+
+An *architecture* is a :class:`emzoo.models.base.Interpolator` subclass registered under a short
+name with :func:`register_architecture`. A *named entry* is data, one JSON file per name::
+
+    {"name": "film-vimeo", "architecture": "film", "config": {...get_config()...},
+     "weights": {"url" | "file": ..., "sha256": ..., "format": "keras" | "film_saved_model"} | null,
+     "metadata": {"description", "paper", "trained_on", "license", "params", "size_multiple"}}
+
+A folder written by :func:`save` holds the same JSON as ``config.json`` next to its weights, so it
+loads exactly like a named entry.
+
+Example:
+    >>> import emzoo
+    >>> "film" in emzoo.list_models()                    # doctest: +SKIP
+    True
+    >>> model = emzoo.load("tsain", weights=None)        # paper configuration, random weights
+"""
+
+import difflib
+import fnmatch
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+
+from emzoo.errors import EmzooError, UnknownModelError, WeightsError, describe
+
+# Modules that register the built-in architectures when imported.
+_ARCHITECTURE_MODULES = ("emzoo.models.film", "emzoo.models.tsain", "emzoo.models.ssan")
+_ARCHITECTURES = {}
+_CONFIG_FILE = "config.json"
+_WEIGHTS_FILE = "model.weights.h5"
+
+
+def register_architecture(name):
+    """Class decorator registering an Interpolator subclass under ``name``.
+
+    Example:
+        >>> @register_architecture("my-net")          # doctest: +SKIP
+        ... class MyNet(Interpolator): ...
+    """
+
+    def decorator(cls):
+        existing = _ARCHITECTURES.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise EmzooError(describe(
+                f"Architecture `{name}` is already registered to {existing.__qualname__}.",
+                "a unique architecture name", name=name))
+        _ARCHITECTURES[name] = cls
+        cls.architecture = name
+        return cls
+
+    return decorator
+
+
+def _import_builtin_architectures():
+    for module in _ARCHITECTURE_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+def architectures():
+    """Names of every registered architecture, sorted."""
+    _import_builtin_architectures()
+    return sorted(_ARCHITECTURES)
+
+
+def get_architecture(name):
+    """The model class registered as ``name``."""
+    _import_builtin_architectures()
+    if name not in _ARCHITECTURES:
+        raise EmzooError(describe(f"Unknown architecture `{name}`.",
+                                  f"one of {', '.join(sorted(_ARCHITECTURES))}", architecture=name))
+    return _ARCHITECTURES[name]
+
+
+def configs_dir():
+    """The folder holding the installed ``zoo_configs/*.json`` (the source tree's when not installed)."""
+    spec = importlib.util.find_spec("emzoo.zoo_configs")
+    if spec is not None and spec.submodule_search_locations:
+        return pathlib.Path(list(spec.submodule_search_locations)[0])
+    return pathlib.Path(__file__).resolve().parent.parent / "zoo_configs"
+
+
+def _read_entry(path):
+    try:
+        entry = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise EmzooError(describe(f"Cannot read the model entry {path}: {error}.",
+                                  "a JSON file in the zoo_configs format", path=str(path))) from None
+    missing = [key for key in ("name", "architecture", "config") if key not in entry]
+    if missing:
+        raise EmzooError(describe(f"The model entry {path} lacks {', '.join(missing)}.",
+                                  "keys name, architecture, config, weights, metadata",
+                                  keys=sorted(entry)))
+    entry.setdefault("weights", None)
+    entry.setdefault("metadata", {})
+    return entry
+
+
+def _entries():
+    entries = {}
+    for path in sorted(configs_dir().glob("*.json")):
+        entry = _read_entry(path)
+        entry["_source"] = str(path)
+        entries[entry["name"]] = entry
+    return entries
+
+
+def list_models(pattern="*"):
+    """Sorted names of the named entries matching a shell-style ``pattern``.
+
+    Example:
+        >>> emzoo.list_models("film*")      # doctest: +SKIP
+        ['film', 'film-ft-em', 'film-l1', 'film-sc-em', 'film-vgg', 'film-vimeo']
+    """
+    return sorted(name for name in _entries() if fnmatch.fnmatch(name, pattern))
+
+
+def describe_model(name_or_dir):
+    """The entry (dict) behind a name or a folder saved by :func:`save`."""
+    path = pathlib.Path(os.fspath(name_or_dir)).expanduser()
+    if path.is_dir():
+        if not (path / _CONFIG_FILE).is_file():
+            raise UnknownModelError(describe(
+                f"The folder {path} is not a saved emzoo model (no {_CONFIG_FILE}).",
+                f"a registered name or a folder written by emzoo.save", name_or_dir=str(name_or_dir)))
+        entry = _read_entry(path / _CONFIG_FILE)
+        entry["_source"] = str(path / _CONFIG_FILE)
+        entry["_dir"] = str(path)
+        return entry
+    entries = _entries()
+    if name_or_dir in entries:
+        return entries[name_or_dir]
+    names = sorted(entries)
+    close = difflib.get_close_matches(str(name_or_dir), names, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"Unknown model `{name_or_dir}`.{hint} Expected a registered name ({', '.join(names)}) "
+        f"or a folder written by emzoo.save. Received: name_or_dir={str(name_or_dir)!r}")
+
+
+def build_model(entry, **config_overrides):
+    """Builds (uncompiled, random weights) the model an entry describes."""
+    cls = get_architecture(entry["architecture"])
+    config = dict(entry["config"])
+    unknown = sorted(set(config_overrides) - set(cls.config_keys()))
+    if unknown:
+        raise EmzooError(describe(
+            f"Unknown configuration key(s) {', '.join(unknown)} for architecture `{entry['architecture']}`.",
+            f"some of {', '.join(sorted(cls.config_keys()))}", **{k: config_overrides[k] for k in unknown}))
+    config.update(config_overrides)
+    model = cls.from_config(config)
+    model.build_for_weights()
+    return model
+
+
+def load(name_or_dir, weights="default", compile=True, **config_overrides):
+    """Builds a named model (or one saved with :func:`save`) and loads its weights.
+
+    Args:
+        name_or_dir: a registered name (see :func:`list_models`) or a folder written by :func:`save`.
+        weights: ``"default"`` for the entry's weights (explicit file, then the ``$EMZOO_HOME``
+            cache, then download), ``None`` for random initial weights, or a path to a
+            ``.weights.h5`` file (or, for FILM entries, an original FILM SavedModel folder).
+        compile: compile with the architecture's paper loss, optimizer and metrics.
+        **config_overrides: constructor arguments replacing those of the entry.
+
+    Returns:
+        A ``keras.Model`` following the interpolator contract (dict in, dict out).
+
+    Example:
+        >>> model = emzoo.load("film", weights=None, channels=1)
+        >>> model.size_multiple
+        64
+    """
+    entry = describe_model(name_or_dir)
+    model = build_model(entry, **config_overrides)
+    if weights == "default":
+        spec = entry.get("weights")
+        if spec:
+            from emzoo import weights as weights_lib
+
+            path = weights_lib.resolve(spec, entry["name"], base_dir=entry.get("_dir")
+                                       or os.path.dirname(entry["_source"]))
+            weights_lib.load_into(model, path, spec.get("format", "keras"), entry=entry)
+    elif weights is not None:
+        from emzoo import weights as weights_lib
+
+        path = pathlib.Path(os.fspath(weights)).expanduser()
+        if not path.exists():
+            raise WeightsError(describe(f"The weights path {path} does not exist.",
+                                        "a .weights.h5 file or a FILM SavedModel folder",
+                                        weights=str(weights)))
+        weights_lib.load_into(model, path, weights_lib.guess_format(path), entry=entry)
+    if compile:
+        model.compile()
+    model.zoo_entry = {k: v for k, v in entry.items() if not k.startswith("_")}
+    return model
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(model, directory, name=None, metadata=None, overwrite=False):
+    """Writes ``model`` as a folder that :func:`load` accepts like a named entry.
+
+    The folder holds ``config.json`` (the zoo entry: architecture, ``get_config()``, weights
+    file and sha256, metadata) and ``model.weights.h5``.
+
+    Example:
+        >>> emzoo.save(model, "runs/my-film")            # doctest: +SKIP
+        >>> same = emzoo.load("runs/my-film")            # doctest: +SKIP
+    """
+    directory = pathlib.Path(directory)
+    config_path = directory / _CONFIG_FILE
+    if config_path.exists() and not overwrite:
+        raise EmzooError(describe(f"{config_path} already exists.",
+                                  "a new folder, or overwrite=True", directory=str(directory)))
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_path = directory / _WEIGHTS_FILE
+    tmp = directory / ("tmp-" + _WEIGHTS_FILE)
+    model.save_weights(tmp)
+    os.replace(tmp, weights_path)
+    meta = dict(getattr(model, "zoo_entry", {}).get("metadata", {}))
+    meta.update(metadata or {})
+    meta["params"] = int(model.count_params())
+    meta["size_multiple"] = int(model.size_multiple)
+    entry = {
+        "name": name or directory.name,
+        "architecture": model.architecture,
+        "config": model.get_config(),
+        "weights": {"file": _WEIGHTS_FILE, "sha256": _sha256(weights_path), "format": "keras"},
+        "metadata": meta,
+    }
+    tmp_config = directory / ("tmp-" + _CONFIG_FILE)
+    tmp_config.write_text(json.dumps(entry, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp_config, config_path)
+    return directory

@@ -1,0 +1,48 @@
+"""Installs emzoo: the library, its command-line apps (as ``emzoo.apps``) and the zoo configs."""
+
+import pathlib
+import re
+
+from setuptools import setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "emzoo" / "__init__.py").read_text()).group(1)
+
+
+def _packages(root, prefix):
+    """Python packages below ``root`` (folders with an ``__init__.py``), named under ``prefix``."""
+    root = HERE / root
+    names = []
+    for init in sorted(root.rglob("__init__.py")):
+        rel = init.parent.relative_to(root)
+        names.append(".".join((prefix,) + rel.parts) if rel.parts else prefix)
+    return names
+
+
+setup(
+        name="emzoo",
+        version=VERSION,
+        description="Keras 3 / TensorFlow model zoo for EM slice interpolation and isotropic z-upscaling",
+        long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+        long_description_content_type="text/markdown",
+        python_requires=">=3.10",
+        packages=_packages("emzoo", "emzoo") + _packages("apps", "emzoo.apps") + ["emzoo.zoo_configs"],
+        package_dir={"emzoo": "emzoo", "emzoo.apps": "apps", "emzoo.zoo_configs": "zoo_configs"},
+        package_data={"emzoo.zoo_configs": ["*.json"], "emzoo": ["samples/*", "weights/*"]},
+        include_package_data=False,
+        install_requires=[
+            "keras>=3.0",
+            "numpy>=1.26",
+            "h5py>=3.8",
+            "absl-py>=1.0",
+            "tifffile>=2023.1",
+            "pillow>=9.0",
+        ],
+        extras_require={
+            # Pick one: `cpu` for laptops and CPU servers, `gpu` for CUDA servers.
+            "cpu": ["tensorflow-cpu>=2.16"],
+            "gpu": ["tensorflow[and-cuda]>=2.16"],
+            "test": ["pytest>=7", "scipy>=1.10"],
+        },
+        entry_points={"console_scripts": ["emzoo=emzoo.apps.main:run"]},
+)
