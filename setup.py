@@ -28,7 +28,7 @@ setup(
         python_requires=">=3.10",
         packages=_packages("emzoo", "emzoo") + _packages("apps", "emzoo.apps") + ["emzoo.zoo_configs"],
         package_dir={"emzoo": "emzoo", "emzoo.apps": "apps", "emzoo.zoo_configs": "zoo_configs"},
-        package_data={"emzoo.zoo_configs": ["*.json"], "emzoo": ["samples/*", "weights/*"]},
+        package_data={"emzoo.zoo_configs": ["*.json"], "emzoo": ["samples/*", "pretrained/*"]},
         include_package_data=False,
         install_requires=[
             "keras>=3.0",

@@ -186,7 +186,7 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
 
             path = weights_lib.resolve(spec, entry["name"], base_dir=entry.get("_dir")
                                        or os.path.dirname(entry["_source"]))
-            weights_lib.load_into(model, path, spec.get("format", "keras"), entry=entry)
+            weights_lib.load_into(model, path, weights_lib.guess_format(path), entry=entry)
     elif weights is not None:
         from emzoo import weights as weights_lib
 

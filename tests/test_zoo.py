@@ -1,0 +1,123 @@
+"""The registry and loader: names, close matches, saved folders, and every registered entry."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import emzoo
+from emzoo import testing, zoo
+from emzoo.errors import EmzooError, UnknownModelError
+from emzoo.models.base import Interpolator
+
+
+@zoo.register_architecture("test-blend")
+class _Blend(Interpolator):
+    """Tiny interpolator for registry tests: a learned 3x3 conv of the frames' mean."""
+
+    size_multiple = 4
+
+    def __init__(self, filters=4, channels=1, **kwargs):
+        super().__init__(channels=channels, **kwargs)
+        self.filters = filters
+        self.hidden = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+        self.out = keras.layers.Conv2D(channels, 3, padding="same")
+
+    def call(self, inputs, training=False):
+        mean = 0.5 * (inputs["x0"] + inputs["x1"])
+        return {"image": mean + self.out(self.hidden(mean))}
+
+    def get_config(self):
+        return {"filters": self.filters, "channels": self.channels}
+
+
+def _saved(tmp_path, filters=4):
+    model = zoo.build_model({"architecture": "test-blend", "config": {"filters": filters}})
+    return model, zoo.save(model, tmp_path / "blend", metadata={"description": "test"})
+
+
+def test_list_models_pattern():
+    names = emzoo.list_models()
+    assert names == sorted(names)
+    assert all(name.startswith("film") for name in emzoo.list_models("film*"))
+    assert emzoo.list_models("no-such-*") == []
+
+
+def test_unknown_name_lists_names_and_close_matches():
+    with pytest.raises(UnknownModelError) as info:
+        emzoo.load("flim")
+    message = str(info.value)
+    assert "Received: name_or_dir='flim'" in message
+    for name in emzoo.list_models():
+        assert name in message
+    if "film" in emzoo.list_models():
+        assert "Did you mean: film" in message
+
+
+def test_saved_folder_loads_like_an_entry(tmp_path):
+    model, folder = _saved(tmp_path)
+    entry = json.loads((folder / "config.json").read_text())
+    assert entry["architecture"] == "test-blend"
+    assert entry["metadata"]["params"] == model.count_params()
+    inputs, _ = testing.random_inputs(2, 8, 8, 1)
+    loaded = emzoo.load(str(folder))
+    testing.assert_trees_close(loaded(inputs), model(inputs))
+    assert loaded.optimizer is not None  # compiled
+
+
+def test_save_refuses_to_overwrite(tmp_path):
+    model, folder = _saved(tmp_path)
+    with pytest.raises(EmzooError, match="already exists"):
+        zoo.save(model, folder)
+
+
+def test_config_overrides_and_unknown_keys(tmp_path):
+    _, folder = _saved(tmp_path)
+    assert emzoo.load(str(folder), weights=None, filters=2).filters == 2
+    with pytest.raises(EmzooError, match="Received: fliters=2"):
+        emzoo.load(str(folder), weights=None, fliters=2)
+
+
+def test_weights_of_another_config_are_a_clear_error(tmp_path):
+    _, folder = _saved(tmp_path)
+    with pytest.raises(EmzooError, match="do not fit"):
+        emzoo.load(str(folder), filters=3)
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(UnknownModelError, match="not a saved emzoo model"):
+        emzoo.load(str(tmp_path))
+
+
+def test_cli_list_and_bad_command():
+    listed = subprocess.run([sys.executable, "-m", "emzoo.apps.main", "list"],
+                            capture_output=True, text=True, check=True)
+    for name in emzoo.list_models():
+        assert name in listed.stdout
+    bad = subprocess.run([sys.executable, "-m", "emzoo.apps.main", "upscal"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "Did you mean `upscale`" in bad.stderr and "Traceback" not in bad.stderr
+
+
+_SEEN_CONFIGS = set()
+
+
+@pytest.mark.parametrize("name", emzoo.list_models())
+def test_every_entry(name):
+    """Builds each entry with random weights; forward, train step, config round trip, params."""
+    entry = emzoo.describe_model(name)
+    key = (entry["architecture"], json.dumps(entry["config"], sort_keys=True))
+    train = key not in _SEEN_CONFIGS  # entries sharing a configuration train once
+    _SEEN_CONFIGS.add(key)
+    testing.check_zoo_entry(name, train=train)
+
+
+def test_every_architecture_has_a_bare_entry():
+    names = emzoo.list_models()
+    for architecture in zoo.architectures():
+        if not architecture.startswith("test-"):
+            assert architecture in names, f"architecture {architecture} lacks zoo_configs/{architecture}.json"
