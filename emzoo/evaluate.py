@@ -232,7 +232,7 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
     if model is None and not baselines:
         raise EmzooError(describe("Nothing to evaluate.", "a model or at least one baseline",
                                   model=None, baselines=""))
-    volume = open_volume(data) if isinstance(data, (str, os.PathLike)) else data
+    volume = open_volume(data)  # paths, Volumes and (Z, Y, X) arrays
     shape = tuple(int(s) for s in volume.shape)
     if len(shape) != 3:
         raise VolumeError(describe("The volume is not a z-stack.", "a 3-D volume (Z, Y, X)",

@@ -60,9 +60,11 @@ import numpy as np
 
 from emzoo.errors import EmzooError, VolumeError, describe
 
-__all__ = ["upscale_volume", "repair_volume", "upscale_positions", "Progress"]
+__all__ = ["MidpointEngine", "Progress", "Tiler", "parse_factor", "parse_slices",
+           "parse_voxel_size", "repair_volume", "upscale_positions", "upscale_volume"]
 
 _RESAMPLE_DENOMINATOR = 10_000  # factors are read as fractions with at most this denominator
+_CHUNK_GRID = 64  # dense-grid slices per chunk of input pairs (bounds memory)
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -98,6 +100,36 @@ def upscale_positions(num_slices, factor):
     if grid // 2 >= factor:  # guard against float error in log2 for exact powers of two
         grid //= 2
     return [fractions.Fraction(j) / factor for j in range(count)], grid
+
+
+def parse_factor(text):
+    """A ``--factor`` value as a float >= 1, or an error saying what a factor must be.
+
+    Example:
+        >>> parse_factor("2.5")
+        2.5
+    """
+    return float(_factor_fraction(text))
+
+
+def parse_voxel_size(text):
+    """``"z,y,x"`` (nm) as a tuple of three positive floats; a single number means isotropic.
+
+    Example:
+        >>> parse_voxel_size("40,4,4")
+        (40.0, 4.0, 4.0)
+    """
+    try:
+        values = tuple(float(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise EmzooError(describe("Invalid value for argument `voxel_size`.",
+                                  "three positive numbers z,y,x in nm, e.g. 40,4,4",
+                                  voxel_size=text))
+    return values
 
 
 def _check_positive_int(name, value, minimum=1):
@@ -182,11 +214,14 @@ def _isotropic_factor(voxel):
 def _check_output(output, overwrite):
     if output is None:
         return None
+    from emzoo.data.volume import split_hdf5_path
+
     path = os.fspath(output)
-    if os.path.exists(path) and not overwrite:
-        raise VolumeError(describe(f"The output {path} already exists.",
+    file, _ = split_hdf5_path(path)
+    if os.path.exists(file) and not overwrite:
+        raise VolumeError(describe(f"The output {file} already exists.",
                                    "a new path, or overwrite=True (--overwrite)", output=path))
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(os.path.abspath(file))
     if not os.path.isdir(parent):
         raise VolumeError(describe(f"The output folder {parent} does not exist.",
                                    "an existing folder", output=path))
@@ -341,15 +376,37 @@ def _resolve_model(model):
     return model
 
 
-def _compile(function, jit_compile):
-    """``function`` as a compiled graph on the TensorFlow backend (XLA if asked), else as is."""
+def _compiled(model, what, jit_compile):
+    """The model's ``what`` ("call", "extract" or "from_features") as a compiled function.
+
+    On the TensorFlow backend this is a ``tf.function`` (XLA when ``jit_compile``), cached per
+    model so that later volumes reuse its traces; on other backends the plain eager call.
+    """
     import keras
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    from emzoo.models.base import image_of
 
-        return tf.function(function, reduce_retracing=True, jit_compile=bool(jit_compile))
-    return function
+    cache = getattr(model, "_emzoo_compiled", None)
+    if cache is None:  # plain attribute, bypassing Keras' tracking of layer attributes
+        cache = {}
+        object.__setattr__(model, "_emzoo_compiled", cache)
+    key = (what, bool(jit_compile))
+    if key not in cache:
+        if what == "call":
+            def function(x0, x1, t):
+                return image_of(model({"x0": x0, "x1": x1, "time": t}, training=False))
+        elif what == "extract":
+            def function(x):
+                return model.extract(x)
+        else:
+            def function(f0, f1, t):
+                return image_of(model.interpolate_from_features(f0, f1, t))
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            function = tf.function(function, reduce_retracing=True, jit_compile=bool(jit_compile))
+        cache[key] = function
+    return cache[key]
 
 
 class MidpointEngine:
@@ -402,19 +459,13 @@ class MidpointEngine:
                                       "`interpolate_from_features`.", "a FILM model",
                                       model=type(model).__name__))
         self._features = {}  # (key, tile index) -> features of one tile (batch of 1)
+        self._largest = 0  # largest batch run so far (later batches are padded up to it)
         self.calls = {"pairs": 0, "extract": 0}
         if self.reuse_features:
-            from emzoo.models.base import image_of
-
-            self._extract = _compile(lambda x: model.extract(x), jit_compile)
-            self._from_features = _compile(
-                lambda f0, f1, t: image_of(model.interpolate_from_features(f0, f1, t)), jit_compile)
+            self._extract = _compiled(model, "extract", jit_compile)
+            self._from_features = _compiled(model, "from_features", jit_compile)
         else:
-            from emzoo.models.base import image_of
-
-            self._call = _compile(
-                lambda x0, x1, t: image_of(model({"x0": x0, "x1": x1, "time": t}, training=False)),
-                jit_compile)
+            self._call = _compiled(model, "call", jit_compile)
 
     # ----------------------------------------------------------------------------- channels
     def _to_model(self, tiles):
@@ -423,6 +474,20 @@ class MidpointEngine:
     def _from_model(self, tiles):
         tiles = np.asarray(tiles, np.float32)
         return tiles.mean(axis=-1, keepdims=True) if self.model_channels == 3 else tiles
+
+    def _batch_shape(self, count, total):
+        """Batch size to run ``count`` items at: padded up to the largest used so far.
+
+        Constant batch shapes mean the compiled functions are traced once or twice per run
+        instead of once per leftover size (tracing FILM costs seconds); the padding repeats the
+        last item and its outputs are dropped.
+        """
+        self._largest = max(self._largest, min(self.batch_size, total))
+        return max(count, self._largest)
+
+    def _full_batch(self, items, total):
+        size = self._batch_shape(len(items), total)
+        return np.stack(items + items[-1:] * (size - len(items)))
 
     def _time(self, count):
         return np.full((count, 1), 0.5, np.float32)
@@ -438,7 +503,7 @@ class MidpointEngine:
             tiles[key] = self._to_model(self.tiler.split(slices[key]))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start:start + self.batch_size]
-            features = self._extract(np.stack([tiles[k][i] for k, i in batch]))
+            features = self._extract(self._full_batch([tiles[k][i] for k, i in batch], len(todo)))
             self.calls["extract"] += len(batch)
             for index, job in enumerate(batch):
                 self._features[job] = keras.tree.map_structure(
@@ -467,9 +532,12 @@ class MidpointEngine:
                 batch = jobs[start:start + self.batch_size]
                 left = [self._features[(pairs[p][0], i)] for p, i in batch]
                 right = [self._features[(pairs[p][1], i)] for p, i in batch]
+                size = self._batch_shape(len(batch), len(jobs))
+                left += left[-1:] * (size - len(batch))
+                right += right[-1:] * (size - len(batch))
                 image = self._from_features(keras.tree.map_structure(concat, *left),
                                             keras.tree.map_structure(concat, *right),
-                                            self._time(len(batch)))
+                                            self._time(size))
                 self._store(outputs, batch, image)
         else:
             tiles = {}
@@ -477,14 +545,14 @@ class MidpointEngine:
                 tiles[key] = self._to_model(self.tiler.split(slices[key]))
             for start in range(0, len(jobs), self.batch_size):
                 batch = jobs[start:start + self.batch_size]
-                x0 = np.stack([tiles[pairs[p][0]][i] for p, i in batch])
-                x1 = np.stack([tiles[pairs[p][1]][i] for p, i in batch])
-                self._store(outputs, batch, self._call(x0, x1, self._time(len(batch))))
+                x0 = self._full_batch([tiles[pairs[p][0]][i] for p, i in batch], len(jobs))
+                x1 = self._full_batch([tiles[pairs[p][1]][i] for p, i in batch], len(jobs))
+                self._store(outputs, batch, self._call(x0, x1, self._time(len(x0))))
         self.calls["pairs"] += len(pairs)
         return [np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0) for tiles_of_pair in outputs]
 
     def _store(self, outputs, batch, image):
-        image = self._from_model(_numpy(image))
+        image = self._from_model(_numpy(image)[:len(batch)])
         for (p, i), tile in zip(batch, image):
             outputs[p, i] = tile
 
@@ -628,8 +696,9 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
                             reuse_features, jit_compile)
     bar = Progress(len(positions), "upscale", enabled=progress)
     levels = grid.bit_length() - 1
-    # Pairs per chunk: enough midpoints on the first level to fill a batch, with a bounded grid.
-    chunk = max(1, -(-2 * engine.batch_size // max(grid, 2)))
+    # Pairs per chunk: enough first-level midpoints to fill a batch, within a bounded grid
+    # (at most _CHUNK_GRID dense slices held, whatever the number of slices).
+    chunk = max(1, min(engine.batch_size, _CHUNK_GRID // grid))
 
     def produce(writer):
         next_out = 0

@@ -304,15 +304,27 @@ class Volume:
         _check_finite(array, f"{self.path} slices {z0}:{z1}")
         return array
 
+    def read_crop(self, z, y, x, height, width):
+        """Raw ``(height, width)`` window of slice ``z`` at ``(y, x)``; reads only that window where the
+        format allows (memory-mapped TIFF, HDF5, arrays)."""
+        z = self._index(z)
+        array = np.asarray(self._read_raw_crop(z, int(y), int(x), int(height), int(width)))
+        _check_finite(array, f"{self.path} slice {z}")
+        return array
+
+    def _read_raw_crop(self, z, y, x, height, width):
+        return self._read_raw(z)[y:y + height, x:x + width]
+
     def slice(self, z):
         """Slice ``z`` as float32 ``(Y, X)`` in ``[0, 1]`` (see the module's normalisation rules)."""
-        return self._normalise(self.read(z))
+        return self.normalise_raw(self.read(z))
 
     def slices(self, z0, z1):
         """Normalised slices ``z0 <= z < z1`` as float32 ``(n, Y, X)`` in ``[0, 1]``."""
-        return self._normalise(self.read_range(z0, z1))
+        return self.normalise_raw(self.read_range(z0, z1))
 
-    def _normalise(self, array):
+    def normalise_raw(self, array):
+        """Normalises raw values of this volume to float32 [0, 1] (dtype range or percentile window)."""
         if self._window is not None:
             return normalise_between(array, *self._window)
         return normalise(array, self.dtype)
@@ -361,6 +373,9 @@ class ArrayVolume(Volume):
 
     def _read_raw_range(self, z0, z1):
         return self.array[z0:z1]
+
+    def _read_raw_crop(self, z, y, x, height, width):
+        return self.array[z, y:y + height, x:x + width]
 
 
 def _as_zyx(array, path, axes=None):
@@ -424,6 +439,11 @@ class TiffVolume(Volume):
         if self._memmap is not None:
             return self._memmap[z0:z1]
         return super()._read_raw_range(z0, z1)
+
+    def _read_raw_crop(self, z, y, x, height, width):
+        if self._memmap is not None:
+            return self._memmap[z, y:y + height, x:x + width]
+        return super()._read_raw_crop(z, y, x, height, width)
 
     def close(self):
         self._memmap = None
@@ -572,6 +592,10 @@ class Hdf5Volume(Volume):
 
     def _read_raw_range(self, z0, z1):
         data = self._dataset[z0:z1]
+        return data[..., 0] if self._squeeze else data
+
+    def _read_raw_crop(self, z, y, x, height, width):
+        data = self._dataset[z, y:y + height, x:x + width]
         return data[..., 0] if self._squeeze else data
 
     def close(self):

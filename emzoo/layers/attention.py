@@ -49,11 +49,12 @@ def _check_divisible(layer, shape, multiple, why):
     height, width = shape[1], shape[2]
     bad = [size for size in (height, width) if size is not None and int(size) % multiple]
     if bad:
+        padded = " x ".join(str(-(-int(s) // multiple) * multiple) if s is not None else "?"
+                            for s in (height, width))
         raise EmzooError(describe(
             f"{type(layer).__name__} `{layer.name}` needs the height and width of its input to be "
             f"multiples of {multiple} ({why}).",
-            f"H and W multiples of {multiple} (pad the input, e.g. to "
-            f"{-(-int(height) // multiple) * multiple} x {-(-int(width) // multiple) * multiple})",
+            f"H and W multiples of {multiple} (pad the input, e.g. to {padded})",
             height=height, width=width))
 
 
@@ -131,6 +132,43 @@ GROUPINGS = {
     "lattice": (lattice_groups, merge_lattice_groups),
     "block": (block_groups, merge_block_groups),
 }
+
+
+def hierarchical_tokens_per_query(height, width, outer_partition, inner_partition):
+    """Tokens each position attends to in the three attentions of the two-level form.
+
+    (inner long range, inner short range, outer short range); their sum sets the attention
+    FLOPs and the affinity memory: ``H*W * sum`` scores.
+    """
+    cell = outer_partition * inner_partition
+    return ((height // cell) * (width // cell), inner_partition ** 2, outer_partition ** 2)
+
+
+def balanced_partitions(height, width, candidates=(2, 4, 8, 16, 32, 64)):
+    """(outer, inner) partitions of the two-level attention minimising the tokens per query.
+
+    SSAN's complexity analysis reaches O((HW)^(4/3)) only when the partitions grow with the map
+    (each group ~ (HW)^(1/3) tokens); fixed partitions (the authors' 8, 4) make the inner long
+    range grow like HW and the cost like (HW)^2 / 1024. The attention weights do not depend on
+    the partitions, so a layer can be rebuilt with these for large maps.
+
+    Example:
+        >>> balanced_partitions(512, 512)
+        (8, 8)
+    """
+    best = None
+    for outer in candidates:
+        for inner in candidates:
+            if height % (outer * inner) or width % (outer * inner):
+                continue
+            cost = sum(hierarchical_tokens_per_query(height, width, outer, inner))
+            if best is None or cost < best[0]:
+                best = (cost, outer, inner)
+    if best is None:
+        raise EmzooError(describe("No partition pair divides the map.",
+                                  f"H and W multiples of {min(candidates) ** 2}",
+                                  height=height, width=width))
+    return best[1], best[2]
 
 
 # ------------------------------------------------------------------------------------ layers

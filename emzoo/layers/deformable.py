@@ -10,10 +10,9 @@ group ``g`` and kernel tap ``k = i * kernel_w + j`` (row-major),
 ``offset[..., g*2K + 2k]`` is the row displacement dy, ``offset[..., g*2K + 2k + 1]`` the column
 displacement dx, and ``mask[..., g*K + k]`` the modulation in [0, 1].
 
-How it is computed (fast and backend-agnostic): the zero-padded input is laid out as a "quad" map
-whose row ``(y, x, g)`` holds the four bilinear neighbours ``(y, x), (y, x+1), (y+1, x),
-(y+1, x+1)`` of group ``g``; then ONE gather reads the four corners of every tap of every group,
-the bilinear weights are fused with the masks and the validity of the sample, the corners are
+How it is computed (fast and backend-agnostic): the input is zero-padded by one pixel and flattened
+to rows of ``(b, y, x, group)``; ONE gather reads the four bilinear corners of every tap of every
+group (corners outside the image land in the zero border or get weight 0), the bilinear weights are fused with the masks and the validity of the sample, the corners are
 summed, and ONE matmul with the kernel reshaped to ``(K * Cin, filters)`` finishes the convolution.
 Peak memory is about ``4 * B * H * W * K * Cin`` floats for the gathered corners (training keeps
 them for the backward pass); wrap calls in ``keras.RematScope`` to trade time for memory.
@@ -75,15 +74,9 @@ def modulated_deformable_conv(inputs, offset, mask, kernel, bias=None, deformabl
     shape = ops.shape(inputs)
     batch, height, width = shape[0], shape[1], shape[2]
 
-    # Quad map of the input padded by one zero pixel on each side: row (b, y, x, g) holds the
-    # corners (y, x), (y, x+1), (y+1, x), (y+1, x+1) of padded coordinates, i.e. of image
-    # coordinates (y-1, x-1) ... (y, x). Any sample with -1 < y < H and -1 < x < W then finds its
-    # four corners in one row, and corners outside the image read the zero border.
-    padded = ops.pad(inputs, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    quad = ops.stack([padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1],
-                      padded[:, 1:, 1:]], axis=-2)  # (B, H+1, W+1, 4, Cin)
-    quad = ops.reshape(quad, (-1, 4, groups, group_channels))
-    quad = ops.reshape(ops.transpose(quad, (0, 2, 1, 3)), (-1, 4 * group_channels))
+    # Pad by one zero pixel on each side: any sample with -1 < y < H and -1 < x < W then finds its
+    # four corners inside the padded map, and corners outside the image read zeros.
+    padded = ops.reshape(ops.pad(inputs, ((0, 0), (1, 1), (1, 1), (0, 0))), (-1, group_channels))
 
     # Sample positions (float32 even under mixed precision): base grid + tap + learned offset.
     offset = ops.reshape(ops.cast(offset, "float32"), (batch, height, width, groups, taps, 2))
@@ -105,16 +98,19 @@ def modulated_deformable_conv(inputs, offset, mask, kernel, bias=None, deformabl
     wy = y - y0
     wx = x - x0
 
-    # Row of the quad map; invalid samples are clamped anywhere and get weight 0.
+    # Rows of the padded map, (b, y, x, g) flattened; invalid samples are clamped anywhere and
+    # get weight 0.
     height_i = ops.cast(height, "int32")
     width_i = ops.cast(width, "int32")
     qy = ops.clip(ops.cast(y0, "int32") + 1, 0, height_i)
     qx = ops.clip(ops.cast(x0, "int32") + 1, 0, width_i)
-    batch_base = ops.arange(0, batch, dtype="int32")[:, None, None, None, None] * (height_i + 1)
+    padded_width = width_i + 2
+    batch_base = ops.arange(0, batch, dtype="int32")[:, None, None, None, None] * (height_i + 2)
     group_index = ops.arange(0, groups, dtype="int32")[:, None]
-    index = ((batch_base + qy) * (width_i + 1) + qx) * groups + group_index  # (B, H, W, G, K)
-    corners = ops.take(quad, index, axis=0)  # (B, H, W, G, K, 4 * Cg): the one gather
-    corners = ops.reshape(corners, (batch, height, width, groups, taps, 4, group_channels))
+    top_left = ((batch_base + qy) * padded_width + qx) * groups + group_index  # (B, H, W, G, K)
+    corner_step = ops.stack([0, groups, padded_width * groups, (padded_width + 1) * groups])
+    index = top_left[..., None] + corner_step  # (B, H, W, G, K, 4)
+    corners = ops.take(padded, index, axis=0)  # (B, H, W, G, K, 4, Cg): the one gather
 
     modulation = ops.cast(mask, "float32")
     modulation = ops.reshape(modulation, (batch, height, width, groups, taps))

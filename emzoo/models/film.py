@@ -279,14 +279,20 @@ class FILM(Interpolator):
                                  self.channels, name="fusion")
 
     # ------------------------------------------------------------------------------- the stages
-    def _check_size(self, image):
-        height, width = image.shape[1], image.shape[2]
+    def _check_size(self, shape):
+        height, width = shape[1], shape[2]
         for name, value in (("height", height), ("width", width)):
             if value is not None and int(value) < self.size_multiple:
                 raise EmzooError(describe(
                     f"The input {name} is smaller than FILM's coarsest pyramid level allows.",
                     f"{name} >= {self.size_multiple} (2**(pyramid_levels-1)); engines pad inputs "
-                    f"to a multiple of {self.size_multiple}", shape=tuple(image.shape)))
+                    f"to a multiple of {self.size_multiple}", shape=tuple(shape)))
+
+    def build(self, input_shape):
+        # Sub-layers build on the first call; checking the size here turns a too-small input
+        # into a clear error before Keras tries to trace the model.
+        if isinstance(input_shape, dict) and input_shape.get("x0") is not None:
+            self._check_size(tuple(input_shape["x0"]))
 
     def extract(self, image):
         """Image and feature pyramids of one batch of frames (B, H, W, channels).
@@ -294,7 +300,7 @@ class FILM(Interpolator):
         Returns ``{"images": [...], "features": [...]}``, both ``pyramid_levels`` long, finest
         first. Pass two of these to :meth:`interpolate_from_features`.
         """
-        self._check_size(image)
+        self._check_size(tuple(image.shape))
         images = build_image_pyramid(image, self.pyramid_levels)
         return {"images": images, "features": self.feature_extractor(images)}
 

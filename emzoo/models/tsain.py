@@ -41,10 +41,11 @@ ignored, and the output is always the middle slice; more frames come from recurs
 (4 for the paper's 3 levels). ``call`` pads the inputs up to that multiple (centred, mirrored
 borders) and crops the output back, so every input size works; the engines may still pad.
 
-**Initialisation.** Plain convs use PyTorch's default range U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-(the authors trained with it) and zero biases; the residual blocks and deformable convs use the
-initialisers of :mod:`emzoo.layers.blocks` and :mod:`emzoo.layers.deformable` (the offset/mask conv
-of each deformable conv is zero-initialised, so training starts from a plain conv with masks 0.5).
+**Initialisation.** Plain and deformable convs use U(-1/sqrt(fan_in), 1/sqrt(fan_in)) kernels (PyTorch's
+default, and the authors' DCN initialisation) and zero biases; the offset/mask conv of each
+deformable conv is zero-initialised (:class:`emzoo.layers.deformable.DeformableConvPack`), so
+training starts from plain convs with masks 0.5. The residual blocks keep the initialisers of
+:class:`emzoo.layers.blocks.ResidualBlock`.
 
 Example:
     >>> import emzoo
@@ -52,7 +53,7 @@ Example:
     >>> model.count_params()
     5661874
     >>> x = keras.ops.zeros((1, 30, 30, 1))
-    >>> model({"x0": x, "x1": x, "time": keras.ops.full((1, 1), 0.5)})["image"].shape
+    >>> tuple(model({"x0": x, "x1": x, "time": keras.ops.full((1, 1), 0.5)})["image"].shape)
     (1, 30, 30, 1)
 """
 
@@ -77,6 +78,11 @@ def _conv(filters, kernel_size, name, strides=1, padding="same"):
                                kernel_initializer=_torch_default_kernel(), name=name)
 
 
+def _deformable(filters, groups, name):
+    return DeformableConvPack(filters, 3, deformable_groups=groups,
+                              kernel_initializer=_torch_default_kernel(), name=name)
+
+
 def _lrelu(x, slope):
     return ops.leaky_relu(x, negative_slope=slope)
 
@@ -98,7 +104,7 @@ class FeaturePyramidExtractor(keras.layers.Layer):
 
     Example:
         >>> pyramid = FeaturePyramidExtractor(filters=8, num_blocks=1, levels=3)
-        >>> [f.shape for f in pyramid(keras.ops.zeros((1, 16, 16, 1)))]
+        >>> [tuple(f.shape) for f in pyramid(keras.ops.zeros((1, 16, 16, 1)))]
         [(1, 16, 16, 8), (1, 8, 8, 8), (1, 4, 4, 8)]
     """
 
@@ -143,7 +149,7 @@ class PyramidDeformableInterpolation(keras.layers.Layer):
     Example:
         >>> pcd = PyramidDeformableInterpolation(filters=8, deformable_groups=2, levels=2)
         >>> p = [keras.ops.zeros((1, 8, 8, 8)), keras.ops.zeros((1, 4, 4, 8))]
-        >>> pcd(p, p).shape
+        >>> tuple(pcd(p, p).shape)
         (1, 8, 8, 8)
     """
 
@@ -157,8 +163,8 @@ class PyramidDeformableInterpolation(keras.layers.Layer):
         self.offset_in = [_conv(f, 3, f"l{i + 1}_offset_in") for i in range(self.levels)]
         self.offset_mix = [_conv(f, 3, f"l{i + 1}_offset_mix") for i in range(self.levels - 1)]
         self.offset_out = [_conv(f, 3, f"l{i + 1}_offset_out") for i in range(self.levels)]
-        self.deform = [DeformableConvPack(f, 3, deformable_groups=self.deformable_groups,
-                                          name=f"l{i + 1}_dcn") for i in range(self.levels)]
+        self.deform = [_deformable(f, self.deformable_groups, f"l{i + 1}_dcn")
+                       for i in range(self.levels)]
         self.feature_mix = [_conv(f, 3, f"l{i + 1}_feature_mix") for i in range(self.levels - 1)]
 
     def call(self, moving, fixed):
@@ -199,7 +205,7 @@ class ResidualSpatialAdaptiveBlock(keras.layers.Layer):
 
     Example:
         >>> rsab = ResidualSpatialAdaptiveBlock(filters=8)
-        >>> rsab(keras.ops.zeros((1, 8, 8, 8))).shape
+        >>> tuple(rsab(keras.ops.zeros((1, 8, 8, 8))).shape)
         (1, 8, 8, 8)
     """
 
@@ -209,8 +215,7 @@ class ResidualSpatialAdaptiveBlock(keras.layers.Layer):
         self.deformable_groups = _positive_int("deformable_groups", deformable_groups)
         self.offset_conv1 = _conv(self.filters, 3, "offset_conv1")
         self.offset_conv2 = _conv(self.filters, 3, "offset_conv2")
-        self.deform = DeformableConvPack(self.filters, 3, deformable_groups=self.deformable_groups,
-                                         name="dcn")
+        self.deform = _deformable(self.filters, self.deformable_groups, "dcn")
         self.conv = _conv(self.filters, 3, "conv")
 
     def call(self, x):
@@ -234,7 +239,7 @@ class DeformableRefinementBlock(keras.layers.Layer):
     Example:
         >>> drb = DeformableRefinementBlock(filters=8, deformable_groups=2)
         >>> f = keras.ops.zeros((1, 8, 8, 8))
-        >>> [t.shape for t in drb(f, f, f)]
+        >>> [tuple(t.shape) for t in drb(f, f, f)]
         [(1, 8, 8, 8), (1, 8, 8, 8), (1, 8, 8, 8)]
     """
 
@@ -245,8 +250,7 @@ class DeformableRefinementBlock(keras.layers.Layer):
         f = self.filters
         self.offset_conv1 = [_conv(f, 3, f"side{s}_offset_conv1") for s in (0, 2)]
         self.offset_conv2 = [_conv(f, 3, f"side{s}_offset_conv2") for s in (0, 2)]
-        self.deform = [DeformableConvPack(f, 3, deformable_groups=self.deformable_groups,
-                                          name=f"side{s}_dcn") for s in (0, 2)]
+        self.deform = [_deformable(f, self.deformable_groups, f"side{s}_dcn") for s in (0, 2)]
 
     def _realign(self, index, side, middle):
         offset = _lrelu(self.offset_conv1[index](ops.concatenate([side, middle], axis=-1)), 0.1)
@@ -270,7 +274,7 @@ def pad_to_multiple(x, multiple):
 
     Example:
         >>> padded, window = pad_to_multiple(keras.ops.zeros((1, 6, 9, 1)), 4)
-        >>> padded.shape
+        >>> tuple(padded.shape)
         (1, 8, 12, 1)
     """
     if multiple <= 1:
@@ -318,7 +322,7 @@ class TSAIN(Interpolator):
     Example:
         >>> model = TSAIN(filters=16, deformable_groups=2, reconstruction_blocks=1)
         >>> x = keras.ops.zeros((2, 12, 20, 1))
-        >>> model({"x0": x, "x1": x, "time": keras.ops.full((2, 1), 0.5)})["image"].shape
+        >>> tuple(model({"x0": x, "x1": x, "time": keras.ops.full((2, 1), 0.5)})["image"].shape)
         (2, 12, 20, 1)
     """
 

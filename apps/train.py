@@ -1,0 +1,55 @@
+"""``emzoo train MODEL --data PATH[,PATH...] --steps N --output DIR``: trains or fine-tunes a model.
+
+MODEL is an architecture / entry name (random initial weights) or a folder written by
+``emzoo train`` / ``emzoo.save`` (fine-tuning from its weights). See :mod:`emzoo.training` for
+checkpoints, exact resume (``--resume``), strategies and the run folder layout.
+
+Example:
+    emzoo train film --data a.tif,b.tif --steps 20000 --batch-size 8 --crop 256 --gaps 1,2,4 \\
+        --set filters=16 --set pyramid_levels=5 --output runs/film-em
+    emzoo train film ... --output runs/film-em --resume      # after an interruption
+"""
+
+from absl import flags
+
+_DATA = flags.DEFINE_string("data", None, "Training volume(s), comma-separated.")
+_STEPS = flags.DEFINE_integer("steps", 1000, "Total optimizer steps.")
+_BATCH = flags.DEFINE_integer("batch-size", 8, "Global batch size.")
+_CROP = flags.DEFINE_integer("crop", 256, "Square crop size of the training triplets.")
+_GAPS = flags.DEFINE_string("gaps", "1,2,4", "Triplet gaps (z-g, z, z+g), comma-separated.")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                              "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+_OUTPUT = flags.DEFINE_string("output", None, "Run folder (checkpoints, logs, final model).")
+_SET = flags.DEFINE_multi_string("set", [], "Model constructor override key=value (repeatable).")
+_RESUME = flags.DEFINE_boolean("resume", False, "Continue the run in --output from its last checkpoint.")
+_MIXED = flags.DEFINE_boolean("mixed-precision", False, "mixed_float16 on GPU, mixed_bfloat16 on CPU.")
+_LR = flags.DEFINE_float("learning-rate", None, "Adam learning rate (default: the architecture's).")
+_EVERY = flags.DEFINE_integer("checkpoint-every", 500, "Steps between checkpoints.")
+_LOSS = flags.DEFINE_string("loss", "paper", "paper (with its schedule), l1, l2 or a Keras loss name.")
+_VAL = flags.DEFINE_float("val-fraction", None, "Validation fraction of each volume's z-range.")
+_SCHEDULE = flags.DEFINE_float("schedule-scale", 1.0, "Multiplies the paper loss's schedule boundaries.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the data stream and initial weights.")
+_CPUS = flags.DEFINE_integer("cpu-devices", None, "Split the CPU into N logical devices (mirrored tests).")
+for _name in ("batch-size", "mixed-precision", "learning-rate", "checkpoint-every", "val-fraction",
+              "schedule-scale", "cpu-devices"):
+    flags.DEFINE_alias(_name.replace("-", "_"), _name)
+
+
+def main(argv):
+    import sys
+
+    from emzoo import training
+    from emzoo.errors import EmzooError, describe
+
+    if len(argv) != 2:
+        raise EmzooError(describe("emzoo train takes one model.",
+                                  "emzoo train MODEL --data PATH --steps N --output DIR", arguments=argv[1:]))
+    for name, holder in (("data", _DATA), ("output", _OUTPUT)):
+        if not holder.value:
+            raise EmzooError(describe(f"Missing --{name}.", f"--{name} ...", **{name: None}))
+    training.train(argv[1], data=_DATA.value, steps=_STEPS.value, batch_size=_BATCH.value,
+                   crop=_CROP.value, gaps=_GAPS.value, strategy=_STRATEGY.value, output=_OUTPUT.value,
+                   overrides=_SET.value, resume=_RESUME.value, mixed_precision=_MIXED.value,
+                   learning_rate=_LR.value, checkpoint_every=_EVERY.value, loss=_LOSS.value,
+                   val_fraction=_VAL.value, schedule_scale=_SCHEDULE.value, seed=_SEED.value,
+                   logical_cpus=_CPUS.value, command=["emzoo"] + list(sys.argv[1:]))

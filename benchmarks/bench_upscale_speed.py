@@ -1,0 +1,144 @@
+"""Upscaling throughput: the volume engine vs naive pairwise model calls, side by side.
+
+Both paths upscale the same stack with the same model (random weights are enough for speed):
+
+* **naive**: what the original FILM tools do: depth-first recursion over each input pair, one
+  model call per midpoint at batch 1 (each call extracts both frames' features again);
+* **engine (pairwise)**: :func:`emzoo.upscale_volume` with ``reuse_features=False``: batched
+  model calls, no feature reuse;
+* **engine**: :func:`emzoo.upscale_volume` as users get it (feature reuse for FILM, batching).
+
+Every path runs once on a short stack first (tracing and compiling are not timed), then
+``--repeats`` times on the full stack; the median slices/s (output slices per second) is printed
+with the ratio to the naive path. The naive path's result is compared with the engine's (they
+must agree to 1e-5 on the dense grid).
+
+Example:
+    nice -n 5 python benchmarks/bench_upscale_speed.py                       # compact FILM, x4
+    nice -n 5 python benchmarks/bench_upscale_speed.py --model default --slices 9 --size 256
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import emzoo  # noqa: E402
+from emzoo import upscale  # noqa: E402
+
+COMPACT_FILM = dict(pyramid_levels=5, fusion_pyramid_levels=4, specialized_levels=2, sub_levels=3,
+                    filters=16, flow_convs=[3, 3, 3], flow_filters=[16, 32, 64], channels=1)
+
+
+def build_model(name):
+    if name == "compact-film":
+        from emzoo.models.film import FILM
+
+        model = FILM(**COMPACT_FILM)
+        model.build_for_weights()
+        return model
+    return emzoo.load(name, compile=False)
+
+
+def stack(slices, size, seed=0):
+    """A real EM crop when the shared data is there (realistic flows), else smooth noise."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                        "flyem_medulla_fibsem_10nm", "volume.tif")
+    if os.path.exists(path):
+        import tifffile
+
+        volume = tifffile.memmap(path)
+        return np.array(volume[:slices, :size, :size])
+    rng = np.random.default_rng(seed)
+    return (rng.random((slices, size, size)) * 255).astype(np.uint8)
+
+
+def naive_upscale(volume, model, factor):
+    """Depth-first midpoint recursion, one batch-1 model call per midpoint (like FILM's tools)."""
+    from emzoo.data.volume import denormalise, normalise
+
+    call = upscale._compiled(model, "call", False)
+    height, width = volume.shape[1:]
+    tiler = upscale.Tiler(height, width, None, 0, model.size_multiple)
+    time_half = np.full((1, 1), 0.5, np.float32)
+
+    def prepare(unit):
+        tile = tiler.split(unit[..., None])
+        return np.repeat(tile, 3, -1) if model.channels == 3 else tile
+
+    def middle(a, b):
+        out = np.asarray(call(prepare(a), prepare(b), time_half))
+        out = out.mean(-1, keepdims=True) if model.channels == 3 else out
+        return np.clip(tiler.merge(out)[..., 0], 0.0, 1.0)
+
+    def recurse(a, b, depth):
+        if depth == 0:
+            return [a]
+        m = middle(a, b)
+        return recurse(a, m, depth - 1) + recurse(m, b, depth - 1)
+
+    depth = int(np.log2(factor))
+    frames = []
+    for z in range(len(volume) - 1):
+        frames += recurse(normalise(volume[z]), normalise(volume[z + 1]), depth)
+    frames.append(normalise(volume[-1]))
+    return np.stack([denormalise(f, volume.dtype) for f in frames])
+
+
+def timed(function, repeats):
+    times = []
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="compact-film",
+                        help="compact-film (random weights) or a registered name / folder")
+    parser.add_argument("--slices", type=int, default=9)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--factor", type=int, default=4, help="a power of two")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--jit", action="store_true", help="also time the engine with XLA")
+    args = parser.parse_args()
+
+    import keras
+
+    model = build_model(args.model)
+    volume = stack(args.slices, args.size)
+    outputs = (args.slices - 1) * args.factor + 1
+    print(f"backend={keras.backend.backend()} model={args.model} params={model.count_params():,} "
+          f"stack={volume.shape} {volume.dtype} factor={args.factor} -> {outputs} slices, "
+          f"batch_size={args.batch_size}")
+
+    paths = {"naive (batch 1, pairwise)": lambda v: naive_upscale(v, model, args.factor)}
+    common = dict(factor=args.factor, batch_size=args.batch_size, progress=False)
+    paths["engine (batched, pairwise)"] = lambda v: upscale.upscale_volume(
+        v, model, reuse_features=False, **common)
+    paths["engine"] = lambda v: upscale.upscale_volume(v, model, **common)
+    if args.jit:
+        paths["engine + XLA"] = lambda v: upscale.upscale_volume(v, model, jit_compile=True,
+                                                                 **common)
+    results, rates = {}, {}
+    for name, path in paths.items():
+        path(volume[:3])  # warm-up: trace / compile at the same slice size
+        seconds, results[name] = timed(lambda: path(volume), args.repeats)
+        rates[name] = outputs / seconds
+        print(f"{name:<28} {seconds:8.2f} s  {rates[name]:7.2f} slices/s  "
+              f"x{rates[name] / rates['naive (batch 1, pairwise)']:.2f} vs naive", flush=True)
+    reference = results["naive (batch 1, pairwise)"].astype(np.float64)
+    for name, result in results.items():
+        difference = np.abs(result.astype(np.float64) - reference).max()
+        print(f"max |{name} - naive| = {difference:g} (dtype units)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""``emzoo upscale`` end to end, through a subprocess (each app defines its own absl flags).
+
+Bad input must give one line on stderr, a non-zero exit, no output (not even a temporary file)
+and leave an existing output untouched. Errors found before the model is needed do not import
+TensorFlow, so most of these subprocesses are quick.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from emzoo.data.volume import open_volume, write_volume
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TINY_FILM = dict(pyramid_levels=4, fusion_pyramid_levels=3, specialized_levels=1, sub_levels=2,
+                 filters=4, flow_convs=[1, 1], flow_filters=[4, 4], channels=1)
+
+
+def run_emzoo(args, cwd, prelude=""):
+    """Runs ``emzoo ARGS`` in a fresh interpreter (after ``prelude`` code, e.g. a monkeypatch)."""
+    code = textwrap.dedent(prelude) + "\nimport sys\nfrom emzoo.apps.main import run\n" \
+        "sys.exit(run(['emzoo'] + sys.argv[1:]))\n"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-c", code] + list(args), cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def error_lines(done):
+    """stderr lines that are not TensorFlow / absl start-up chatter."""
+    return [line for line in done.stderr.splitlines()
+            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
+                                                      "E0000", "To enable"))
+            and "cpu_feature_guard" not in line]
+
+
+def assert_one_line_error(done, match, folder, before):
+    lines = error_lines(done)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert len(lines) == 1 and lines[0].startswith("emzoo"), lines
+    assert match in lines[0], lines[0]
+    assert sorted(os.listdir(folder)) == before  # no output, no temporary left behind
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A saved tiny FILM (random weights, size multiple 8), loadable with --model DIR."""
+    import emzoo
+    from emzoo.models.film import FILM
+
+    model = FILM(**TINY_FILM)
+    model.build_for_weights()
+    return str(emzoo.save(model, tmp_path_factory.mktemp("models") / "tiny-film"))
+
+
+@pytest.fixture
+def stack(tmp_path):
+    path = tmp_path / "stack.tif"
+    rng = np.random.default_rng(0)
+    write_volume(str(path), rng.integers(0, 255, (3, 24, 40)).astype(np.uint8),
+                 voxel_size=(40, 8, 8))
+    return path
+
+
+def test_sample_shortcut_upscales_and_says_where(tmp_path, tiny_model):
+    # The README's first command, with a tiny model; plus tiles, HDF5 output and --isotropic.
+    done = run_emzoo(["upscale", "sample", "-o", "out.tif", "--factor", "2", "--model",
+                      tiny_model], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"Wrote {tmp_path / 'out.tif'}" in done.stdout or "Wrote out.tif" in done.stdout
+    with open_volume(str(tmp_path / "out.tif")) as out:
+        assert out.shape == (33, 256, 256) and out.dtype == np.uint8
+        assert out.voxel_size == pytest.approx((5, 10, 10))
+    assert "upscale x2" in done.stderr  # the summary line
+
+
+def test_isotropic_with_voxel_size_flag_tiles_and_hdf5(tmp_path, tiny_model, stack):
+    done = run_emzoo(["upscale", str(stack), "-o", str(tmp_path / "iso.h5"), "--isotropic",
+                      "--voxel-size", "20,8,8", "--model", tiny_model, "--tile", "16",
+                      "--overlap", "8", "--quiet"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with open_volume(str(tmp_path / "iso.h5") + ":/volumes/raw") as out:
+        assert out.shape == (6, 24, 40) and out.voxel_size == pytest.approx((8, 8, 8))
+
+
+@pytest.mark.parametrize("make_input, flags, match", [
+    (None, ["--factor", "2"], "No such file"),
+    ("corrupt", ["--factor", "2"], "Cannot"),
+    ("single", ["--factor", "2"], "slice"),  # a 1-page TIFF reads as a 2-D image
+    ("stack", ["--factor", "0.5"], "Expected a number >= 1"),
+    ("stack", ["--factor", "abc"], "Expected a number >= 1"),
+    ("novoxel", ["--isotropic"], "--voxel-size"),
+    ("stack", ["--factor", "2", "--model", "no-such-model"], "Unknown model"),
+    ("stack", ["--voxel-size", "1,2"], "voxel"),
+])
+def test_bad_input_gives_one_line_and_no_output(tmp_path, make_input, flags, match):
+    source = tmp_path / "in.tif"
+    if make_input == "corrupt":
+        source.write_bytes(b"II*\x00" + os.urandom(200))
+    elif make_input == "single":
+        write_volume(str(source), np.zeros((1, 16, 16), np.uint8))
+    elif make_input == "novoxel":
+        write_volume(str(source), np.zeros((3, 16, 16), np.uint8))
+    elif make_input == "stack":
+        write_volume(str(source), np.zeros((3, 16, 16), np.uint8), voxel_size=(40, 4, 4))
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["upscale", str(source), "-o", str(tmp_path / "out.tif")] + flags,
+                     cwd=tmp_path)
+    assert_one_line_error(done, match, tmp_path, before)
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, stack):
+    target = tmp_path / "out.tif"
+    target.write_bytes(b"precious")
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["upscale", str(stack), "-o", str(target)], cwd=tmp_path)
+    assert_one_line_error(done, "--overwrite", tmp_path, before)
+    assert target.read_bytes() == b"precious"
+
+
+def test_tile_smaller_than_the_model_multiple(tmp_path, tiny_model, stack):
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["upscale", str(stack), "-o", str(tmp_path / "out.tif"), "--model",
+                      tiny_model, "--tile", "4"], cwd=tmp_path)
+    assert_one_line_error(done, "size multiple", tmp_path, before)
+
+
+def test_disk_full_while_writing(tmp_path, tiny_model, stack):
+    target = tmp_path / "out.tif"
+    write_volume(str(target), np.zeros((2, 8, 8), np.uint8))
+    old = target.read_bytes()
+    before = sorted(os.listdir(tmp_path))
+    prelude = """
+        import errno
+        from emzoo.data import volume
+        _write = volume.VolumeWriter.write
+        def write(self, z, raw):
+            if z >= 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return _write(self, z, raw)
+        volume.VolumeWriter.write = write
+    """
+    done = run_emzoo(["upscale", str(stack), "-o", str(target), "--model", tiny_model,
+                      "--overwrite", "--quiet"], cwd=tmp_path, prelude=prelude)
+    assert_one_line_error(done, "ran out of space", tmp_path, before)
+    assert target.read_bytes() == old

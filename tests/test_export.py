@@ -1,0 +1,123 @@
+"""FILM-compatible SavedModel export: reload in a fresh process, call like the FILM tools do."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from emzoo import testing
+from emzoo.errors import EmzooError
+from emzoo.export import export_saved_model
+from emzoo.models.film import FILM
+
+pytestmark = pytest.mark.tf_only
+
+SMALL = dict(pyramid_levels=3, fusion_pyramid_levels=3, specialized_levels=1, sub_levels=2,
+             filters=4, flow_convs=[1, 1], flow_filters=[4, 4])
+
+# What FILM's eval/interpolator.py does with a SavedModel, run in a process that never saw emzoo.
+RELOAD = textwrap.dedent("""
+    import sys, numpy as np, tensorflow as tf
+    assert "emzoo" not in sys.modules
+    path, inputs_file, out_file = sys.argv[1:]
+    loaded = tf.compat.v2.saved_model.load(path)
+    data = np.load(inputs_file)
+    results = {}
+    for tag in ("a", "b"):
+        x0, x1, dt = data[tag + "_x0"], data[tag + "_x1"], data[tag + "_dt"]
+        out = loaded({"x0": x0, "x1": x1, "time": dt[..., np.newaxis]}, training=False)
+        results[tag + "_image"] = out["image"].numpy()
+        results[tag + "_flow1"] = out["forward_flow_pyramid"][1].numpy()
+    serve = loaded.signatures["serving_default"]
+    named = serve(x0=tf.constant(data["a_x0"]), x1=tf.constant(data["a_x1"]),
+                  time=tf.constant(data["a_dt"][:, None]))
+    results["serving_image"] = named["image"].numpy()
+    results["serving_keys"] = np.array(sorted(named))
+    results["signature_keys"] = np.array(sorted(loaded.signatures))
+    np.savez(out_file, **results)
+""")
+
+
+def _edge_padded_call(model, inputs, multiple):
+    """The model on inputs edge-padded (centred) to ``multiple``, cropped back: the reference."""
+    h, w = inputs["x0"].shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
+    padded = {k: np.pad(v, pads, mode="edge") if k != "time" else v for k, v in inputs.items()}
+    out = model(padded)
+    return {"image": np.asarray(out["image"])[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w],
+            "flow1": np.asarray(out["forward_flow_pyramid"][1])}
+
+
+def test_export_reloads_in_fresh_process(tmp_path):
+    model = FILM(**SMALL, channels=3, aux_outputs=True)
+    first, _ = testing.random_inputs(2, 16, 24, 3, seed=1)
+    second, _ = testing.random_inputs(1, 14, 22, 3, seed=2)  # not multiples of 4: padded inside
+    model(first)
+    rng = np.random.default_rng(0)
+    for variable in model.weights:
+        variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+
+    path = export_saved_model(model, tmp_path / "exported")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]  # no temporary leftovers
+    info = json.loads((path / "assets" / "emzoo_model.json").read_text())
+    assert info["architecture"] == "film" and info["config"] == model.get_config()
+
+    arrays = {}
+    for tag, inputs in (("a", first), ("b", second)):
+        arrays[tag + "_x0"], arrays[tag + "_x1"] = inputs["x0"], inputs["x1"]
+        arrays[tag + "_dt"] = inputs["time"][:, 0]
+    np.savez(tmp_path / "inputs.npz", **arrays)
+    script = tmp_path / "reload.py"
+    script.write_text(RELOAD)
+    subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "inputs.npz"),
+                    str(tmp_path / "out.npz")], check=True, timeout=300)
+    got = np.load(tmp_path / "out.npz")
+
+    expected_a = model(first)
+    np.testing.assert_allclose(got["a_image"], np.asarray(expected_a["image"]), atol=1e-5)
+    np.testing.assert_allclose(got["a_flow1"], np.asarray(expected_a["forward_flow_pyramid"][1]),
+                               atol=1e-5)
+    expected_b = _edge_padded_call(model, second, model.size_multiple)
+    assert got["b_image"].shape == (1, 14, 22, 3)
+    np.testing.assert_allclose(got["b_image"], expected_b["image"], atol=1e-5)
+    np.testing.assert_allclose(got["serving_image"], np.asarray(expected_a["image"]), atol=1e-5)
+    assert "image" in list(got["serving_keys"]) and "forward_flow_pyramid_0" in list(got["serving_keys"])
+    assert list(got["signature_keys"]) == ["serving_default"]
+
+
+def test_grey_model_takes_rgb_like_film_tools(tmp_path):
+    import tensorflow as tf
+
+    model = FILM(**SMALL, channels=1)
+    inputs, _ = testing.random_inputs(1, 16, 16, 1)
+    expected = np.asarray(model(inputs)["image"])
+    loaded = tf.saved_model.load(str(export_saved_model(model, tmp_path / "grey")))
+    rgb = {k: np.repeat(v, 3, axis=-1) if k != "time" else v for k, v in inputs.items()}
+    image = loaded(rgb, training=False)["image"].numpy()
+    assert image.shape == (1, 16, 16, 3)
+    np.testing.assert_allclose(image, np.repeat(expected, 3, axis=-1), atol=1e-5)
+    np.testing.assert_allclose(loaded(inputs, training=False)["image"].numpy(), expected, atol=1e-6)
+    native = loaded.signatures["serving_native"](x0=tf.constant(inputs["x0"]),
+                                                 x1=tf.constant(inputs["x1"]),
+                                                 time=tf.constant(inputs["time"]))
+    np.testing.assert_allclose(native["image"].numpy(), expected, atol=1e-6)
+
+
+def test_existing_folder_is_not_overwritten(tmp_path):
+    model = FILM(**SMALL)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("x")
+    with pytest.raises(EmzooError, match="already exists"):
+        export_saved_model(model, tmp_path / "taken")
+    assert (tmp_path / "taken" / "keep.txt").exists()
+
+
+def test_non_interpolator_is_refused(tmp_path):
+    import keras
+
+    with pytest.raises(EmzooError, match="Received"):
+        export_saved_model(keras.Sequential([keras.layers.Dense(1)]), tmp_path / "x")
