@@ -27,14 +27,21 @@ flags.DEFINE_alias("voxel_size", "voxel-size")
 flags.DEFINE_alias("batch_size", "batch-size")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv):
     import logging
+    import signal
 
     from emzoo import samples, upscale
     from emzoo.errors import EmzooError, describe
 
     # A damaged file is reported as one error line; the reader's own warnings would add more.
     logging.getLogger("tifffile").setLevel(logging.ERROR)
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the temporary output is removed, not left behind.
+    signal.signal(signal.SIGTERM, _terminate)
     if len(argv) != 2:
         raise EmzooError(describe("emzoo repair takes one input volume.",
                                   "emzoo repair INPUT -o OUTPUT --slices 12,37", arguments=argv[1:]))

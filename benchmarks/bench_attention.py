@@ -225,14 +225,21 @@ def main():
             if len(bal) == 2:
                 print(f"time 1024/512, balanced partitions {bal[0]} -> {bal[1]} ({key}): "
                       f"{ratio(bal[1], bal[0], key):.2f} (target <= 6.4)")
+        (o5, i5), (o10, i10) = balanced_partitions(512, 512), balanced_partitions(1024, 1024)
         print(f"analytic MACs 1024/512: fixed 8x4 {attention_macs('aal', 1024, c) / attention_macs('aal', 512, c):.2f}, "
-              f"balanced {attention_macs('aal', 1024, c, outer=8, inner=16) / attention_macs('aal', 512, c, outer=8, inner=8):.2f}")
+              f"balanced {attention_macs('aal', 1024, c, outer=o10, inner=i10) / attention_macs('aal', 512, c, outer=o5, inner=i5):.2f}")
     if not args.skip_model:
         m = model_timings(args.train_batch, args.train_size, args.forward_size)
         print(f"\nSSAN default ({m['params']:,} params): forward per {args.forward_size}x{args.forward_size} "
               f"frame {m['forward_s']:.2f} s (first call {m['forward_first_s']:.2f} s); training step "
               f"batch {args.train_batch} at {args.train_size}x{args.train_size}: {m['train_step_s']:.2f} s "
               f"(first, with tracing, {m['train_first_s']:.2f} s)")
+        scale_forward = (512 / args.forward_size) ** 2
+        scale_train = (8 / args.train_batch) * (256 / args.train_size) ** 2
+        if scale_forward != 1 or scale_train != 1:
+            print(f"  extrapolated linearly in pixels (the RDN convs dominate): forward per 512x512 "
+                  f"~{m['forward_s'] * scale_forward:.1f} s; training step batch 8 at 256x256 "
+                  f"~{m['train_step_s'] * scale_train:.1f} s")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Batch 1, CPU, the default (Style) configuration with random weights (or ``--weights``). All
 variants use the same weights and inputs and run side by side in one process; the script prints
-seconds per frame (median of ``--repeats`` after one warm-up call) and two ratios:
+seconds per frame (median of ``--repeats``, the variants timed in turns after one warm-up call
+each, so changes in machine load hit them alike) and the ratios:
 
 * ``savedmodel / emzoo``: the exported SavedModel's time over emzoo's in-process graph
   (tf.function, no XLA); >= 1 means emzoo is at least as fast as its FILM-compatible export.
@@ -21,16 +22,19 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _timed(fn, repeats):
-    start = time.perf_counter()
-    fn()  # warm-up (tracing / XLA compilation)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
+def _interleaved(variants, repeats):
+    """Median seconds per call of each variant, timed in turns so load changes hit all alike."""
+    first, times = {}, {name: [] for name in variants}
+    for name, fn in variants.items():
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), first
+        fn()  # warm-up (tracing / XLA compilation)
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), first[name]) for name in variants}
 
 
 def main():
@@ -66,7 +70,6 @@ def main():
         inputs = {"x0": tf.constant(rng.random((1, size, size, 3), dtype=np.float32)),
                   "x1": tf.constant(rng.random((1, size, size, 3), dtype=np.float32)),
                   "time": tf.constant([[0.5]], tf.float32)}
-        results = {}
         variants = {"graph": lambda: graph(inputs).numpy()}
         if "eager" not in args.skip:
             variants["eager"] = lambda: model(inputs, training=False)["image"].numpy()
@@ -75,8 +78,8 @@ def main():
         if loaded is not None:
             variants["savedmodel"] = lambda: loaded(inputs, training=False)["image"].numpy()
         reference = graph(inputs).numpy()
+        results = _interleaved(variants, args.repeats)
         for name, fn in variants.items():
-            results[name] = _timed(fn, args.repeats)
             difference = float(np.abs(fn() - reference).max())
             print(f"{size}x{size} {name:>10}: {results[name][0]:.3f} s/frame "
                   f"(first call {results[name][1]:.1f} s; max |diff| vs graph {difference:.1e})",

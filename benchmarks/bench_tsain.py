@@ -33,12 +33,21 @@ def _inputs(batch, size, channels, seed=0):
 
 
 def _time(fn, repeats):
+    """Median wall time of ``fn`` after a warm-up, the wall times, and the mean process CPU time.
+
+    The CPU time (all threads) tells how much work a call is when the machine is shared and the
+    wall time mostly measures waiting.
+    """
     fn()  # warm-up: trace and compile
     times = []
+    cpu_start = time.process_time()
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    cpu = (time.process_time() - cpu_start) / repeats
+    print(f"  (process CPU time per call, all threads: {cpu * 1e3:.0f} ms; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     return float(np.median(times)), times
 
 

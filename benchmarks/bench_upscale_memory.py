@@ -61,11 +61,11 @@ def child(args):
                 return {"image": 0.5 * (inputs["x0"] + inputs["x1"])}
 
         model = Average()
-    elif args.model == "compact-film":
+    elif args.model in ("compact-film", "tiny-film"):
         sys.path.insert(0, HERE)
         from bench_upscale_speed import build_model
 
-        model = build_model("compact-film")
+        model = build_model(args.model)
     else:
         model = emzoo.load(args.model, compile=False)
     start = time.perf_counter()
@@ -79,7 +79,7 @@ def child(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="compact-film",
-                        help="compact-film (random weights), average, or a registered name")
+                        help="compact-film / tiny-film (random weights), average, or a name")
     parser.add_argument("--sizes", default="17,129", help="the two stack lengths")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--factor", type=float, default=2)

@@ -33,11 +33,16 @@ COMPACT_FILM = dict(pyramid_levels=5, fusion_pyramid_levels=4, specialized_level
                     filters=16, flow_convs=[3, 3, 3], flow_filters=[16, 32, 64], channels=1)
 
 
+TINY_FILM = dict(pyramid_levels=4, fusion_pyramid_levels=3, specialized_levels=1, sub_levels=2,
+                 filters=4, flow_convs=[1, 1], flow_filters=[4, 4], channels=1)
+
+
 def build_model(name):
-    if name == "compact-film":
+    """``compact-film`` / ``tiny-film`` (random weights), else a registered name or folder."""
+    if name in ("compact-film", "tiny-film"):
         from emzoo.models.film import FILM
 
-        model = FILM(**COMPACT_FILM)
+        model = FILM(**(COMPACT_FILM if name == "compact-film" else TINY_FILM))
         model.build_for_weights()
         return model
     return emzoo.load(name, compile=False)
@@ -89,13 +94,19 @@ def naive_upscale(volume, model, factor):
 
 
 def timed(function, repeats):
-    times = []
+    """Median wall and CPU (process) seconds of ``repeats`` runs, and the last result.
+
+    CPU seconds sum all threads of this process; on a shared, busy machine they are the fairer
+    measure (wall time then mostly measures the other processes).
+    """
+    walls, cpus = [], []
     result = None
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return float(np.median(walls)), float(np.median(cpus)), result
 
 
 def main():
@@ -108,9 +119,17 @@ def main():
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--jit", action="store_true", help="also time the engine with XLA")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra/inter-op threads (0: TensorFlow's default)")
     args = parser.parse_args()
 
     import keras
+
+    if args.threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     model = build_model(args.model)
     volume = stack(args.slices, args.size)
@@ -124,16 +143,21 @@ def main():
     paths["engine (batched, pairwise)"] = lambda v: upscale.upscale_volume(
         v, model, reuse_features=False, **common)
     paths["engine"] = lambda v: upscale.upscale_volume(v, model, **common)
+    if args.batch_size != 1:
+        paths["engine (batch 1)"] = lambda v: upscale.upscale_volume(
+            v, model, **dict(common, batch_size=1))
     if args.jit:
         paths["engine + XLA"] = lambda v: upscale.upscale_volume(v, model, jit_compile=True,
                                                                  **common)
-    results, rates = {}, {}
+    results, rates, cpu_rates = {}, {}, {}
+    naive = "naive (batch 1, pairwise)"
     for name, path in paths.items():
-        path(volume[:3])  # warm-up: trace / compile at the same slice size
-        seconds, results[name] = timed(lambda: path(volume), args.repeats)
-        rates[name] = outputs / seconds
-        print(f"{name:<28} {seconds:8.2f} s  {rates[name]:7.2f} slices/s  "
-              f"x{rates[name] / rates['naive (batch 1, pairwise)']:.2f} vs naive", flush=True)
+        path(volume[:args.batch_size + 2])  # warm-up: trace / compile at the same slice size
+        wall, cpu, results[name] = timed(lambda: path(volume), args.repeats)
+        rates[name], cpu_rates[name] = outputs / wall, outputs / cpu
+        print(f"{name:<28} wall {wall:7.2f} s {rates[name]:6.2f} slices/s "
+              f"x{rates[name] / rates[naive]:.2f} | CPU {cpu:7.2f} s {cpu_rates[name]:6.2f} "
+              f"slices/CPU-s x{cpu_rates[name] / cpu_rates[naive]:.2f} vs naive", flush=True)
     reference = results["naive (batch 1, pairwise)"].astype(np.float64)
     for name, result in results.items():
         difference = np.abs(result.astype(np.float64) - reference).max()

@@ -84,6 +84,7 @@ def check_weights_round_trip(model, inputs, directory):
 
 def check_train_step(model, inputs, y, steps=1, loss="mean_absolute_error"):
     """A few ``train_on_batch`` steps run, give finite losses, and change the weights."""
+    model(inputs, training=False)  # build, so there are weights to compare
     before = [np.array(w) for w in model.get_weights()]
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=[])
     losses = [float(np.asarray(model.train_on_batch(inputs, y)).reshape(-1)[0]) for _ in range(steps)]

@@ -196,9 +196,9 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
                                         "a .weights.h5 file or a FILM SavedModel folder",
                                         weights=str(weights)))
         weights_lib.load_into(model, path, weights_lib.guess_format(path), entry=entry)
+    model.zoo_entry = {k: v for k, v in entry.items() if not k.startswith("_")}
     if compile:
         model.compile()
-    model.zoo_entry = {k: v for k, v in entry.items() if not k.startswith("_")}
     return model
 
 

@@ -4,6 +4,8 @@ import os
 import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Paper losses use random VGG weights in tests: no download of the ImageNet files.
+os.environ.setdefault("EMZOO_VGG_WEIGHTS", "random")
 
 import pytest  # noqa: E402
 

@@ -16,8 +16,8 @@ from keras import ops
 from emzoo.data.volume import VolumeWriter, open_volume, write_volume
 from emzoo.errors import EmzooError, VolumeError
 from emzoo.models.base import Interpolator
-from emzoo.upscale import (MidpointEngine, Tiler, parse_slices, repair_volume, upscale_positions,
-                           upscale_volume)
+from emzoo.upscale import (MidpointEngine, Progress, Tiler, parse_slices, repair_volume,
+                           upscale_positions, upscale_volume)
 
 
 class AverageModel(Interpolator):
@@ -397,3 +397,26 @@ def test_repair_writes_file_and_refuses_edges(tmp_path):
         repair_volume(volume, [0], AverageModel(), progress=False)
     with pytest.raises(EmzooError, match="outside"):
         repair_volume(volume, [7], AverageModel(), progress=False)
+
+
+# ------------------------------------------------------------------------- progress and sample
+def test_progress_line_shows_done_rate_and_eta():
+    import io
+
+    stream = io.StringIO()
+    bar = Progress(10, "upscale", stream=stream, interval=0)
+    bar.update(4)
+    bar.close()
+    text = stream.getvalue()
+    assert "4/10 slices" in text and "slices/s" in text and "ETA" in text
+    assert bar.done == 4 and text.endswith("\n")
+
+
+def test_bundled_sample_is_a_small_fibsem_stack_with_voxel_size():
+    import emzoo.samples
+
+    assert emzoo.samples.resolve_input("sample") == emzoo.samples.sample_path()
+    assert emzoo.samples.resolve_input("stack.tif") == "stack.tif"
+    with open_volume(emzoo.samples.sample_path()) as sample:
+        assert sample.shape == (17, 256, 256) and sample.dtype == np.uint8
+        assert sample.voxel_size == pytest.approx((10, 10, 10))

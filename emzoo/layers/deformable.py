@@ -117,8 +117,10 @@ def modulated_deformable_conv(inputs, offset, mask, kernel, bias=None, deformabl
     modulation = modulation * ops.cast(valid, "float32")
     weights = ops.stack([(1.0 - wy) * (1.0 - wx), (1.0 - wy) * wx, wy * (1.0 - wx), wy * wx],
                         axis=-1) * modulation[..., None]
-    weights = ops.cast(weights, dtype)[..., None]  # (B, H, W, G, K, 4, 1)
-    columns = ops.sum(corners * weights, axis=-2)  # (B, H, W, G, K, Cg)
+    weights = ops.cast(weights, dtype)  # (B, H, W, G, K, 4)
+    # An einsum, not ``sum(corners * weights[..., None])``: XLA:CPU (jaxlib 0.10) crashes on the
+    # gradient of the broadcast product feeding the gather's scatter when deformable_groups != 2.
+    columns = ops.einsum("bhwgkqc,bhwgkq->bhwgkc", corners, weights)  # (B, H, W, G, K, Cg)
 
     # Kernel rows ordered like the columns: (g, k, c) instead of Keras' (k, g, c).
     kernel = ops.reshape(ops.cast(kernel, dtype), (taps, groups, group_channels, filters))

@@ -22,9 +22,11 @@ How the losses get the input frames and the step inside ``fit``: an emzoo ``Inte
 ``compile()`` (no arguments) uses ``paper_loss``. When the loss has ``uses_frames`` (SSAN's style
 balance), ``compile`` gives Keras no loss and ``Interpolator.compute_loss`` calls
 ``loss.call_with_frames(x, y_true, y_pred["image"])``, where ``x`` is the batch's input dict
-``{"x0", "x1", "time"}``; other losses go through Keras' normal ``loss(y_true, y_pred)``. When the
-loss has ``uses_step`` (FILM's schedules), ``compile`` calls ``loss.bind_step(optimizer.iterations)``,
-and each weight is read from that counter inside the compiled train step.
+``{"x0", "x1", "time"}`` (``call_with_frames`` returns the batch mean; ``compute_loss`` divides
+the total by the replica count under ``tf.distribute``, as Keras' own losses do); other losses go
+through Keras' normal ``loss(y_true, y_pred)``. When the loss has ``uses_step`` (FILM's
+schedules), ``compile`` calls ``loss.bind_step(optimizer.iterations)``, and each weight is read
+from that counter inside the compiled train step.
 
 VGG weights: ``vgg_weights="default"`` means ImageNet (the Keras Applications file, downloaded
 once into the emzoo cache, read at the first training step only), unless ``EMZOO_VGG_WEIGHTS``

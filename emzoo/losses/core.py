@@ -29,16 +29,17 @@ FRAME_ROLES = ("x0", "x1")
 
 
 def reduce_per_sample(values, reduction="sum_over_batch_size"):
-    """Reduces ``(B,)`` per-sample values exactly as ``keras.losses.Loss.__call__`` does.
+    """Reduces ``(B,)`` per-sample values like ``keras.losses.Loss`` does, WITHOUT the division
+    by the number of replicas that ``Loss.__call__`` applies under ``tf.distribute``.
 
-    Used by :meth:`TermLoss.call_with_frames`, which bypasses ``Loss.__call__``; it keeps the mean
-    over the batch and the division by the number of replicas under ``tf.distribute``.
+    Used by :meth:`TermLoss.call_with_frames`; its caller scales the total for distribution
+    (``Interpolator.compute_loss`` does, together with the model's own ``add_loss`` terms).
     """
-    try:
-        from keras.src.losses.loss import reduce_weighted_values
-    except ImportError:  # pragma: no cover - Keras moved its private helper
-        return values if reduction in (None, "none") else ops.mean(values)
-    return reduce_weighted_values(values, reduction=reduction)
+    if reduction in (None, "none"):
+        return values
+    if reduction == "sum":
+        return ops.sum(values)
+    return ops.mean(values)
 
 
 class LossContext:
@@ -150,7 +151,11 @@ class TermLoss(keras.losses.Loss):
         return self.evaluate_per_sample(LossContext(y_true, y_pred))
 
     def call_with_frames(self, x, y_true, y_pred):
-        """The reduced loss given the model's input dict ``x`` (``{"x0", "x1", "time"}``)."""
+        """The batch-mean loss given the model's input dict ``x`` (``{"x0", "x1", "time"}``).
+
+        Unlike ``loss(y_true, y_pred)``, the value is not divided by the number of replicas under
+        ``tf.distribute``: the caller does that once for its total (``Interpolator.compute_loss``).
+        """
         dtype = self.dtype or "float32"
         y_true = ops.cast(ops.convert_to_tensor(y_true), dtype)
         y_pred = ops.cast(ops.convert_to_tensor(y_pred), dtype)

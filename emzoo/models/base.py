@@ -6,7 +6,7 @@ A model is a ``keras.Model`` called with a dict::
 
 and returning a dict with at least ``"image": (B, H, W, C)``. ``C`` is the model's ``channels``.
 ``size_multiple`` is the multiple H and W must have; the engines pad and crop for it (use
-:meth:`Interpolator.pad_to_multiple`). Models trained only on midpoints document that ``time``
+:meth:`Interpolator.padded_size`). Models trained only on midpoints document that ``time``
 must be 0.5; more frames come from recursion.
 
 Training goes through standard Keras: ``compile()`` with no arguments uses the architecture's paper
@@ -21,6 +21,14 @@ import keras
 from keras import ops
 
 from emzoo.errors import EmzooError, describe
+
+
+def _scale_loss_for_distribution(value):
+    try:
+        from keras.src.losses.loss import scale_loss_for_distribution
+    except ImportError:  # older/newer Keras without the helper: single-replica behaviour
+        return value
+    return scale_loss_for_distribution(value)
 
 
 def image_of(outputs):
@@ -59,7 +67,7 @@ class Interpolator(keras.Model):
                 break
             params = inspect.signature(klass.__init__).parameters
             keys += [p for p in params if p not in ("self", "kwargs") and p not in keys]
-        return keys + ["channels"]
+        return keys if "channels" in keys else keys + ["channels"]
 
     def get_config(self):
         return {"channels": self.channels}
@@ -99,6 +107,9 @@ class Interpolator(keras.Model):
         """The architecture's paper loss (a Keras loss; may use frames and a step schedule)."""
         from emzoo import losses
 
+        variant = getattr(self, "zoo_entry", {}).get("metadata", {}).get("loss_variant")
+        if variant:
+            return losses.paper_loss(self.architecture, self.get_config(), variant=variant)
         return losses.paper_loss(self.architecture, self.get_config())
 
     def default_optimizer(self):
@@ -122,7 +133,27 @@ class Interpolator(keras.Model):
         self._frame_loss = loss if getattr(loss, "uses_frames", False) else None
         super().compile(optimizer=optimizer, loss=None if self._frame_loss else loss,
                         metrics=metrics, **kwargs)
-        if getattr(loss, "uses_step", False):
+        self._step_loss = loss if getattr(loss, "uses_step", False) else None
+        if self._step_loss is not None:
+            loss.bind_step(self.optimizer.iterations)
+
+    def compute_loss_and_updates(self, *args, optimizer_variables=None, **kwargs):
+        """JAX trainer hook: bind scheduled losses to the traced iteration counter.
+
+        The JAX trainer passes the optimizer's variables in as values; without this a weight
+        schedule would read ``optimizer.iterations`` once, at trace time, and never switch.
+        """
+        loss = getattr(self, "_step_loss", None)
+        if loss is None or optimizer_variables is None:
+            return super().compute_loss_and_updates(
+                *args, optimizer_variables=optimizer_variables, **kwargs)
+        index = next(k for k, v in enumerate(self.optimizer.variables)
+                     if v is self.optimizer.iterations)
+        loss.bind_step(optimizer_variables[index])
+        try:
+            return super().compute_loss_and_updates(
+                *args, optimizer_variables=optimizer_variables, **kwargs)
+        finally:
             loss.bind_step(self.optimizer.iterations)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -131,7 +162,9 @@ class Interpolator(keras.Model):
             total = self._frame_loss.call_with_frames(x, y, image)
             for extra in self.losses:
                 total = total + ops.cast(extra, total.dtype)
-            return total
+            # Keras losses divide by the replica count under tf.distribute (gradients are summed
+            # across replicas); a loss called directly must do the same.
+            return _scale_loss_for_distribution(total)
         return super().compute_loss(x=x, y=y, y_pred=image, sample_weight=sample_weight,
                                     training=training)
 

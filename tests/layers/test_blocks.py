@@ -88,6 +88,7 @@ def test_residual_dense_network_shape_and_params():
     assert rdn.count_params() == expected
 
 
+@pytest.mark.slow
 def test_rdn_paper_config_b_param_count():
     # RDN config B (D=16, C=8, G=64, G0=64) on grey input, no upsampler.
     rdn = ResidualDenseNetwork()

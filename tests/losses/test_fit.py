@@ -99,3 +99,47 @@ def test_film_schedule_switches_inside_the_compiled_train_step():
     np.testing.assert_allclose(reported[:3], [l1 + vgg] * 3, rtol=1e-4)
     np.testing.assert_allclose(reported[3], l1 + 0.25 * vgg + 40.0 * unweighted_style, rtol=1e-4)
     train_and_check_it_moves(model, x, y)
+
+
+MIRRORED_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from emzoo.losses import paper_loss
+sys.path.insert(0, sys.argv[1])
+from test_fit import AverageNet, batch
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out = {}
+for arch in ("ssan", "tsain"):
+    x, y = batch(1, n=4, seed=3)
+    with strategy.scope():
+        model = AverageNet(channels=1)
+        loss = paper_loss(arch, {}, vgg_weights=None)
+        model.compile(optimizer=keras.optimizers.Adam(0.0), loss=loss, metrics=[])
+    reported = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history["loss"][0]
+    image = model(x)["image"]
+    reference = loss.call_with_frames(x, y, image) if loss.uses_frames else loss(y, image)
+    out[arch] = [reported, float(reference)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_losses_are_scaled_once_under_mirrored_strategy():
+    """Two replicas report the single-device loss: frame-aware (SSAN) and plain (TSAIN) paths."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    here = str(pathlib.Path(__file__).parent)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, here], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    for arch, (reported, reference) in values.items():
+        np.testing.assert_allclose(reported, reference, rtol=1e-4, err_msg=arch)

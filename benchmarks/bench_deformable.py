@@ -1,0 +1,178 @@
+"""DeformableConv2D cost relative to Conv2D at the same shape, measured side by side.
+
+Prints forward and forward+backward time ratios (DCN / Conv2D; medians of interleaved runs) at
+batch 1, 64 -> 64 channels, 3x3, 256x256, 8 deformable groups, and the peak memory of one
+training step (forward, backward, SGD update) at batch 8, each measured in a fresh subprocess
+(peak RSS, VmHWM, on CPU; the TensorFlow allocator's peak on a GPU). Target: ratio <= 3.
+
+Never run in CI. Example:
+    nice -n 5 python benchmarks/bench_deformable.py --repeats 7
+    KERAS_BACKEND=jax python benchmarks/bench_deformable.py --memory-batch 2
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_step(layer_kind, batch, size, channels, groups, train):
+    """Returns (compiled step function, its arguments) for the active Keras backend."""
+    import keras
+    import numpy as np
+
+    from emzoo.layers.deformable import DeformableConv2D
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, size, size, channels), dtype=np.float32)
+    offset = (rng.standard_normal((batch, size, size, 2 * groups * 9)) * 2).astype(np.float32)
+    mask = rng.random((batch, size, size, groups * 9), dtype=np.float32)
+    if layer_kind == "conv":
+        layer = keras.layers.Conv2D(channels, 3, padding="same")
+        layer.build(x.shape)
+
+        def forward(x_, offset_, mask_):
+            return layer(x_)
+    else:
+        layer = DeformableConv2D(channels, 3, deformable_groups=groups)
+        layer.build(x.shape, offset.shape)
+
+        def forward(x_, offset_, mask_):
+            return layer(x_, offset_, mask_)
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x, offset, mask = (tf.constant(a) for a in (x, offset, mask))
+
+        @tf.function
+        def step(x_, offset_, mask_):
+            if not train:
+                return tf.reduce_sum(forward(x_, offset_, mask_))
+            with tf.GradientTape() as tape:
+                tape.watch([x_, offset_, mask_])
+                loss = tf.reduce_sum(tf.square(forward(x_, offset_, mask_)))
+            grads = tape.gradient(loss, [x_, offset_, mask_] + layer.trainable_variables)
+            for variable, grad in zip(layer.trainable_variables, grads[3:]):
+                variable.assign_sub(1e-6 * grad)
+            return loss + sum(tf.reduce_sum(g) for g in grads[:3] if g is not None)
+
+        return (lambda: float(step(x, offset, mask))), None
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        variables = [v.value for v in layer.trainable_variables]
+
+        def loss_fn(values, x_, offset_, mask_):
+            out, _ = layer.stateless_call(values, [], x_, offset_, mask_) if layer_kind != "conv" else \
+                layer.stateless_call(values, [], x_)
+            return jnp.sum(jnp.square(out))
+
+        if train:
+            @jax.jit
+            def step(values, x_, offset_, mask_):
+                loss, grads = jax.value_and_grad(loss_fn, argnums=(0, 1, 2, 3))(values, x_, offset_, mask_)
+                return loss + sum(jnp.sum(g) for g in grads[1:]), [v - 1e-6 * g for v, g in zip(values, grads[0])]
+
+            def run():
+                loss, _ = step(variables, x, offset, mask)
+                return float(loss)
+        else:
+            step = jax.jit(lambda values, x_, o_, m_: jnp.sum(
+                    layer.stateless_call(values, [], x_, o_, m_)[0] if layer_kind != "conv"
+                    else layer.stateless_call(values, [], x_)[0]))
+
+            def run():
+                return float(step(variables, x, offset, mask))
+        return run, None
+    raise SystemExit(f"unsupported backend {backend}")
+
+
+def time_ratios(args):
+    runs = {(kind, train): make_step(kind, 1, args.size, args.channels, args.groups, train)[0]
+            for kind in ("conv", "dcn") for train in (False, True)}
+    for run in runs.values():  # compile / warm up
+        run()
+        run()
+    times = {key: [] for key in runs}
+    for _ in range(args.repeats):  # interleaved so that machine load hits both alike
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    medians = {key: statistics.median(values) for key, values in times.items()}
+    return medians
+
+
+def peak_rss_kib():
+    """Peak resident memory of this process in KiB (VmHWM; unlike ru_maxrss it is reset by exec,
+    so a child does not inherit its parent's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def measure_memory(kind, args):
+    """Peak memory (MiB) of one training step in a fresh subprocess."""
+    code = (
+        "import sys, json, resource, time; sys.path.insert(0, %r)\n"
+        "import bench_deformable as b\n"
+        "run, _ = b.make_step(%r, %d, %d, %d, %d, True)\n"
+        "base = b.peak_rss_kib()\n"
+        "run()\n"
+        "peak = b.peak_rss_kib()\n"
+        "gpu = None\n"
+        "import keras\n"
+        "if keras.backend.backend() == 'tensorflow':\n"
+        "    import tensorflow as tf\n"
+        "    if tf.config.list_physical_devices('GPU'):\n"
+        "        gpu = tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**20\n"
+        "print(json.dumps({'rss_peak_mib': peak / 1024, 'rss_before_step_mib': base / 1024, 'gpu_peak_mib': gpu}))\n"
+    ) % (os.path.dirname(os.path.abspath(__file__)), kind, args.memory_batch, args.size, args.channels, args.groups)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--memory-batch", type=int, default=8, help="batch of the memory measurement; 0 skips it")
+    args = parser.parse_args()
+
+    import keras
+
+    print(f"backend={keras.backend.backend()} shape=(1, {args.size}, {args.size}, {args.channels}) "
+          f"3x3 {args.channels}->{args.channels} deformable_groups={args.groups} repeats={args.repeats}")
+    if args.repeats == 0:
+        medians = {}
+    else:
+        medians = time_ratios(args)
+    for train, label in ((False, "forward"), (True, "forward+backward")) if medians else ():
+        conv, dcn = medians[("conv", train)], medians[("dcn", train)]
+        print(f"{label:17s} conv2d {conv * 1e3:8.1f} ms  deformable {dcn * 1e3:8.1f} ms  ratio {dcn / conv:5.2f}")
+    if args.memory_batch:
+        for kind in ("conv", "dcn"):
+            memory = measure_memory(kind, args)
+            gpu = "" if memory["gpu_peak_mib"] is None else f"  gpu peak {memory['gpu_peak_mib']:.0f} MiB"
+            print(f"train step batch {args.memory_batch} {kind:4s}: process peak RSS {memory['rss_peak_mib']:.0f} MiB "
+                  f"(before the step {memory['rss_before_step_mib']:.0f} MiB){gpu}")
+
+
+if __name__ == "__main__":
+    main()
