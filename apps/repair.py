@@ -20,7 +20,8 @@ _VOXEL = flags.DEFINE_string("voxel-size", None, "Voxel size z,y,x in nm, replac
 _TILE = flags.DEFINE_integer("tile", None, "Process slices larger than TILE pixels in overlapping "
                              "tiles.")
 _OVERLAP = flags.DEFINE_integer("overlap", 32, "Overlap of neighbouring tiles in pixels.")
-_BATCH = flags.DEFINE_integer("batch-size", 4, "Slice pairs (or tiles) per model call.")
+_BATCH = flags.DEFINE_integer("batch-size", None, "Slice pairs (or tiles) per model call "
+                              "(default: 4 with a GPU, 1 on CPU).")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace OUTPUT if it exists.")
 _QUIET = flags.DEFINE_boolean("quiet", False, "No progress bar.")
 flags.DEFINE_alias("voxel_size", "voxel-size")

@@ -4,9 +4,10 @@ Both paths upscale the same stack with the same model (random weights are enough
 
 * **naive**: what the original FILM tools do: depth-first recursion over each input pair, one
   model call per midpoint at batch 1 (each call extracts both frames' features again);
-* **engine (pairwise)**: :func:`emzoo.upscale_volume` with ``reuse_features=False``: batched
-  model calls, no feature reuse;
-* **engine**: :func:`emzoo.upscale_volume` as users get it (feature reuse for FILM, batching).
+* **engine (no feature reuse)**: :func:`emzoo.upscale_volume` with ``reuse_features=False``:
+  same batching, features recomputed per pair;
+* **engine**: :func:`emzoo.upscale_volume` as users get it (feature reuse for FILM; default
+  batch size: 4 with a GPU, 1 on CPU); plus the engine at batch 4 when that is not the default.
 
 Every path runs once on a short stack first (tracing and compiling are not timed), then
 ``--repeats`` times on the full stack; the median slices/s (output slices per second) is printed
@@ -116,7 +117,8 @@ def main():
     parser.add_argument("--slices", type=int, default=9)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--factor", type=int, default=4, help="a power of two")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="engine batch size (default: emzoo's, 4 with a GPU, 1 on CPU)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--jit", action="store_true", help="also time the engine with XLA")
     parser.add_argument("--threads", type=int, default=0,
@@ -134,25 +136,26 @@ def main():
     model = build_model(args.model)
     volume = stack(args.slices, args.size)
     outputs = (args.slices - 1) * args.factor + 1
+    batch_size = args.batch_size or upscale.default_batch_size()
     print(f"backend={keras.backend.backend()} model={args.model} params={model.count_params():,} "
           f"stack={volume.shape} {volume.dtype} factor={args.factor} -> {outputs} slices, "
-          f"batch_size={args.batch_size}")
+          f"engine batch_size={batch_size}")
 
     paths = {"naive (batch 1, pairwise)": lambda v: naive_upscale(v, model, args.factor)}
-    common = dict(factor=args.factor, batch_size=args.batch_size, progress=False)
-    paths["engine (batched, pairwise)"] = lambda v: upscale.upscale_volume(
+    common = dict(factor=args.factor, batch_size=batch_size, progress=False)
+    paths["engine (no feature reuse)"] = lambda v: upscale.upscale_volume(
         v, model, reuse_features=False, **common)
     paths["engine"] = lambda v: upscale.upscale_volume(v, model, **common)
-    if args.batch_size != 1:
-        paths["engine (batch 1)"] = lambda v: upscale.upscale_volume(
-            v, model, **dict(common, batch_size=1))
+    if batch_size != 4:
+        paths["engine (batch 4)"] = lambda v: upscale.upscale_volume(
+            v, model, **dict(common, batch_size=4))
     if args.jit:
         paths["engine + XLA"] = lambda v: upscale.upscale_volume(v, model, jit_compile=True,
                                                                  **common)
     results, rates, cpu_rates = {}, {}, {}
     naive = "naive (batch 1, pairwise)"
     for name, path in paths.items():
-        path(volume[:args.batch_size + 2])  # warm-up: trace / compile at the same slice size
+        path(volume[:6])  # warm-up: trace / compile at the same slice size
         wall, cpu, results[name] = timed(lambda: path(volume), args.repeats)
         rates[name], cpu_rates[name] = outputs / wall, outputs / cpu
         print(f"{name:<28} wall {wall:7.2f} s {rates[name]:6.2f} slices/s "

@@ -45,8 +45,13 @@ def offline():
 
 
 def sha256_of(path):
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file."""
+    return file_digest(path, "sha256")
+
+
+def file_digest(path, algorithm):
+    """Hex digest of a file with a ``hashlib`` algorithm (``"sha256"``, ``"md5"``), in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

@@ -19,7 +19,6 @@ Example:
 
 import difflib
 import fnmatch
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -202,14 +201,6 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
     return model
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save(model, directory, name=None, metadata=None, overwrite=False):
     """Writes ``model`` as a folder that :func:`load` accepts like a named entry.
 
@@ -220,6 +211,8 @@ def save(model, directory, name=None, metadata=None, overwrite=False):
         >>> emzoo.save(model, "runs/my-film")            # doctest: +SKIP
         >>> same = emzoo.load("runs/my-film")            # doctest: +SKIP
     """
+    from emzoo import weights as weights_lib
+
     directory = pathlib.Path(directory)
     config_path = directory / _CONFIG_FILE
     if config_path.exists() and not overwrite:
@@ -238,7 +231,7 @@ def save(model, directory, name=None, metadata=None, overwrite=False):
         "name": name or directory.name,
         "architecture": model.architecture,
         "config": model.get_config(),
-        "weights": {"file": _WEIGHTS_FILE, "sha256": _sha256(weights_path), "format": "keras"},
+        "weights": {"file": _WEIGHTS_FILE, "sha256": weights_lib.sha256_of(weights_path), "format": "keras"},
         "metadata": meta,
     }
     tmp_config = directory / ("tmp-" + _CONFIG_FILE)

@@ -49,7 +49,6 @@ Example:
     (1, 16, 16, 128)
 """
 
-import hashlib
 import os
 import pathlib
 import re
@@ -265,14 +264,6 @@ def _checked(params, variant, path):
     return params
 
 
-def _md5_of(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_imagenet_file(variant):
     """Local path of the Keras Applications ImageNet file of ``variant`` (downloaded when missing)."""
     from emzoo import weights as emzoo_weights
@@ -286,9 +277,9 @@ def resolve_imagenet_file(variant):
         path = cached_by_keras
     else:
         path = emzoo_weights.resolve(spec, f"{variant}-imagenet")
-    if _md5_of(path) != spec["md5"]:
+    if emzoo_weights.file_digest(path, "md5") != spec["md5"]:
         raise WeightsError(describe(f"The VGG weights file {path} does not match Keras' checksum.",
-                                    f"md5 {spec['md5']}", md5=_md5_of(path)))
+                                    f"md5 {spec['md5']}", md5=emzoo_weights.file_digest(path, "md5")))
     return path
 
 

@@ -5,9 +5,9 @@ A model is a ``keras.Model`` called with a dict::
     {"x0": (B, H, W, C) float32 in [0, 1], "x1": (B, H, W, C), "time": (B, 1)}
 
 and returning a dict with at least ``"image": (B, H, W, C)``. ``C`` is the model's ``channels``.
-``size_multiple`` is the multiple H and W must have; the engines pad and crop for it (use
-:meth:`Interpolator.padded_size`). Models trained only on midpoints document that ``time``
-must be 0.5; more frames come from recursion.
+``size_multiple`` is the multiple H and W must have; models or engines pad and crop for it
+(:func:`pad_to_multiple` / :func:`crop_padding`). Models trained only on midpoints document that
+``time`` must be 0.5; more frames come from recursion.
 
 Training goes through standard Keras: ``compile()`` with no arguments uses the architecture's paper
 loss (with its weight schedule), Adam, and the PSNR / SSIM / IE metrics, so ``fit``, ``evaluate`` and
@@ -29,6 +29,39 @@ def _scale_loss_for_distribution(value):
     except ImportError:  # older/newer Keras without the helper: single-replica behaviour
         return value
     return scale_loss_for_distribution(value)
+
+
+def pad_to_multiple(x, multiple):
+    """Pads ``(B, H, W, C)`` so H and W are multiples of ``multiple`` (centred, mirrored borders).
+
+    Returns the padded tensor and ``(top, left, height, width)`` to crop the result back with
+    :func:`crop_padding`. Works with dynamic (graph-time unknown) H and W under TensorFlow.
+
+    Example:
+        >>> padded, window = pad_to_multiple(keras.ops.zeros((1, 6, 9, 1)), 4)
+        >>> tuple(padded.shape)
+        (1, 8, 12, 1)
+    """
+    if multiple <= 1:
+        return x, None
+    shape = ops.shape(x)
+    height, width = shape[1], shape[2]
+    pad_h = (multiple - height % multiple) % multiple
+    pad_w = (multiple - width % multiple) % multiple
+    top, left = pad_h // 2, pad_w // 2
+    paddings = [[0, 0], [top, pad_h - top], [left, pad_w - left], [0, 0]]
+    static = isinstance(pad_h, int) and isinstance(pad_w, int)
+    if not static or pad_h or pad_w:
+        x = ops.pad(x, paddings, mode="symmetric")
+    return x, (top, left, height, width)
+
+
+def crop_padding(x, window):
+    """Undoes :func:`pad_to_multiple` on a tensor of the padded size."""
+    if window is None:
+        return x
+    top, left, height, width = window
+    return x[:, top:top + height, left:left + width, :]
 
 
 def image_of(outputs):

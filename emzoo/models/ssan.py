@@ -48,7 +48,7 @@ from emzoo.errors import EmzooError, describe
 from emzoo.layers.attention import HierarchicalSparseAttention
 from emzoo.layers.blocks import ResidualBlock, ResidualDenseNetwork
 from emzoo.models.base import Interpolator
-from emzoo.models.tsain import crop_padding, pad_to_multiple
+from emzoo.models.base import crop_padding, pad_to_multiple
 from emzoo.zoo import register_architecture
 
 _SIAMESE_INPUTS = ("pair", "single")

@@ -64,7 +64,7 @@ from emzoo.errors import EmzooError, describe
 from emzoo.layers.blocks import ResidualBlock
 from emzoo.layers.deformable import DeformableConvPack
 from emzoo.layers.pyramid import upsample2x_bilinear
-from emzoo.models.base import Interpolator
+from emzoo.models.base import Interpolator, crop_padding, pad_to_multiple
 from emzoo.zoo import register_architecture
 
 
@@ -264,39 +264,6 @@ class DeformableRefinementBlock(keras.layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, deformable_groups=self.deformable_groups)
         return config
-
-
-def pad_to_multiple(x, multiple):
-    """Pads ``(B, H, W, C)`` so H and W are multiples of ``multiple`` (centred, mirrored borders).
-
-    Returns the padded tensor and ``(top, left, height, width)`` to crop the result back with
-    :func:`crop_padding`. Works with dynamic (graph-time unknown) H and W under TensorFlow.
-
-    Example:
-        >>> padded, window = pad_to_multiple(keras.ops.zeros((1, 6, 9, 1)), 4)
-        >>> tuple(padded.shape)
-        (1, 8, 12, 1)
-    """
-    if multiple <= 1:
-        return x, None
-    shape = ops.shape(x)
-    height, width = shape[1], shape[2]
-    pad_h = (multiple - height % multiple) % multiple
-    pad_w = (multiple - width % multiple) % multiple
-    top, left = pad_h // 2, pad_w // 2
-    paddings = [[0, 0], [top, pad_h - top], [left, pad_w - left], [0, 0]]
-    static = isinstance(pad_h, int) and isinstance(pad_w, int)
-    if not static or pad_h or pad_w:
-        x = ops.pad(x, paddings, mode="symmetric")
-    return x, (top, left, height, width)
-
-
-def crop_padding(x, window):
-    """Undoes :func:`pad_to_multiple` on a tensor of the padded size."""
-    if window is None:
-        return x
-    top, left, height, width = window
-    return x[:, top:top + height, left:left + width, :]
 
 
 @register_architecture("tsain")
