@@ -37,3 +37,25 @@ def describe(problem, expected, **received):
     got = ", ".join(f"{k}={v!r}" for k, v in received.items())
     message = f"{problem.rstrip()} Expected {expected.rstrip('.')}."
     return f"{message} Received: {got}" if got else message
+
+
+def check_integer(name, value, minimum=1):
+    """Returns ``value`` as an int, or raises :class:`EmzooError` if it is not an integer >= minimum.
+
+    Example:
+        >>> check_integer("filters", 16)
+        16
+        >>> check_integer("filters", "abc")
+        Traceback (most recent call last):
+        ...
+        emzoo.errors.EmzooError: Invalid value for argument `filters`. Expected a strictly positive integer. Received: filters='abc'
+    """
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        expected = "a strictly positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise EmzooError(describe(f"Invalid value for argument `{name}`.", expected,
+                                  **{name: value}))
+    return int(value)

@@ -91,7 +91,7 @@ def test_default_configuration_from_the_spec_variable_list(tmp_path):
     for name, value in named:
         np.testing.assert_array_equal(np.asarray(mapped[name]), value)
     assert infer_config(path) == {k: v for k, v in FILM().get_config().items()
-                                  if k not in ("aux_outputs", "use_time")}
+                                  if k not in ("aux_outputs", "use_time", "residual")}
 
 
 def test_missing_directory(tmp_path):

@@ -11,14 +11,18 @@ Conventions, stated once:
   Percentile normalisation is an explicit option (:func:`normalise` ``percentiles=(lo, hi)``,
   ``open_volume(..., percentiles=(lo, hi))``), computed once per volume, not per slice, so
   intensities stay comparable along z.
-* Reading is lazy: TIFFs are memory-mapped when they are uncompressed and contiguous, otherwise read
-  page by page; HDF5 datasets are read slice by slice through h5py; folders open one file per slice.
+* Reading is lazy: TIFFs are memory-mapped when they are uncompressed and contiguous (whole slices
+  are then fetched with positional reads, so streaming through a stack does not keep it resident),
+  otherwise read page by page; HDF5 datasets are read slice by slice through h5py; folders open one
+  file per slice.
 * Writing goes to a temporary name in the destination folder and is renamed into place only when
   every slice has been written and the writer is closed; an exception removes the temporary output,
   so a failed run never leaves a partial volume behind.
 
 Addresses: ``stack.tif``, ``stack.ome.tif``, ``sample.h5:/volumes/raw`` (also ``.hdf5``, ``.hdf``),
-``slices_dir/`` (PNG or TIFF slices, natural sort: ``2.png`` before ``10.png``).
+``slices_dir/`` (PNG or TIFF slices, natural sort: ``2.png`` before ``10.png``). A bare ``sample.h5``
+means its ``/volumes/raw`` dataset (what :class:`VolumeWriter` writes by default) or, without one, the
+file's only 3-D dataset; any other file needs the ``:/dataset`` part.
 
 This module imports NumPy, tifffile, h5py and Pillow only (never TensorFlow).
 
@@ -415,8 +419,15 @@ class TiffVolume(Volume):
         self._layout = layout
         self._series = series
         self._memmap = None
+        self._reader = None
         try:
             self._memmap = tifffile.memmap(path, mode="r", series=0).reshape(zyx)
+            if hasattr(os, "pread") and series.dataoffset is not None:
+                # Whole slices are read with positional reads rather than through the map: pages
+                # touched through a map stay in the process's resident set, so streaming through a
+                # long stack would grow RSS with the stack. Crops and ranges still use the map.
+                self._reader = open(path, "rb", buffering=0)
+                self._data_offset = int(series.dataoffset)
         except (ValueError, OSError, tifffile.TiffFileError):
             self._pages = series.pages  # compressed or tiled: read page by page
             if len(self._pages) != zyx[0]:
@@ -425,6 +436,12 @@ class TiffVolume(Volume):
                                            pages=len(self._pages), slices=zyx[0], path=path))
 
     def _read_raw(self, z):
+        if self._reader is not None:
+            dtype = self._memmap.dtype  # the file's byte order
+            nbytes = self.shape[1] * self.shape[2] * dtype.itemsize
+            data = os.pread(self._reader.fileno(), nbytes, self._data_offset + z * nbytes)
+            if len(data) == nbytes:  # read-only, like the map's slices
+                return np.frombuffer(data, dtype).reshape(self.shape[1:])
         if self._memmap is not None:
             return self._memmap[z]
         try:
@@ -447,6 +464,9 @@ class TiffVolume(Volume):
 
     def close(self):
         self._memmap = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._tif.close()
 
 
@@ -543,10 +563,14 @@ class Hdf5Volume(Volume):
                                        "a readable HDF5 file", path=file, error=str(error))) from error
         available = _hdf5_datasets(self._file)
         if not dataset:
+            dataset = _default_hdf5_dataset(self._file, available)
+        if not dataset:
             self._file.close()
-            raise VolumeError(describe("The HDF5 path names no dataset.",
-                                       f"an address like {file}:{available[0] if available else '/volumes/raw'}"
-                                       f" (datasets in the file: {', '.join(available) or 'none'})", path=path))
+            raise VolumeError(describe(
+                "The HDF5 path names no dataset, and the file has no /volumes/raw and not exactly one "
+                "3-D dataset to use instead.",
+                f"an address naming one dataset, like {file}:{available[0] if available else '/volumes/raw'}"
+                f" (datasets in the file: {', '.join(available) or 'none'})", path=path))
         node = self._file.get(dataset)
         if node is None or not isinstance(node, h5py.Dataset):
             self._file.close()
@@ -611,6 +635,17 @@ def _hdf5_datasets(h5file):
     names = []
     h5file.visititems(lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
     return names
+
+
+def _default_hdf5_dataset(h5file, available):
+    """The dataset a bare ``file.h5`` means: ``/volumes/raw`` (what :class:`VolumeWriter` writes) when
+    present, else the file's only 3-D dataset; ``None`` when neither rule picks exactly one."""
+    import h5py
+
+    if isinstance(h5file.get(_DEFAULT_HDF5_DATASET), h5py.Dataset):
+        return _DEFAULT_HDF5_DATASET
+    volumes = [name for name in available if h5file[name].ndim == 3]
+    return volumes[0] if len(volumes) == 1 else None
 
 
 class FolderVolume(Volume):
@@ -744,14 +779,16 @@ def open_volume(path, dataset=None, percentiles=None):
     Args:
         path: ``stack.tif`` (multi-page / BigTIFF / OME / ImageJ), ``file.h5:/volumes/raw``, a folder of
             PNG/TIFF slices, an existing :class:`Volume` (returned as is) or a NumPy ``(Z, Y, X)`` array.
-        dataset: HDF5 dataset when ``path`` names only the file.
+        dataset: HDF5 dataset when ``path`` names only the file. Without it (and without ``:/dataset``
+            in ``path``) ``/volumes/raw`` is used, or else the file's only 3-D dataset.
         percentiles: optional ``(lo, hi)``: normalise ``slice()`` by these percentiles of the volume
             (computed once on up to 16 slices) instead of the dtype's range.
 
     Raises:
         VolumeError: unreadable/corrupt files, 2-D images, colour stacks, unsupported dtypes, folders of
-            mixed shapes, HDF5 addresses without a (valid) dataset. NaN/Inf in float data is reported
-            when the slice is read.
+            mixed shapes, HDF5 addresses naming a missing dataset, bare HDF5 files with neither
+            ``/volumes/raw`` nor exactly one 3-D dataset (the message lists the datasets). NaN/Inf in
+            float data is reported when the slice is read.
         FileNotFoundError: the path does not exist.
 
     Example:
@@ -833,8 +870,12 @@ class VolumeWriter:
         overwrite: replace an existing output (default: refuse with :class:`VolumeError`).
         bigtiff: force (True) or forbid (False) BigTIFF; default by size.
 
-    ``write(raw)`` stores the next slice; ``write(z, raw)`` stores slice ``z`` (TIFF and folders
-    accept any order too, since the file is preallocated). ``write_normalised`` takes float ``[0, 1]``.
+    ``write(raw)`` stores the next slice; ``write(z, raw)`` stores slice ``z``. Any order works for
+    every format: the TIFF layout (ImageJ or OME metadata, page directories) is written first by
+    ``tifffile.TiffWriter`` around an empty data block and each slice is then written to its place
+    with an ordinary file write (no memory map), so memory use stays at about one slice however
+    large the output and whatever the order; HDF5 writes go to a chunked dataset and folders get one
+    file per slice. ``write_normalised`` takes float ``[0, 1]``.
     Closing with slices missing, or leaving the ``with`` block through an exception, deletes the
     temporary output and leaves any existing file untouched.
 
@@ -904,7 +945,21 @@ class VolumeWriter:
                     metadata.update(spacing=z, unit="um")
                     kwargs["resolution"] = (1.0 / x, 1.0 / y)
                 kwargs.update(imagej=True, metadata=metadata)
-            self._sink = tifffile.memmap(self.temp_path, shape=self.shape, dtype=self.dtype, **kwargs)
+            # TiffWriter lays out header, metadata and page directories around an empty (sparse) data
+            # region; slices are then written into that region with plain file writes. A memory map
+            # would keep every written page resident (RSS growing with the output); file writes go
+            # through the page cache, which the kernel flushes and reclaims, so the process holds one
+            # slice at a time whatever the order of the writes.
+            layout = tifffile.imwrite(self.temp_path, data=None, shape=self.shape, dtype=self.dtype,
+                                      byteorder="<", returnoffset=True, **kwargs)
+            # (offset, bytes of one page) when all pages are stored back to back from that offset.
+            slice_bytes = self.shape[1] * self.shape[2] * self.dtype.itemsize
+            if layout is None or layout[1] != slice_bytes:
+                raise VolumeError(describe("Cannot lay out the TIFF output as one contiguous block.",
+                                           "an uncompressed stack tifffile stores contiguously",
+                                           path=self.path, layout=layout))
+            self._data_offset, self._slice_bytes = int(layout[0]), slice_bytes
+            self._sink = open(self.temp_path, "r+b")
         elif self.kind == "hdf5":
             import h5py
 
@@ -951,6 +1006,10 @@ class VolumeWriter:
         _check_finite(data, f"slice {z} written to {self.path}")
         if self.kind == "folder":
             _write_slice_file(self._slice_file(z), data)
+        elif self.kind == "tiff":
+            self._sink.seek(self._data_offset + z * self._slice_bytes)
+            little_endian = np.ascontiguousarray(data, self.dtype.newbyteorder("<"))
+            self._sink.write(memoryview(little_endian).cast("B"))
         else:
             self._sink[z] = data
         self._written[z] = True
@@ -988,8 +1047,8 @@ class VolumeWriter:
 
     def _finish_sink(self):
         if self.kind == "tiff":
-            self._sink.flush()
-            self._sink = None
+            sink, self._sink = self._sink, None
+            sink.close()
         elif self.kind == "hdf5":
             self._h5.close()
         else:
@@ -1016,6 +1075,8 @@ class VolumeWriter:
         try:
             if self.kind == "hdf5" and getattr(self, "_h5", None) is not None:
                 self._h5.close()
+            elif self.kind == "tiff" and self._sink is not None:
+                self._sink.close()
         except Exception:
             pass
         self._sink = None

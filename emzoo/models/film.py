@@ -32,7 +32,7 @@ load Google's SavedModels.
 import keras
 from keras import ops
 
-from emzoo.errors import EmzooError, describe
+from emzoo.errors import EmzooError, check_integer, describe
 from emzoo.layers.pyramid import build_image_pyramid, resize_bilinear, resize_nearest
 from emzoo.layers.warp import backward_warp
 from emzoo.models.base import Interpolator
@@ -249,13 +249,13 @@ class FILM(Interpolator):
                  flow_filters=(32, 64, 128, 256), channels=3, aux_outputs=False, use_time=False,
                  residual=False, **kwargs):
         super().__init__(channels=channels, **kwargs)
-        self.pyramid_levels = _positive("pyramid_levels", pyramid_levels)
-        self.fusion_pyramid_levels = _positive("fusion_pyramid_levels", fusion_pyramid_levels)
-        self.specialized_levels = _positive("specialized_levels", specialized_levels)
-        self.sub_levels = _positive("sub_levels", sub_levels)
-        self.filters = _positive("filters", filters)
-        self.flow_convs = [_positive("flow_convs", n) for n in flow_convs]
-        self.flow_filters = [_positive("flow_filters", n) for n in flow_filters]
+        self.pyramid_levels = check_integer("pyramid_levels", pyramid_levels)
+        self.fusion_pyramid_levels = check_integer("fusion_pyramid_levels", fusion_pyramid_levels)
+        self.specialized_levels = check_integer("specialized_levels", specialized_levels)
+        self.sub_levels = check_integer("sub_levels", sub_levels)
+        self.filters = check_integer("filters", filters)
+        self.flow_convs = [check_integer("flow_convs", n) for n in flow_convs]
+        self.flow_filters = [check_integer("flow_filters", n) for n in flow_filters]
         self.aux_outputs = bool(aux_outputs)
         self.use_time = bool(use_time)
         self.residual = bool(residual)
@@ -419,10 +419,3 @@ class FILM(Interpolator):
             "use_time": self.use_time,
             "residual": self.residual,
         }
-
-
-def _positive(name, value):
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise EmzooError(describe(f"Invalid value for argument `{name}`.",
-                                  "a strictly positive integer", **{name: value}))
-    return int(value)

@@ -60,7 +60,7 @@ Example:
 import keras
 from keras import ops
 
-from emzoo.errors import EmzooError, describe
+from emzoo.errors import EmzooError, check_integer, describe
 from emzoo.layers.blocks import ResidualBlock
 from emzoo.layers.deformable import DeformableConvPack
 from emzoo.layers.pyramid import upsample2x_bilinear
@@ -87,13 +87,6 @@ def _lrelu(x, slope):
     return ops.leaky_relu(x, negative_slope=slope)
 
 
-def _positive_int(name, value, minimum=1):
-    if int(value) != value or int(value) < minimum:
-        raise EmzooError(describe(f"Invalid value for argument `{name}`.",
-                                  f"an integer >= {minimum}", **{name: value}))
-    return int(value)
-
-
 @keras.saving.register_keras_serializable(package="emzoo")
 class FeaturePyramidExtractor(keras.layers.Layer):
     """Shared TSAIN/EDVR feature extractor: conv, residual blocks, then a feature pyramid.
@@ -110,9 +103,9 @@ class FeaturePyramidExtractor(keras.layers.Layer):
 
     def __init__(self, filters=64, num_blocks=5, levels=3, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.num_blocks = _positive_int("num_blocks", num_blocks, minimum=0)
-        self.levels = _positive_int("levels", levels)
+        self.filters = check_integer("filters", filters)
+        self.num_blocks = check_integer("num_blocks", num_blocks, minimum=0)
+        self.levels = check_integer("levels", levels)
         self.conv_first = _conv(self.filters, 3, "conv_first")
         self.blocks = [ResidualBlock(self.filters, name=f"block{i}") for i in range(self.num_blocks)]
         self.down_convs = [_conv(self.filters, 3, f"l{i + 2}_down", strides=2, padding="valid")
@@ -155,9 +148,9 @@ class PyramidDeformableInterpolation(keras.layers.Layer):
 
     def __init__(self, filters=64, deformable_groups=8, levels=3, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.deformable_groups = _positive_int("deformable_groups", deformable_groups)
-        self.levels = _positive_int("levels", levels)
+        self.filters = check_integer("filters", filters)
+        self.deformable_groups = check_integer("deformable_groups", deformable_groups)
+        self.levels = check_integer("levels", levels)
         f = self.filters
         # Index 0 is the finest level (L1), index levels-1 the coarsest, as in the pyramid lists.
         self.offset_in = [_conv(f, 3, f"l{i + 1}_offset_in") for i in range(self.levels)]
@@ -211,8 +204,8 @@ class ResidualSpatialAdaptiveBlock(keras.layers.Layer):
 
     def __init__(self, filters=64, deformable_groups=1, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.deformable_groups = _positive_int("deformable_groups", deformable_groups)
+        self.filters = check_integer("filters", filters)
+        self.deformable_groups = check_integer("deformable_groups", deformable_groups)
         self.offset_conv1 = _conv(self.filters, 3, "offset_conv1")
         self.offset_conv2 = _conv(self.filters, 3, "offset_conv2")
         self.deform = _deformable(self.filters, self.deformable_groups, "dcn")
@@ -245,8 +238,8 @@ class DeformableRefinementBlock(keras.layers.Layer):
 
     def __init__(self, filters=64, deformable_groups=8, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.deformable_groups = _positive_int("deformable_groups", deformable_groups)
+        self.filters = check_integer("filters", filters)
+        self.deformable_groups = check_integer("deformable_groups", deformable_groups)
         f = self.filters
         self.offset_conv1 = [_conv(f, 3, f"side{s}_offset_conv1") for s in (0, 2)]
         self.offset_conv2 = [_conv(f, 3, f"side{s}_offset_conv2") for s in (0, 2)]
@@ -297,15 +290,15 @@ class TSAIN(Interpolator):
                  deformable_groups=8, spatial_adaptive_blocks=3, rsab_deformable_groups=1,
                  refinement_blocks=3, pyramid_levels=3, channels=1, **kwargs):
         super().__init__(channels=channels, **kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.extraction_blocks = _positive_int("extraction_blocks", extraction_blocks, 0)
-        self.reconstruction_blocks = _positive_int("reconstruction_blocks", reconstruction_blocks, 0)
-        self.deformable_groups = _positive_int("deformable_groups", deformable_groups)
-        self.spatial_adaptive_blocks = _positive_int("spatial_adaptive_blocks",
+        self.filters = check_integer("filters", filters)
+        self.extraction_blocks = check_integer("extraction_blocks", extraction_blocks, 0)
+        self.reconstruction_blocks = check_integer("reconstruction_blocks", reconstruction_blocks, 0)
+        self.deformable_groups = check_integer("deformable_groups", deformable_groups)
+        self.spatial_adaptive_blocks = check_integer("spatial_adaptive_blocks",
                                                      spatial_adaptive_blocks, 0)
-        self.rsab_deformable_groups = _positive_int("rsab_deformable_groups", rsab_deformable_groups)
-        self.refinement_blocks = _positive_int("refinement_blocks", refinement_blocks, 0)
-        self.pyramid_levels = _positive_int("pyramid_levels", pyramid_levels)
+        self.rsab_deformable_groups = check_integer("rsab_deformable_groups", rsab_deformable_groups)
+        self.refinement_blocks = check_integer("refinement_blocks", refinement_blocks, 0)
+        self.pyramid_levels = check_integer("pyramid_levels", pyramid_levels)
         for name in ("deformable_groups", "rsab_deformable_groups"):
             if self.filters % getattr(self, name):
                 raise EmzooError(describe(

@@ -1,0 +1,133 @@
+"""``emzoo train`` end to end, through a subprocess (each app defines its own absl flags).
+
+A tiny FILM (two pyramid levels, two filters) trains for two steps on a synthetic 20 x 32 x 32
+stack; the run folder must be one ``emzoo.load`` away. Bad input must give exactly one
+``emzoo: error:`` line on stderr, a non-zero exit, no traceback, and no run folder (or an
+existing one left untouched). The library side (resume, summaries, strategies) is covered by
+tests/test_training.py.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emzoo.data.volume import write_volume
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TINY_FILM = ["--set", "channels=1", "--set", "pyramid_levels=2", "--set", "fusion_pyramid_levels=2",
+             "--set", "specialized_levels=1", "--set", "sub_levels=1", "--set", "filters=2",
+             "--set", "flow_convs=[1,1]", "--set", "flow_filters=[2,2]"]
+# Gaps 1 and 2: the validation fifth of 20 slices (4 slices) holds gap-1 triplets only.
+TINY_RUN = ["--crop", "16", "--batch-size", "2", "--steps", "2", "--loss", "l1", "--gaps", "1,2",
+            "--checkpoint-every", "2"]
+
+
+def run_emzoo(args, cwd):
+    """Runs ``python -m emzoo.apps.main ARGS`` (the console script's code) in a fresh interpreter."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO),
+               EMZOO_VGG_WEIGHTS="random")
+    return subprocess.run([sys.executable, "-m", "emzoo.apps.main"] + list(args), cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def error_lines(done):
+    """stderr lines that are not TensorFlow / absl start-up chatter."""
+    return [line for line in done.stderr.splitlines()
+            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
+                                                      "E0000", "To enable"))
+            and "cpu_feature_guard" not in line]
+
+
+def assert_one_line_error(done, match, folder, before):
+    lines = error_lines(done)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("emzoo: error:"), lines
+    assert match in lines[0], lines[0]
+    assert sorted(os.listdir(folder)) == before  # no run folder, no temporary left behind
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A 20 x 32 x 32 uint8 stack (smooth structure plus noise) and a single 2-D image."""
+    import tifffile
+
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:20, 0:32, 0:32]
+    stack = 127 + 60 * np.sin(x / 4 + z / 3) + 40 * np.cos(y / 5 - z / 4) + rng.normal(0, 8, z.shape)
+    write_volume(str(folder / "stack.tif"), np.clip(stack, 0, 255).astype(np.uint8),
+                 voxel_size=(10, 10, 10))
+    tifffile.imwrite(str(folder / "image.tif"), rng.integers(0, 255, (32, 32), dtype=np.uint8))
+    return folder
+
+
+def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
+    import emzoo
+
+    run = tmp_path / "run"
+    done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "--output", str(run)]
+                     + TINY_FILM + TINY_RUN, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "2 steps done" in done.stderr and "emzoo.load(" in done.stderr
+    for name in ("run_config.json", "config.json", "model.weights.h5"):
+        assert (run / name).is_file(), sorted(os.listdir(run))
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+
+    record = json.loads((run / "run_config.json").read_text())
+    assert record["config"]["model"] == "film" and record["config"]["steps"] == 2
+    assert record["config"]["overrides"]["filters"] == 2
+    assert record["config"]["overrides"]["flow_filters"] == [2, 2]
+    assert record["command"][:2] == ["emzoo", "train"] and record["emzoo_version"] == emzoo.__version__
+
+    entry = json.loads((run / "config.json").read_text())
+    assert entry["architecture"] == "film"
+    assert entry["config"]["filters"] == 2 and entry["config"]["pyramid_levels"] == 2
+    assert entry["metadata"]["training"]["steps"] == 2
+    assert set(entry["metadata"]["validation"]) >= {"loss", "psnr", "ssim", "ie"}
+    assert all(np.isfinite(v) for v in entry["metadata"]["validation"].values())
+
+    model = emzoo.load(str(run))
+    assert model.architecture == "film" and model.get_config()["filters"] == 2
+    frames = np.random.default_rng(1).random((2, 1, 16, 16, 1), dtype=np.float32)
+    out = model.predict({"x0": frames[0], "x1": frames[1], "time": np.full((1, 1), 0.5, np.float32)},
+                        verbose=0)
+    image = out["image"] if isinstance(out, dict) else out
+    assert np.asarray(image).shape == (1, 16, 16, 1) and np.all(np.isfinite(image))
+
+
+@pytest.mark.parametrize("model, data_name, flags, match", [
+    ("film", "missing.tif", [], "No such file"),
+    ("film", "image.tif", [], "2-D image"),
+    ("film", "stack.tif", ["--crop", "64"], "crop is larger"),
+    ("film", "stack.tif", ["--steps", "0"], "steps"),
+    ("no-such-model", "stack.tif", [], "Unknown model"),
+    ("film", "stack.tif", ["--set", "filters"], "key=value"),
+    ("film", "stack.tif", ["--set", "no_such_key=3"], "no_such_key"),
+    # A value of the wrong type (slow: one more TensorFlow start-up).
+    pytest.param("film", "stack.tif", ["--set", "filters=abc"], "filters",
+                 marks=[pytest.mark.slow]),
+])
+def test_bad_input_gives_one_line_and_no_run_folder(tmp_path, data, model, data_name, flags, match):
+    before = sorted(os.listdir(tmp_path))
+    # The flags of the bad case come last, so they override the tiny run's.
+    done = run_emzoo(["train", model, "--data", str(data / data_name), "--output",
+                      str(tmp_path / "run")] + TINY_FILM + TINY_RUN + flags, cwd=tmp_path)
+    assert_one_line_error(done, match, tmp_path, before)
+
+
+def test_existing_run_folder_is_left_untouched(tmp_path, data):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("precious")
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "--output", str(run)]
+                     + TINY_FILM + TINY_RUN, cwd=tmp_path)
+    assert_one_line_error(done, "not empty", tmp_path, before)
+    assert sorted(os.listdir(run)) == ["notes.txt"] and (run / "notes.txt").read_text() == "precious"
