@@ -17,11 +17,16 @@ from keras import ops
 
 
 def random_inputs(batch, height, width, channels, seed=0, time=0.5):
-    """A random interpolator input dict and target, float32 in [0, 1]."""
+    """A random interpolator input dict and target, float32 in [0, 1].
+
+    The target is the frames' mean plus noise: not exactly the mean, so models that start as linear
+    interpolation (residual FILM) still get a gradient.
+    """
     rng = np.random.default_rng(seed)
     x0 = rng.random((batch, height, width, channels), dtype=np.float32)
     x1 = rng.random((batch, height, width, channels), dtype=np.float32)
-    y = 0.5 * (x0 + x1)
+    noise = rng.normal(0.0, 0.1, x0.shape).astype(np.float32)
+    y = np.clip(0.5 * (x0 + x1) + noise, 0.0, 1.0)
     t = np.full((batch, 1), time, np.float32)
     return {"x0": x0, "x1": x1, "time": t}, y
 
