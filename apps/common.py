@@ -24,3 +24,45 @@ def run_app(main, argv):
         print("emzoo: interrupted; no output was written.", file=sys.stderr)
         return 130
     return 0
+
+
+def define_volume_flags():
+    """Flags shared by the volume apps (upscale, repair); returns them as attributes.
+
+    Example:
+        >>> FLAGS = define_volume_flags()      # at module level of an app  # doctest: +SKIP
+        >>> FLAGS.model.value                                                # doctest: +SKIP
+        'default'
+    """
+    import types
+
+    shared = types.SimpleNamespace(
+        model=flags.DEFINE_string("model", "default", "A registered model name (`emzoo list`) or a "
+                                  "folder written by `emzoo train` / emzoo.save."),
+        voxel=flags.DEFINE_string("voxel-size", None, "Voxel size z,y,x in nm, replacing the "
+                                  "file's (e.g. 40,4,4)."),
+        tile=flags.DEFINE_integer("tile", None, "Process slices larger than TILE pixels in "
+                                  "overlapping tiles (saves memory on large slices)."),
+        overlap=flags.DEFINE_integer("overlap", 32, "Overlap of neighbouring tiles in pixels."),
+        batch=flags.DEFINE_integer("batch-size", None, "Slice pairs (or tiles) per model call "
+                                   "(default: 4 with a GPU, 1 on CPU)."),
+        overwrite=flags.DEFINE_boolean("overwrite", False, "Replace OUTPUT if it exists."),
+        quiet=flags.DEFINE_boolean("quiet", False, "No progress bar."),
+    )
+    flags.DEFINE_alias("voxel_size", "voxel-size")
+    flags.DEFINE_alias("batch_size", "batch-size")
+    return shared
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def prepare_volume_app():
+    """Quiet file-reader warnings (errors are one line) and make SIGTERM unwind like Ctrl-C, so a
+    killed run removes its temporary output instead of leaving it behind."""
+    import logging
+    import signal
+
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, _terminate)
