@@ -7,28 +7,6 @@ from emzoo import evaluate
 from emzoo.errors import EmzooError, VolumeError
 
 
-def _metrics_stand_in():
-    """Until emzoo.metrics lands: NumPy psnr / ssim / ie so the protocol can be tested."""
-    import importlib.util
-    import sys
-    import types
-
-    if "emzoo.metrics" not in sys.modules and importlib.util.find_spec("emzoo.metrics") is not None:
-        return
-    module = sys.modules.setdefault("emzoo.metrics", types.ModuleType("emzoo.metrics"))
-    if hasattr(module, "__file__"):
-        return
-    if hasattr(module, "psnr"):
-        return
-    module.psnr = lambda a, b, data_range=1.0: 10 * np.log10(data_range ** 2 / np.mean((a - b) ** 2))
-    module.ssim = lambda a, b, data_range=1.0: 1.0 - np.mean((a - b) ** 2)
-    module.ie = lambda a, b: 255.0 * np.mean(np.abs(a - b))
-    sys.modules["emzoo.metrics"] = module
-
-
-_metrics_stand_in()
-
-
 def _independent_psnr(a, b):
     return 10.0 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
 

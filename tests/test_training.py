@@ -25,40 +25,6 @@ from emzoo.models.base import Interpolator  # noqa: E402
 TESTS = pathlib.Path(__file__).resolve().parent
 
 
-def _metrics_stand_in():
-    """Until emzoo.metrics lands: Keras PSNR / SSIM / IE stand-ins so compile() defaults work."""
-    import importlib.util
-    import types
-
-    if "emzoo.metrics" not in sys.modules and importlib.util.find_spec("emzoo.metrics") is not None:
-        return
-    module = sys.modules.setdefault("emzoo.metrics", types.ModuleType("emzoo.metrics"))
-    if hasattr(module, "__file__"):
-        return
-
-    def make(metric_name, fn):
-        class Metric(keras.metrics.Mean):
-            def __init__(self, name=metric_name, **kwargs):
-                super().__init__(name=name, **kwargs)
-
-            def update_state(self, y_true, y_pred, sample_weight=None):
-                y_true, y_pred = keras.ops.cast(y_true, "float32"), keras.ops.cast(y_pred, "float32")
-                return super().update_state(fn(y_true, y_pred))
-        return Metric
-
-    mse = lambda a, b: keras.ops.mean((a - b) ** 2, axis=(1, 2, 3))  # noqa: E731
-    if hasattr(module, "PSNR"):
-        return
-    module.PSNR = make("psnr", lambda a, b: -10.0 * keras.ops.log(mse(a, b) + 1e-12) / np.log(10.0))
-    module.SSIM = make("ssim", lambda a, b: 1.0 - mse(a, b))
-    module.IE = make("ie", lambda a, b: 255.0 * keras.ops.mean(keras.ops.abs(a - b), axis=(1, 2, 3)))
-    sys.modules["emzoo.metrics"] = module
-    import emzoo
-
-    emzoo.metrics = module
-
-
-_metrics_stand_in()
 TINY_RUN = dict(model="tiny-test", batch_size=4, crop=32, gaps=(1, 2), loss="l1",
                 learning_rate=1e-3, checkpoint_every=2, val_batches=1, jit_compile=False,
                 log_every=1, verbose=False)

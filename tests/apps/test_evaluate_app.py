@@ -9,33 +9,15 @@ tests/test_evaluate.py.
 
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from app_runner import error_lines, run_emzoo
 from emzoo.data.volume import write_volume
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY_FILM = dict(channels=1, pyramid_levels=2, fusion_pyramid_levels=2, specialized_levels=1,
                  sub_levels=1, filters=2, flow_convs=[1, 1], flow_filters=[2, 2])
-
-
-def run_emzoo(args, cwd):
-    """Runs ``python -m emzoo.apps.main ARGS`` (the console script's code) in a fresh interpreter."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "emzoo.apps.main"] + list(args), cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def error_lines(done):
-    """stderr lines that are not TensorFlow / absl start-up chatter."""
-    return [line for line in done.stderr.splitlines()
-            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
-                                                      "E0000", "To enable"))
-            and "cpu_feature_guard" not in line]
 
 
 def synthetic_stack(depth=9, size=40, seed=0):

@@ -9,38 +9,19 @@ tests/test_training.py.
 
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from app_runner import error_lines, run_emzoo
 from emzoo.data.volume import write_volume
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY_FILM = ["--set", "channels=1", "--set", "pyramid_levels=2", "--set", "fusion_pyramid_levels=2",
              "--set", "specialized_levels=1", "--set", "sub_levels=1", "--set", "filters=2",
              "--set", "flow_convs=[1,1]", "--set", "flow_filters=[2,2]"]
 # Gaps 1 and 2: the validation fifth of 20 slices (4 slices) holds gap-1 triplets only.
 TINY_RUN = ["--crop", "16", "--batch-size", "2", "--steps", "2", "--loss", "l1", "--gaps", "1,2",
             "--checkpoint-every", "2"]
-
-
-def run_emzoo(args, cwd):
-    """Runs ``python -m emzoo.apps.main ARGS`` (the console script's code) in a fresh interpreter."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO),
-               EMZOO_VGG_WEIGHTS="random")
-    return subprocess.run([sys.executable, "-m", "emzoo.apps.main"] + list(args), cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def error_lines(done):
-    """stderr lines that are not TensorFlow / absl start-up chatter."""
-    return [line for line in done.stderr.splitlines()
-            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
-                                                      "E0000", "To enable"))
-            and "cpu_feature_guard" not in line]
 
 
 def assert_one_line_error(done, match, folder, before):

@@ -6,36 +6,15 @@ TensorFlow, so most of these subprocesses are quick.
 """
 
 import os
-import pathlib
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
+from app_runner import error_lines, run_emzoo
 from emzoo.data.volume import open_volume, write_volume
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY_FILM = dict(pyramid_levels=4, fusion_pyramid_levels=3, specialized_levels=1, sub_levels=2,
                  filters=4, flow_convs=[1, 1], flow_filters=[4, 4], channels=1)
-
-
-def run_emzoo(args, cwd, prelude=""):
-    """Runs ``emzoo ARGS`` in a fresh interpreter (after ``prelude`` code, e.g. a monkeypatch)."""
-    code = textwrap.dedent(prelude) + "\nimport sys\nfrom emzoo.apps.main import run\n" \
-        "sys.exit(run(['emzoo'] + sys.argv[1:]))\n"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-c", code] + list(args), cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def error_lines(done):
-    """stderr lines that are not TensorFlow / absl start-up chatter."""
-    return [line for line in done.stderr.splitlines()
-            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
-                                                      "E0000", "To enable"))
-            and "cpu_feature_guard" not in line]
 
 
 def assert_one_line_error(done, match, folder, before):
