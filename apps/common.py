@@ -48,10 +48,17 @@ def define_volume_flags():
                                    "(default: 4 with a GPU, 1 on CPU)."),
         overwrite=flags.DEFINE_boolean("overwrite", False, "Replace OUTPUT if it exists."),
         quiet=flags.DEFINE_boolean("quiet", False, "No progress bar."),
+        xla=flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "XLA-compile the model calls "
+                              "(auto: for FILM models on TensorFlow, where it is faster)."),
     )
     flags.DEFINE_alias("voxel_size", "voxel-size")
     flags.DEFINE_alias("batch_size", "batch-size")
     return shared
+
+
+def xla_setting(value):
+    """``--xla`` (auto/on/off) as the engine's ``jit_compile`` argument."""
+    return {"on": True, "off": False}.get(value, "auto")
 
 
 def _terminate(signum, frame):

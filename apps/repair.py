@@ -37,7 +37,8 @@ def main(argv):
     summary = upscale.repair_volume(
         samples.resolve_input(argv[1]), slices, _SHARED.model.value, output=_OUTPUT.value,
         tile=_SHARED.tile.value, overlap=_SHARED.overlap.value, batch_size=_SHARED.batch.value,
-        voxel_size=voxel_size, overwrite=_SHARED.overwrite.value, progress=not _SHARED.quiet.value)
+        voxel_size=voxel_size, overwrite=_SHARED.overwrite.value, progress=not _SHARED.quiet.value,
+        jit_compile=common.xla_setting(_SHARED.xla.value))
     repaired = ",".join(str(z) for z in summary["repaired"])
     print(f"Wrote {summary['output']}: repaired slice(s) {repaired} with model {_SHARED.model.value} "
           f"({summary['seconds']:.1f} s)")

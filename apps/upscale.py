@@ -45,7 +45,8 @@ def main(argv):
     summary = upscale.upscale_volume(
         source, _SHARED.model.value, factor=factor, output=_OUTPUT.value, isotropic=_ISOTROPIC.value,
         tile=_SHARED.tile.value, overlap=_SHARED.overlap.value, batch_size=_SHARED.batch.value,
-        voxel_size=voxel_size, overwrite=_SHARED.overwrite.value, progress=not _SHARED.quiet.value)
+        voxel_size=voxel_size, overwrite=_SHARED.overwrite.value, progress=not _SHARED.quiet.value,
+        jit_compile=common.xla_setting(_SHARED.xla.value))
     shape = " x ".join(str(s) for s in summary["output_shape"])
     voxel = summary["voxel_size"]
     voxel = "unknown voxel size" if voxel is None else "voxel " + " x ".join(

@@ -7,6 +7,7 @@ training step (forward, backward, SGD update) at batch 8, each measured in a fre
 
 Never run in CI. Example:
     nice -n 5 python benchmarks/bench_deformable.py --repeats 7
+    nice -n 5 python benchmarks/bench_deformable.py --xla        # both layers XLA-compiled
     KERAS_BACKEND=jax python benchmarks/bench_deformable.py --memory-batch 2
 """
 
@@ -22,7 +23,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def make_step(layer_kind, batch, size, channels, groups, train):
+def make_step(layer_kind, batch, size, channels, groups, train, xla=False):
     """Returns (compiled step function, its arguments) for the active Keras backend."""
     import keras
     import numpy as np
@@ -52,7 +53,7 @@ def make_step(layer_kind, batch, size, channels, groups, train):
 
         x, offset, mask = (tf.constant(a) for a in (x, offset, mask))
 
-        @tf.function
+        @tf.function(jit_compile=xla)
         def step(x_, offset_, mask_):
             if not train:
                 return tf.reduce_sum(forward(x_, offset_, mask_))
@@ -97,7 +98,8 @@ def make_step(layer_kind, batch, size, channels, groups, train):
 
 
 def time_ratios(args):
-    runs = {(kind, train): make_step(kind, 1, args.size, args.channels, args.groups, train)[0]
+    runs = {(kind, train): make_step(kind, 1, args.size, args.channels, args.groups, train,
+                                     args.xla)[0]
             for kind in ("conv", "dcn") for train in (False, True)}
     for run in runs.values():  # compile / warm up
         run()
@@ -130,7 +132,7 @@ def measure_memory(kind, args):
     code = (
         "import sys, json, resource, time; sys.path.insert(0, %r)\n"
         "import bench_deformable as b\n"
-        "run, _ = b.make_step(%r, %d, %d, %d, %d, True)\n"
+        "run, _ = b.make_step(%r, %d, %d, %d, %d, True, %r)\n"
         "base = b.peak_rss_kib()\n"
         "run()\n"
         "peak = b.peak_rss_kib()\n"
@@ -141,7 +143,8 @@ def measure_memory(kind, args):
         "    if tf.config.list_physical_devices('GPU'):\n"
         "        gpu = tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**20\n"
         "print(json.dumps({'rss_peak_mib': peak / 1024, 'rss_before_step_mib': base / 1024, 'gpu_peak_mib': gpu}))\n"
-    ) % (os.path.dirname(os.path.abspath(__file__)), kind, args.memory_batch, args.size, args.channels, args.groups)
+    ) % (os.path.dirname(os.path.abspath(__file__)), kind, args.memory_batch, args.size, args.channels,
+       args.groups, args.xla)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -152,13 +155,16 @@ def main():
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--xla", action="store_true",
+                        help="TensorFlow: XLA-compile both steps (what Keras' fit does by default)")
     parser.add_argument("--memory-batch", type=int, default=8, help="batch of the memory measurement; 0 skips it")
     args = parser.parse_args()
 
     import keras
 
     print(f"backend={keras.backend.backend()} shape=(1, {args.size}, {args.size}, {args.channels}) "
-          f"3x3 {args.channels}->{args.channels} deformable_groups={args.groups} repeats={args.repeats}")
+          f"3x3 {args.channels}->{args.channels} deformable_groups={args.groups} repeats={args.repeats}"
+          f"{' XLA' if args.xla else ''}")
     if args.repeats == 0:
         medians = {}
     else:

@@ -4,9 +4,11 @@ Both paths upscale the same stack with the same model (random weights are enough
 
 * **naive**: what the original FILM tools do: depth-first recursion over each input pair, one
   model call per midpoint at batch 1 (each call extracts both frames' features again);
-* **engine (no feature reuse)**: :func:`emzoo.upscale_volume` with ``reuse_features=False``:
-  same batching, features recomputed per pair;
-* **engine**: :func:`emzoo.upscale_volume` as users get it (feature reuse for FILM; default
+* **engine (no feature reuse, no XLA)**: :func:`emzoo.upscale_volume` with
+  ``reuse_features=False, jit_compile=False``: same batching, features recomputed per pair;
+* **engine (no XLA)**: feature reuse, plain ``tf.function`` graph;
+* **engine (XLA)**: :func:`emzoo.upscale_volume` as users get it on real stacks (feature reuse,
+  and XLA for FILM on TensorFlow once a job makes ``upscale.XLA_MIN_CALLS`` model calls; default
   batch size: 4 with a GPU, 1 on CPU); plus the engine at batch 4 when that is not the default.
 
 Every path runs once on a short stack first (tracing and compiling are not timed), then
@@ -120,7 +122,6 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None,
                         help="engine batch size (default: emzoo's, 4 with a GPU, 1 on CPU)")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--jit", action="store_true", help="also time the engine with XLA")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra/inter-op threads (0: TensorFlow's default)")
     args = parser.parse_args()
@@ -143,15 +144,14 @@ def main():
 
     paths = {"naive (batch 1, pairwise)": lambda v: naive_upscale(v, model, args.factor)}
     common = dict(factor=args.factor, batch_size=batch_size, progress=False)
-    paths["engine (no feature reuse)"] = lambda v: upscale.upscale_volume(
-        v, model, reuse_features=False, **common)
-    paths["engine"] = lambda v: upscale.upscale_volume(v, model, **common)
+    paths["engine (no reuse, no XLA)"] = lambda v: upscale.upscale_volume(
+        v, model, reuse_features=False, jit_compile=False, **common)
+    paths["engine (no XLA)"] = lambda v: upscale.upscale_volume(v, model, jit_compile=False,
+                                                                **common)
+    paths["engine (XLA)"] = lambda v: upscale.upscale_volume(v, model, jit_compile=True, **common)
     if batch_size != 4:
-        paths["engine (batch 4)"] = lambda v: upscale.upscale_volume(
-            v, model, **dict(common, batch_size=4))
-    if args.jit:
-        paths["engine + XLA"] = lambda v: upscale.upscale_volume(v, model, jit_compile=True,
-                                                                 **common)
+        paths["engine (XLA, batch 4)"] = lambda v: upscale.upscale_volume(
+            v, model, jit_compile=True, **dict(common, batch_size=4))
     results, rates, cpu_rates = {}, {}, {}
     naive = "naive (batch 1, pairwise)"
     for name, path in paths.items():

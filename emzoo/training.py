@@ -25,6 +25,8 @@ Run folder layout::
     output/run_config.json      resolved configuration, command, emzoo version
     output/checkpoints/         tf.train.Checkpoint files (model + optimizer)
     output/logs/                TensorBoard event files
+    output/latest/              the latest checkpoint's weights as a loadable entry
+                                (``emzoo.load(output / "latest")`` while training or after a stop)
     output/config.json          zoo entry (written at the end)
     output/model.weights.h5     final weights (written at the end)
 
@@ -55,6 +57,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 PIXEL_LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error",
                 "mae": "mean_absolute_error", "mse": "mean_squared_error"}
 RUN_CONFIG = "run_config.json"
+LATEST = "latest"
 # Settings that must not change when a run is resumed (the data and model they describe).
 _RESUME_FIXED = ("model", "data", "batch_size", "crop", "gaps", "loss", "overrides", "seed",
                  "val_fraction", "optimizer", "learning_rate", "checkpoint_every", "mixed_precision",
@@ -360,7 +363,8 @@ class _RunCallbacks:
     """Factory for the callbacks of one run (kept together: they share the run's state)."""
 
     @staticmethod
-    def make(total_steps, manager, writer, image_batch, log_every, verbose, on_checkpoint=None):
+    def make(total_steps, manager, writer, image_batch, log_every, verbose, on_checkpoint=None,
+             snapshot=None):
         import keras
         import numpy as np
         import tensorflow as tf
@@ -399,6 +403,8 @@ class _RunCallbacks:
             def on_epoch_end(self, epoch, logs=None):
                 step = self._step()
                 manager.save(checkpoint_number=step)
+                if snapshot is not None:
+                    snapshot(self.model, step)
                 if image_batch is not None:  # every worker predicts (a collective op)
                     inputs, target = image_batch
                     prediction = self.model.predict_on_batch(inputs)
@@ -605,8 +611,17 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
     if config["strategy"] == "multi_worker":
         _prebuild_for_multi_worker(net, train_ds, strategy_object)
     if resumed_from < total:
+        snapshot = None
+        if chief:
+            def snapshot(model, step):
+                # A loadable copy of the latest checkpoint's weights: emzoo.load(output / "latest")
+                # works while the run goes on or after it was stopped.
+                emzoo.save(model, output / LATEST, name=f"{output.name}-step-{step}",
+                           metadata={"training": {"command": " ".join(command), "steps": step,
+                                                  "initial_model": config["model"]}},
+                           overwrite=True)
         callback = _RunCallbacks.make(total, manager, writer, image_batch, config["log_every"],
-                                      verbose and chief)
+                                      verbose and chief, snapshot=snapshot)
         net.fit(train_ds, epochs=math.ceil(total / every),
                 initial_epoch=resumed_from // every, steps_per_epoch=every,
                 callbacks=[callback] + list(callbacks or ()), shuffle=False,

@@ -38,7 +38,9 @@ complete; an existing output is never replaced without ``overwrite=True``.
 For models that expose ``extract(image) -> features`` and
 ``interpolate_from_features(features0, features1, time)`` (FILM), each slice's features are
 computed once and reused for both neighbouring pairs and across recursion levels; the result is
-the same as calling the model on each pair.
+the same as calling the model on each pair. Those calls are XLA-compiled on the TensorFlow
+backend when a job makes enough calls to amortise the compile (``jit_compile="auto"``), which
+ran FILM 1.25-1.3x faster on CPU.
 
 Example:
     >>> import emzoo, numpy as np
@@ -62,6 +64,7 @@ import numpy as np
 from emzoo.errors import EmzooError, VolumeError, describe
 
 __all__ = ["MidpointEngine", "Progress", "Tiler", "default_batch_size", "parse_factor",
+           "resolve_jit_compile",
            "parse_slices", "parse_voxel_size", "repair_volume", "upscale_positions",
            "upscale_volume"]
 
@@ -405,6 +408,38 @@ def default_batch_size():
     return 1
 
 
+# XLA compiles FILM in a few seconds per slice size; it pays off from about this many model calls.
+XLA_MIN_CALLS = 200
+
+
+def resolve_jit_compile(jit_compile, reuse_features, calls=None):
+    """Whether the engine XLA-compiles its model calls.
+
+    ``"auto"`` means yes on the TensorFlow backend for models whose features are reused (FILM),
+    when the job makes at least :data:`XLA_MIN_CALLS` model calls (or their number is unknown):
+    XLA ran FILM's flow estimation and fusion 1.25-1.3x faster than the plain graph on CPU
+    (benchmarks/bench_upscale_speed.py), but its one-off compile (several seconds per slice size)
+    made the bundled 17-slice sample slower end to end. Other architectures (deformable
+    convolutions, sparse attention) keep the plain graph. Other backends compile their own way
+    (JAX jit) and ignore this flag.
+
+    Example:
+        >>> resolve_jit_compile(False, reuse_features=True)
+        False
+        >>> resolve_jit_compile("auto", reuse_features=False)
+        False
+    """
+    if isinstance(jit_compile, str):
+        if jit_compile.lower() != "auto":
+            raise EmzooError(describe("Invalid value for argument `jit_compile`.",
+                                      'True, False or "auto"', jit_compile=jit_compile))
+        import keras
+
+        return (keras.backend.backend() == "tensorflow" and bool(reuse_features)
+                and (calls is None or calls >= XLA_MIN_CALLS))
+    return bool(jit_compile)
+
+
 def _compiled(model, what, jit_compile):
     """The model's ``what`` ("call", "extract" or "from_features") as a compiled function.
 
@@ -454,11 +489,13 @@ class MidpointEngine:
         batch_size: tile pairs per model call (``None``: :func:`default_batch_size`).
         reuse_features: use ``extract``/``interpolate_from_features`` when the model has them
             (``None``: when available).
-        jit_compile: compile model calls with XLA (TensorFlow backend).
+        jit_compile: compile model calls with XLA (TensorFlow backend): True, False or
+            ``"auto"`` (see :func:`resolve_jit_compile`).
+        expected_pairs: how many pairs the job will interpolate, if known (for ``"auto"``).
     """
 
     def __init__(self, model, height, width, tile=None, overlap=32, batch_size=None,
-                 reuse_features=None, jit_compile=False):
+                 reuse_features=None, jit_compile="auto", expected_pairs=None):
         self.model = model
         if batch_size is None:
             batch_size = default_batch_size()
@@ -492,6 +529,9 @@ class MidpointEngine:
         self._features = {}  # (key, tile index) -> features of one tile (batch of 1)
         self._largest = 0  # largest batch run so far (later batches are padded up to it)
         self.calls = {"pairs": 0, "extract": 0}
+        calls = None if expected_pairs is None else expected_pairs * len(self.tiler)
+        jit_compile = resolve_jit_compile(jit_compile, self.reuse_features, calls)
+        self.jit_compile = jit_compile
         if self.reuse_features:
             self._extract = _compiled(model, "extract", jit_compile)
             self._from_features = _compiled(model, "from_features", jit_compile)
@@ -705,7 +745,7 @@ def _run_writes(output, shape, dtype, voxel_out, overwrite, produce):
 # ---------------------------------------------------------------------------------- upscaling
 def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=None, overlap=32,
                    batch_size=None, voxel_size=None, overwrite=False, progress=True,
-                   reuse_features=None, jit_compile=False):
+                   reuse_features=None, jit_compile="auto"):
     """Upscales ``volume`` along z by ``factor`` (or to isotropic voxels) with ``model``.
 
     See the module docstring for the method (recursive midpoints to the next power of two, then
@@ -726,7 +766,8 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
         overwrite: replace an existing ``output``.
         progress: show a progress bar and print a summary line (stderr).
         reuse_features: compute FILM features once per slice (default: when the model can).
-        jit_compile: XLA-compile model calls (TensorFlow backend).
+        jit_compile: XLA-compile model calls (TensorFlow backend): True, False or ``"auto"``
+            (XLA for FILM on long jobs, where it is faster; see :func:`resolve_jit_compile`).
 
     Returns:
         The upscaled array (input dtype) when ``output`` is None, else a dict summary with
@@ -751,7 +792,8 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
     shape_out = (len(positions),) + shape_in[1:]
     model = _resolve_model(model)
     engine = MidpointEngine(model, shape_in[1], shape_in[2], tile, overlap, batch_size,
-                            reuse_features, jit_compile)
+                            reuse_features, jit_compile,
+                            expected_pairs=(shape_in[0] - 1) * (grid - 1))
     bar = Progress(len(positions), "upscale", enabled=progress)
     levels = grid.bit_length() - 1
     # Pairs per chunk: enough first-level midpoints to fill a batch, within a bounded grid
@@ -863,7 +905,7 @@ def _damaged_runs(slices, num_slices):
 
 def repair_volume(volume, slices, model, output=None, tile=None, overlap=32, batch_size=None,
                   voxel_size=None, overwrite=False, progress=True, reuse_features=None,
-                  jit_compile=False):
+                  jit_compile="auto"):
     """Replaces damaged slices by interpolating from the nearest good slices on both sides.
 
     A run of ``r`` adjacent damaged slices between good slices ``a`` and ``b = a + r + 1`` gets the
@@ -894,7 +936,8 @@ def repair_volume(volume, slices, model, output=None, tile=None, overlap=32, bat
     runs = _damaged_runs(slices, shape[0])
     model = _resolve_model(model)
     engine = MidpointEngine(model, shape[1], shape[2], tile, overlap, batch_size, reuse_features,
-                            jit_compile)
+                            jit_compile,
+                            expected_pairs=sum(last - first + 1 for first, last in runs))
     bar = Progress(shape[0], "repair", enabled=progress)
     starts = {first: last for first, last in runs}
 

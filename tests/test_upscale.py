@@ -320,6 +320,11 @@ def test_small_film_feature_reuse_equals_pairwise():
     np.testing.assert_array_equal(reused, naive)
     # And each engine midpoint equals one plain model call on the padded pair.
     engine = MidpointEngine(model, 18, 34, reuse_features=True)
+    import keras
+
+    # FILM's calls are XLA-compiled by default on TensorFlow (and still match the plain call).
+    assert engine.jit_compile == (keras.backend.backend() == "tensorflow")
+    assert not MidpointEngine(model, 18, 34, reuse_features=False).jit_compile
     slices = {0: volume[0, ..., None] / 255.0, 2: volume[1, ..., None] / 255.0}
     middle = engine.midpoints([(0, 2)], slices)[0]
     padded = [np.pad(slices[k], ((0, 2), (0, 2), (0, 0)), mode="reflect")[None] for k in (0, 2)]

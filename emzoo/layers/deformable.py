@@ -10,10 +10,11 @@ group ``g`` and kernel tap ``k = i * kernel_w + j`` (row-major),
 ``offset[..., g*2K + 2k]`` is the row displacement dy, ``offset[..., g*2K + 2k + 1]`` the column
 displacement dx, and ``mask[..., g*K + k]`` the modulation in [0, 1].
 
-How it is computed (fast and backend-agnostic): the input is zero-padded by one pixel and flattened
-to rows of ``(b, y, x, group)``; ONE gather reads the four bilinear corners of every tap of every
-group (corners outside the image land in the zero border or get weight 0), the bilinear weights are fused with the masks and the validity of the sample, the corners are
-summed, and ONE matmul with the kernel reshaped to ``(K * Cin, filters)`` finishes the convolution.
+How it is computed (fast and backend-agnostic): the input is zero-padded by one pixel and
+rearranged into rows of ``(b, y, x, group)`` that each hold the pixel's 2x2 neighbourhood; ONE
+gather of those rows reads the four bilinear corners of every tap of every group (corners outside
+the image land in the zero border or get weight 0), the bilinear weights are fused with the masks
+and the validity of the sample, the corners are summed, and ONE matmul with the kernel reshaped to ``(K * Cin, filters)`` finishes the convolution.
 Peak memory is about ``4 * B * H * W * K * Cin`` floats for the gathered corners (training keeps
 them for the backward pass); wrap calls in ``keras.RematScope`` to trade time for memory.
 """
@@ -74,9 +75,17 @@ def modulated_deformable_conv(inputs, offset, mask, kernel, bias=None, deformabl
     shape = ops.shape(inputs)
     batch, height, width = shape[0], shape[1], shape[2]
 
-    # Pad by one zero pixel on each side: any sample with -1 < y < H and -1 < x < W then finds its
-    # four corners inside the padded map, and corners outside the image read zeros.
-    padded = ops.reshape(ops.pad(inputs, ((0, 0), (1, 1), (1, 1), (0, 0))), (-1, group_channels))
+    # Pad by one zero pixel on each side (two at the bottom/right for the neighbour stack below):
+    # any sample with -1 < y < H and -1 < x < W then finds its four corners inside the padded map,
+    # and corners outside the image read zeros.
+    padded = ops.pad(inputs, ((0, 0), (1, 2), (1, 2), (0, 0)))
+    # Each row of ``quads`` holds the 2x2 neighbourhood (top-left, top-right, bottom-left,
+    # bottom-right) of one padded pixel and group, so that one gather of wide rows reads all four
+    # bilinear corners (about twice as fast on CPU as gathering four times as many narrow rows).
+    quads = ops.stack([padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1],
+                       padded[:, 1:, 1:]], axis=3)  # (B, H + 2, W + 2, 4, Cin)
+    quads = ops.reshape(quads, (batch, height + 2, width + 2, 4, groups, group_channels))
+    quads = ops.reshape(ops.transpose(quads, (0, 1, 2, 4, 3, 5)), (-1, 4 * group_channels))
 
     # Sample positions (float32 even under mixed precision): base grid + tap + learned offset.
     offset = ops.reshape(ops.cast(offset, "float32"), (batch, height, width, groups, taps, 2))
@@ -108,9 +117,8 @@ def modulated_deformable_conv(inputs, offset, mask, kernel, bias=None, deformabl
     batch_base = ops.arange(0, batch, dtype="int32")[:, None, None, None, None] * (height_i + 2)
     group_index = ops.arange(0, groups, dtype="int32")[:, None]
     top_left = ((batch_base + qy) * padded_width + qx) * groups + group_index  # (B, H, W, G, K)
-    corner_step = ops.stack([0, groups, padded_width * groups, (padded_width + 1) * groups])
-    index = top_left[..., None] + corner_step  # (B, H, W, G, K, 4)
-    corners = ops.take(padded, index, axis=0)  # (B, H, W, G, K, 4, Cg): the one gather
+    corners = ops.take(quads, top_left, axis=0)  # (B, H, W, G, K, 4 * Cg): the one gather
+    corners = ops.reshape(corners, (batch, height, width, groups, taps, 4, group_channels))
 
     modulation = ops.cast(mask, "float32")
     modulation = ops.reshape(modulation, (batch, height, width, groups, taps))
