@@ -5,10 +5,27 @@ import sys
 from absl import app, flags
 
 
-def run_app(main, argv):
-    """Runs an absl ``main`` with ``argv``; user errors print one line and exit 1."""
+def app_help(module):
+    """``emzoo <command> --help``: the command's docstring and its flags (with the shared ones)."""
+    text = [(module.__doc__ or "").strip(), "", "flags:"]
+    for name in (module.__name__, __name__):
+        flag_help = flags.FLAGS.module_help(name).strip()
+        if flag_help:
+            text += [line for line in flag_help.splitlines()[1:]]  # first line: module name
+    return "\n".join(text)
+
+
+def run_app(main, argv, module=None):
+    """Runs an absl ``main`` with ``argv``; user errors print one line and exit 1.
+
+    With ``module`` (the app's module), ``-h``/``--help`` print that command's own flags (absl
+    alone would list the flags of the ``emzoo`` script's module, which has none).
+    """
     from emzoo.errors import EmzooError
 
+    if module is not None and any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:]):
+        print(app_help(module))
+        return 0
     try:
         app.run(main, argv=argv)
     except SystemExit as done:

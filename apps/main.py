@@ -51,7 +51,7 @@ def run(argv=None):
     module = importlib.import_module(f"emzoo.apps.{_MODULES.get(command, command)}")
     from emzoo.apps import common
 
-    return common.run_app(module.main, [f"emzoo {command}"] + argv[2:])
+    return common.run_app(module.main, [f"emzoo {command}"] + argv[2:], module=module)
 
 
 if __name__ == "__main__":

@@ -282,10 +282,12 @@ class InterlacedSparseAttention(keras.layers.Layer):
         self.short_range.build(input_shape)
         super().build(input_shape)
 
-    def call(self, x):
-        _check_divisible(self, x.shape, self.size_multiple, f"partition {self.partition}")
-        x = self.long_range.attend(x, "lattice", self.partition)
-        return self.short_range.attend(x, "block", self.partition)
+    def call(self, x, partition=None):
+        """``partition`` overrides P for this call (the weights do not depend on it)."""
+        partition = self.partition if partition is None else int(partition)
+        _check_divisible(self, x.shape, partition, f"partition {partition}")
+        x = self.long_range.attend(x, "lattice", partition)
+        return self.short_range.attend(x, "block", partition)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -314,6 +316,10 @@ class HierarchicalSparseAttention(keras.layers.Layer):
         outer_partition: R (authors' code: 8).
         inner_partition: P' (authors' code: 4). H and W must be multiples of R * P' (32).
         reduction, scale_scores: as in :class:`SelfAttention`.
+        adaptive: pick (R, P') per input size with :func:`balanced_partitions` (the same
+            weights), so that the cost grows like (HW)^(4/3) as in SSAN's analysis instead of
+            (HW)^2 with fixed partitions; needs static H and W (else the configured pair is used).
+            Off by default: the authors' fixed (8, 4).
 
     Example:
         >>> hsa = HierarchicalSparseAttention(outer_partition=2, inner_partition=2)
@@ -322,11 +328,19 @@ class HierarchicalSparseAttention(keras.layers.Layer):
     """
 
     def __init__(self, outer_partition=8, inner_partition=4, reduction=8, scale_scores=False,
-                 **kwargs):
+                 adaptive=False, **kwargs):
         super().__init__(**kwargs)
         self.outer_partition = _positive_int("outer_partition", outer_partition)
         self.inner_partition = _positive_int("inner_partition", inner_partition)
         self.reduction, self.scale_scores = _attention_args(reduction, scale_scores)
+        self.adaptive = bool(adaptive)
+
+    def partitions_for(self, height, width):
+        """(R, P') used on an ``height x width`` map: the configured pair, or with ``adaptive``
+        the :func:`balanced_partitions` of that size (when the size is known)."""
+        if self.adaptive and height is not None and width is not None:
+            return balanced_partitions(int(height), int(width))
+        return self.outer_partition, self.inner_partition
 
     @property
     def size_multiple(self):
@@ -351,9 +365,9 @@ class HierarchicalSparseAttention(keras.layers.Layer):
 
     def call(self, x):
         _check_divisible(self, x.shape, self.size_multiple, self._why())
-        r = self.outer_partition
+        r, inner = self.partitions_for(x.shape[1], x.shape[2])
         shape = ops.shape(x)
-        x = merge_sub_images(self.sub_image_attention(sub_images(x, r)), shape, r)
+        x = merge_sub_images(self.sub_image_attention(sub_images(x, r), partition=inner), shape, r)
         return self.short_range.attend(x, "block", r)
 
     def compute_output_shape(self, input_shape):
@@ -362,5 +376,6 @@ class HierarchicalSparseAttention(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(outer_partition=self.outer_partition, inner_partition=self.inner_partition,
-                      reduction=self.reduction, scale_scores=self.scale_scores)
+                      reduction=self.reduction, scale_scores=self.scale_scores,
+                      adaptive=self.adaptive)
         return config

@@ -78,17 +78,19 @@ class AttentionAwareLayer(keras.layers.Layer):
     """
 
     def __init__(self, channels=1, outer_partition=8, inner_partition=4, reduction=8,
-                 scale_scores=False, **kwargs):
+                 scale_scores=False, adaptive_partitions=False, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.outer_partition = int(outer_partition)
         self.inner_partition = int(inner_partition)
         self.reduction = int(reduction)
         self.scale_scores = bool(scale_scores)
+        self.adaptive_partitions = bool(adaptive_partitions)
 
     def build(self, features_shape, frame_shape=None):
         self.attention = HierarchicalSparseAttention(self.outer_partition, self.inner_partition,
                                                      self.reduction, self.scale_scores,
+                                                     adaptive=self.adaptive_partitions,
                                                      name="attention")
         self.attention.build(features_shape)
         self.to_frame = _conv(self.channels, 3, "to_frame")
@@ -103,7 +105,7 @@ class AttentionAwareLayer(keras.layers.Layer):
         config = super().get_config()
         config.update(channels=self.channels, outer_partition=self.outer_partition,
                       inner_partition=self.inner_partition, reduction=self.reduction,
-                      scale_scores=self.scale_scores)
+                      scale_scores=self.scale_scores, adaptive_partitions=self.adaptive_partitions)
         return config
 
 
@@ -123,12 +125,15 @@ class SparseAttentionInterpolator(Interpolator):
         scale_scores: divide attention scores by sqrt(C/2) as the paper's equation does
             (default False: the authors' code has no scaling).
         siamese_input: ``"pair"`` (each direction reads both frames, ordered) or ``"single"``.
+        adaptive_partitions: let the attention pick (R, P') per input size (same weights; see
+            :class:`~emzoo.layers.attention.HierarchicalSparseAttention`), so large slices cost
+            O((HW)^(4/3)) as in SSAN's analysis. Default False (the authors' fixed pair).
         channels: image channels (1 for EM; 3 for RGB-replicated grey as the authors trained).
     """
 
     def __init__(self, rdn_blocks=20, rdn_layers=6, rdn_growth=32, features=64,
                  outer_partition=8, inner_partition=4, attention_reduction=8, scale_scores=False,
-                 siamese_input="pair", **kwargs):
+                 siamese_input="pair", adaptive_partitions=False, **kwargs):
         super().__init__(**kwargs)
         if siamese_input not in _SIAMESE_INPUTS:
             raise EmzooError(describe("Invalid value for argument `siamese_input`.",
@@ -143,12 +148,13 @@ class SparseAttentionInterpolator(Interpolator):
         self.attention_reduction = int(attention_reduction)
         self.scale_scores = bool(scale_scores)
         self.siamese_input = siamese_input
+        self.adaptive_partitions = bool(adaptive_partitions)
         self.size_multiple = self.outer_partition * self.inner_partition
         self.encoder = ResidualDenseNetwork(self.rdn_blocks, self.rdn_layers, self.rdn_growth,
                                             self.features, name="siamese_rdn")
         self.attention_aware = AttentionAwareLayer(
             self.channels, self.outer_partition, self.inner_partition, self.attention_reduction,
-            self.scale_scores, name="attention_aware")
+            self.scale_scores, self.adaptive_partitions, name="attention_aware")
 
     def min_size(self):
         """Builds at two size multiples so no attention group is a single token."""
@@ -184,7 +190,8 @@ class SparseAttentionInterpolator(Interpolator):
                       rdn_growth=self.rdn_growth, features=self.features,
                       outer_partition=self.outer_partition, inner_partition=self.inner_partition,
                       attention_reduction=self.attention_reduction,
-                      scale_scores=self.scale_scores, siamese_input=self.siamese_input)
+                      scale_scores=self.scale_scores, siamese_input=self.siamese_input,
+                      adaptive_partitions=self.adaptive_partitions)
         return config
 
 
@@ -255,7 +262,8 @@ class DAN(SparseAttentionInterpolator):
                                            name=f"blend_block{i}") for i in range(3)]
         self.blend_attention_layer = (HierarchicalSparseAttention(
             self.outer_partition, self.inner_partition, self.attention_reduction,
-            self.scale_scores, name="blend_attention") if self.blend_attention else None)
+            self.scale_scores, adaptive=self.adaptive_partitions,
+            name="blend_attention") if self.blend_attention else None)
         self.blend_out = _conv(self.channels, 3, "blend_out")
 
     def fuse(self, head_input, warped0, warped1, time):

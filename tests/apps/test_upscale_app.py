@@ -127,3 +127,11 @@ def test_disk_full_while_writing(tmp_path, tiny_model, stack):
                       "--overwrite", "--quiet"], cwd=tmp_path, prelude=prelude)
     assert_one_line_error(done, "ran out of space", tmp_path, before)
     assert target.read_bytes() == old
+
+
+@pytest.mark.parametrize("command, flag", [("upscale", "--factor"), ("upscale", "--tile"),
+                                           ("repair", "--slices"), ("evaluate", "--baselines")])
+def test_command_help_lists_its_own_flags(tmp_path, command, flag):
+    done = run_emzoo([command, "--help"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"emzoo {command}" in done.stdout and flag in done.stdout

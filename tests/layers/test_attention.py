@@ -186,3 +186,25 @@ def test_token_counts_and_balanced_partitions():
     assert sum(hierarchical_tokens_per_query(1024, 1024, outer, inner)) == 384
     with pytest.raises(EmzooError, match="No partition pair"):
         balanced_partitions(6, 6)
+
+
+def test_adaptive_partitions_use_the_balanced_pair_with_the_same_weights():
+    from emzoo.layers.attention import balanced_partitions
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 32, 32, 8)).astype("float32")
+    adaptive = HierarchicalSparseAttention(outer_partition=2, inner_partition=2, reduction=4,
+                                           adaptive=True)
+    adaptive.build(x.shape)
+    randomise(adaptive, rng)
+    outer, inner = balanced_partitions(32, 32)
+    assert adaptive.partitions_for(32, 32) == (outer, inner) != (2, 2)
+    fixed = HierarchicalSparseAttention(outer_partition=outer, inner_partition=inner, reduction=4)
+    fixed.build(x.shape)
+    fixed.set_weights(adaptive.get_weights())
+    configured = HierarchicalSparseAttention(outer_partition=2, inner_partition=2, reduction=4)
+    configured.build(x.shape)
+    configured.set_weights(adaptive.get_weights())
+    np.testing.assert_allclose(to_numpy(adaptive(x)), to_numpy(fixed(x)), atol=1e-5)
+    assert np.abs(to_numpy(adaptive(x)) - to_numpy(configured(x))).max() > 1e-4
+    assert HierarchicalSparseAttention.from_config(adaptive.get_config()).adaptive
