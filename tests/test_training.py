@@ -153,6 +153,15 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(volume, tmp_path):
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     assert not (killed / "config.json").exists()  # no final model from a killed run
     assert (killed / "checkpoints" / "ckpt-4.index").exists()
+    # ... but the latest checkpoint's weights load like a model (here: those of step 4).
+    import emzoo
+
+    latest = emzoo.load(str(killed / "latest"), compile=False)
+    assert json.loads((killed / "latest" / "config.json").read_text())["metadata"]["training"]["steps"] == 4
+    reader = tf.train.load_checkpoint(str(killed / "checkpoints" / "ckpt-4"))
+    kernel = latest.get_weights()[0]
+    assert any(np.array_equal(reader.get_tensor(k), kernel) for k in reader.get_variable_to_shape_map()
+               if reader.get_variable_to_shape_map()[k] == list(kernel.shape))
     assert not (killed / "checkpoints" / "ckpt-6.index").exists()
 
     resumed = training.train(data=[volume], steps=6, output=killed, resume=True, **TINY_RUN)
