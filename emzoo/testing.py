@@ -31,6 +31,30 @@ def random_inputs(batch, height, width, channels, seed=0, time=0.5):
     return {"x0": x0, "x1": x1, "time": t}, y
 
 
+def gradients(fn, *args):
+    """Gradients of the scalar ``fn(*args)`` w.r.t. every argument, on the active backend.
+
+    Returns NumPy arrays (TensorFlow and JAX; other backends raise ``NotImplementedError``).
+
+    Example:
+        >>> [g.tolist() for g in gradients(lambda a: ops.sum(a * a), np.ones(2, "float32"))]
+        [[2.0, 2.0]]
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.grad(fn, argnums=tuple(range(len(args))))(*args)]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        variables = [tf.Variable(a) for a in args]
+        with tf.GradientTape() as tape:
+            value = fn(*variables)
+        return [np.asarray(ops.convert_to_numpy(g)) for g in tape.gradient(value, variables)]
+    raise NotImplementedError(f"no gradient helper for backend {backend}")
+
+
 def _numpy(tree):
     if isinstance(tree, dict):
         return {k: _numpy(v) for k, v in tree.items()}

@@ -8,6 +8,7 @@ import pytest
 import keras
 from keras import ops
 
+from emzoo import testing
 from emzoo.errors import EmzooError
 from emzoo.layers.deformable import DeformableConv2D, DeformableConvPack
 
@@ -54,19 +55,11 @@ def np_deformable_conv(x, offset, mask, kernel, bias, groups, dilation):
 
 
 def gradients(fn, *args):
-    """Gradients of the scalar ``fn(*args)`` w.r.t. every argument, on the active backend."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return [np.asarray(g) for g in jax.grad(fn, argnums=tuple(range(len(args))))(*args)]
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        variables = [tf.Variable(a) for a in args]
-        with tf.GradientTape() as tape:
-            value = fn(*variables)
-        return [np.asarray(ops.convert_to_numpy(g)) for g in tape.gradient(value, variables)]
-    pytest.skip(f"no gradient helper for backend {keras.backend.backend()}")
+    """:func:`emzoo.testing.gradients`, skipping on backends it does not cover."""
+    try:
+        return testing.gradients(fn, *args)
+    except NotImplementedError as error:
+        pytest.skip(str(error))
 
 
 def make_inputs(rng, shape, groups, taps, offset_scale=2.0):
