@@ -201,6 +201,29 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
     return model
 
 
+def _save_model_weights(model, path):
+    """``model.save_weights(path)`` without the optimizer's state.
+
+    Keras 3 writes a compiled model's optimizer variables (Adam's moments: twice the weights)
+    into ``.weights.h5`` too; a zoo entry holds the model's weights only (training state lives
+    in the run's checkpoints), so the optimizer group is left out.
+    """
+    import h5py
+
+    model.save_weights(path)
+    with h5py.File(path, "r") as source:
+        if "optimizer" not in source:
+            return
+        slim = pathlib.Path(str(path) + ".slim")
+        with h5py.File(slim, "w") as target:
+            for key, value in source.attrs.items():
+                target.attrs[key] = value
+            for key in source:
+                if key != "optimizer":
+                    source.copy(source[key], target, name=key)
+    os.replace(slim, path)
+
+
 def save(model, directory, name=None, metadata=None, overwrite=False):
     """Writes ``model`` as a folder that :func:`load` accepts like a named entry.
 
@@ -221,7 +244,7 @@ def save(model, directory, name=None, metadata=None, overwrite=False):
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / _WEIGHTS_FILE
     tmp = directory / ("tmp-" + _WEIGHTS_FILE)
-    model.save_weights(tmp)
+    _save_model_weights(model, tmp)
     os.replace(tmp, weights_path)
     meta = dict(getattr(model, "zoo_entry", {}).get("metadata", {}))
     meta.update(metadata or {})

@@ -68,6 +68,22 @@ def test_saved_folder_loads_like_an_entry(tmp_path):
     assert loaded.optimizer is not None  # compiled
 
 
+def test_save_writes_model_weights_without_optimizer_state(tmp_path):
+    import h5py
+
+    model = emzoo.load("film", weights=None, compile=False, pyramid_levels=3,
+                       fusion_pyramid_levels=3, specialized_levels=1, sub_levels=2, filters=2,
+                       flow_convs=[1, 1], flow_filters=[2, 2], channels=1)
+    model.compile(optimizer="adam", loss="mae")
+    inputs, target = testing.random_inputs(2, 16, 16, 1)
+    model.fit(inputs, target, epochs=1, verbose=0)  # Adam now has moments to (not) save
+    folder = zoo.save(model, tmp_path / "trained")
+    with h5py.File(folder / "model.weights.h5", "r") as weights:
+        assert "optimizer" not in weights
+    loaded = emzoo.load(str(folder))
+    testing.assert_trees_close(loaded(inputs), model(inputs))
+
+
 def test_save_refuses_to_overwrite(tmp_path):
     model, folder = _saved(tmp_path)
     with pytest.raises(EmzooError, match="already exists"):
