@@ -12,7 +12,8 @@ Both paths upscale the same stack with the same model (random weights are enough
   batch size: 4 with a GPU, 1 on CPU); plus the engine at batch 4 when that is not the default.
 
 Every path runs once on a short stack first (tracing and compiling are not timed), then
-``--repeats`` times on the full stack; the median slices/s (output slices per second) is printed
+``--repeats`` rounds on the full stack, the paths interleaved within each round (this machine's
+load drifts by tens of percent between minutes); the median slices/s (output slices per second) is printed
 with the ratio to the naive path. The naive path's result is compared with the engine's (they
 must agree to 1e-5 on the dense grid).
 
@@ -154,9 +155,16 @@ def main():
             v, model, jit_compile=True, **dict(common, batch_size=4))
     results, rates, cpu_rates = {}, {}, {}
     naive = "naive (batch 1, pairwise)"
-    for name, path in paths.items():
+    for path in paths.values():
         path(volume[:6])  # warm-up: trace / compile at the same slice size
-        wall, cpu, results[name] = timed(lambda: path(volume), args.repeats)
+    walls, cpus = {name: [] for name in paths}, {name: [] for name in paths}
+    for _ in range(args.repeats):  # interleaved, so that load changes hit every path alike
+        for name, path in paths.items():
+            wall, cpu, results[name] = timed(lambda: path(volume), 1)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    for name in paths:
+        wall, cpu = float(np.median(walls[name])), float(np.median(cpus[name]))
         rates[name], cpu_rates[name] = outputs / wall, outputs / cpu
         print(f"{name:<28} wall {wall:7.2f} s {rates[name]:6.2f} slices/s "
               f"x{rates[name] / rates[naive]:.2f} | CPU {cpu:7.2f} s {cpu_rates[name]:6.2f} "
