@@ -11,7 +11,7 @@ def app_help(module):
     for name in (module.__name__, __name__):
         flag_help = flags.FLAGS.module_help(name).strip()
         if flag_help:
-            text += [line for line in flag_help.splitlines()[1:]]  # first line: module name
+            text += flag_help.splitlines()[1:]  # the first line names the module
     return "\n".join(text)
 
 
@@ -66,7 +66,8 @@ def define_volume_flags():
         overwrite=flags.DEFINE_boolean("overwrite", False, "Replace OUTPUT if it exists."),
         quiet=flags.DEFINE_boolean("quiet", False, "No progress bar."),
         xla=flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "XLA-compile the model calls "
-                              "(auto: for FILM models on TensorFlow, where it is faster)."),
+                              "(auto: for FILM models on TensorFlow, on jobs long enough to pay "
+                              "for the compile)."),
     )
     flags.DEFINE_alias("voxel_size", "voxel-size")
     flags.DEFINE_alias("batch_size", "batch-size")

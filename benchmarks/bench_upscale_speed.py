@@ -13,8 +13,8 @@ Both paths upscale the same stack with the same model (random weights are enough
 
 Every path runs once on a short stack first (tracing and compiling are not timed), then
 ``--repeats`` rounds on the full stack, the paths interleaved within each round (this machine's
-load drifts by tens of percent between minutes); the median slices/s (output slices per second) is printed
-with the ratio to the naive path. The naive path's result is compared with the engine's (they
+load drifts by tens of percent between minutes); the median slices/s (output slices per second)
+is printed with the ratio to the naive path. The naive path's result is compared with the engine's (they
 must agree to 1e-5 on the dense grid).
 
 Example:

@@ -34,7 +34,7 @@ def random_inputs(batch, height, width, channels, seed=0, time=0.5):
 def gradients(fn, *args):
     """Gradients of the scalar ``fn(*args)`` w.r.t. every argument, on the active backend.
 
-    Returns NumPy arrays (TensorFlow and JAX; other backends raise ``NotImplementedError``).
+    Returns NumPy arrays (TensorFlow and JAX); on other backends the calling test is skipped.
 
     Example:
         >>> [g.tolist() for g in gradients(lambda a: ops.sum(a * a), np.ones(2, "float32"))]
@@ -52,7 +52,9 @@ def gradients(fn, *args):
         with tf.GradientTape() as tape:
             value = fn(*variables)
         return [np.asarray(ops.convert_to_numpy(g)) for g in tape.gradient(value, variables)]
-    raise NotImplementedError(f"no gradient helper for backend {backend}")
+    import pytest
+
+    pytest.skip(f"no gradient helper for backend {backend}")
 
 
 def _numpy(tree):

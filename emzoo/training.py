@@ -363,11 +363,9 @@ class _RunCallbacks:
     """Factory for the callbacks of one run (kept together: they share the run's state)."""
 
     @staticmethod
-    def make(total_steps, manager, writer, image_batch, log_every, verbose, on_checkpoint=None,
-             snapshot=None):
+    def make(total_steps, manager, writer, image_batch, log_every, verbose, on_checkpoint=None):
         import keras
         import numpy as np
-        import tensorflow as tf
 
         class RunCallback(keras.callbacks.Callback):
             """Stops at ``total_steps``, checkpoints each epoch, logs scalars/images, progress."""
@@ -403,8 +401,6 @@ class _RunCallbacks:
             def on_epoch_end(self, epoch, logs=None):
                 step = self._step()
                 manager.save(checkpoint_number=step)
-                if snapshot is not None:
-                    snapshot(self.model, step)
                 if image_batch is not None:  # every worker predicts (a collective op)
                     inputs, target = image_batch
                     prediction = self.model.predict_on_batch(inputs)
@@ -611,17 +607,16 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
     if config["strategy"] == "multi_worker":
         _prebuild_for_multi_worker(net, train_ds, strategy_object)
     if resumed_from < total:
-        snapshot = None
-        if chief:
-            def snapshot(model, step):
-                # A loadable copy of the latest checkpoint's weights: emzoo.load(output / "latest")
-                # works while the run goes on or after it was stopped.
-                emzoo.save(model, output / LATEST, name=f"{output.name}-step-{step}",
-                           metadata={"training": {"command": " ".join(command), "steps": step,
-                                                  "initial_model": config["model"]}},
-                           overwrite=True)
+        def save_latest(step):
+            # A loadable copy of the latest checkpoint's weights: emzoo.load(output / "latest")
+            # works while the run goes on or after it was stopped.
+            emzoo.save(net, output / LATEST, name=f"{output.name}-step-{step}",
+                       metadata={"training": {"command": " ".join(command), "steps": step,
+                                              "initial_model": config["model"]}},
+                       overwrite=True)
+
         callback = _RunCallbacks.make(total, manager, writer, image_batch, config["log_every"],
-                                      verbose and chief, snapshot=snapshot)
+                                      verbose and chief, on_checkpoint=save_latest if chief else None)
         net.fit(train_ds, epochs=math.ceil(total / every),
                 initial_epoch=resumed_from // every, steps_per_epoch=every,
                 callbacks=[callback] + list(callbacks or ()), shuffle=False,

@@ -39,8 +39,8 @@ For models that expose ``extract(image) -> features`` and
 ``interpolate_from_features(features0, features1, time)`` (FILM), each slice's features are
 computed once and reused for both neighbouring pairs and across recursion levels; the result is
 the same as calling the model on each pair. Those calls are XLA-compiled on the TensorFlow
-backend when a job makes enough calls to amortise the compile (``jit_compile="auto"``), which
-ran FILM 1.25-1.3x faster on CPU.
+backend when a job makes enough calls to amortise the compile (``jit_compile="auto"``; see
+:func:`resolve_jit_compile`).
 
 Example:
     >>> import emzoo, numpy as np
@@ -61,7 +61,7 @@ import time as time_lib
 
 import numpy as np
 
-from emzoo.errors import EmzooError, VolumeError, describe
+from emzoo.errors import EmzooError, VolumeError, check_integer, describe
 
 __all__ = ["MidpointEngine", "Progress", "Tiler", "default_batch_size", "parse_factor",
            "resolve_jit_compile",
@@ -135,13 +135,6 @@ def parse_voxel_size(text):
                                   "three positive numbers z,y,x in nm, e.g. 40,4,4",
                                   voxel_size=text))
     return values
-
-
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise EmzooError(describe(f"Invalid value for argument `{name}`.",
-                                  f"an integer >= {minimum}", **{name: value}))
-    return int(value)
 
 
 # ------------------------------------------------------------------------------------- volumes
@@ -417,9 +410,9 @@ def resolve_jit_compile(jit_compile, reuse_features, calls=None):
 
     ``"auto"`` means yes on the TensorFlow backend for models whose features are reused (FILM),
     when the job makes at least :data:`XLA_MIN_CALLS` model calls (or their number is unknown):
-    XLA ran FILM's flow estimation and fusion 1.25-1.3x faster than the plain graph on CPU
-    (benchmarks/bench_upscale_speed.py), but its one-off compile (several seconds per slice size)
-    made the bundled 17-slice sample slower end to end. Other architectures (deformable
+    XLA ran FILM about 1.16x faster than the plain graph on CPU (benchmarks/bench_film.py at
+    256 and 512; about 1.15x in benchmarks/bench_upscale_speed.py), but its one-off compile
+    (several seconds per slice size) made the bundled 17-slice sample slower end to end. Other architectures (deformable
     convolutions, sparse attention) keep the plain graph. Other backends compile their own way
     (JAX jit) and ignore this flag.
 
@@ -499,16 +492,16 @@ class MidpointEngine:
         self.model = model
         if batch_size is None:
             batch_size = default_batch_size()
-        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.batch_size = check_integer("batch_size", batch_size)
         multiple = int(getattr(model, "size_multiple", 1) or 1)
         if tile is not None:
-            tile = _check_positive_int("tile", tile)
+            tile = check_integer("tile", tile)
             if tile < multiple:
                 raise EmzooError(describe(
                     "Invalid value for argument `tile`: smaller than the model's size multiple.",
                     f"a tile of at least {multiple} pixels (better a multiple of {multiple})",
                     tile=tile))
-        overlap = _check_positive_int("overlap", overlap, minimum=0)
+        overlap = check_integer("overlap", overlap, minimum=0)
         if tile is not None and overlap >= tile:
             raise EmzooError(describe("Invalid value for argument `overlap`.",
                                       f"fewer pixels than the tile ({tile})", overlap=overlap))
@@ -530,13 +523,12 @@ class MidpointEngine:
         self._largest = 0  # largest batch run so far (later batches are padded up to it)
         self.calls = {"pairs": 0, "extract": 0}
         calls = None if expected_pairs is None else expected_pairs * len(self.tiler)
-        jit_compile = resolve_jit_compile(jit_compile, self.reuse_features, calls)
-        self.jit_compile = jit_compile
+        self.jit_compile = resolve_jit_compile(jit_compile, self.reuse_features, calls)
         if self.reuse_features:
-            self._extract = _compiled(model, "extract", jit_compile)
-            self._from_features = _compiled(model, "from_features", jit_compile)
+            self._extract = _compiled(model, "extract", self.jit_compile)
+            self._from_features = _compiled(model, "from_features", self.jit_compile)
         else:
-            self._call = _compiled(model, "call", jit_compile)
+            self._call = _compiled(model, "call", self.jit_compile)
 
     # ----------------------------------------------------------------------------- channels
     def _to_model(self, tiles):

@@ -126,7 +126,7 @@ def describe_model(name_or_dir):
         if not (path / _CONFIG_FILE).is_file():
             raise UnknownModelError(describe(
                 f"The folder {path} is not a saved emzoo model (no {_CONFIG_FILE}).",
-                f"a registered name or a folder written by emzoo.save", name_or_dir=str(name_or_dir)))
+                "a registered name or a folder written by emzoo.save", name_or_dir=str(name_or_dir)))
         entry = _read_entry(path / _CONFIG_FILE)
         entry["_source"] = str(path / _CONFIG_FILE)
         entry["_dir"] = str(path)

@@ -34,14 +34,7 @@ Example:
 import keras
 from keras import ops
 
-from emzoo.errors import EmzooError, describe
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or int(value) != value or int(value) <= 0:
-        raise EmzooError(describe(f"Invalid value for argument `{name}`.",
-                                  "a strictly positive integer", **{name: value}))
-    return int(value)
+from emzoo.errors import EmzooError, check_integer, describe
 
 
 def _check_divisible(layer, shape, multiple, why):
@@ -173,7 +166,7 @@ def balanced_partitions(height, width, candidates=(2, 4, 8, 16, 32, 64)):
 
 # ------------------------------------------------------------------------------------ layers
 def _attention_args(reduction, scale_scores):
-    return _positive_int("reduction", reduction), bool(scale_scores)
+    return check_integer("reduction", reduction), bool(scale_scores)
 
 
 @keras.saving.register_keras_serializable(package="emzoo")
@@ -267,7 +260,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
 
     def __init__(self, partition=8, reduction=8, scale_scores=False, **kwargs):
         super().__init__(**kwargs)
-        self.partition = _positive_int("partition", partition)
+        self.partition = check_integer("partition", partition)
         self.reduction, self.scale_scores = _attention_args(reduction, scale_scores)
 
     @property
@@ -330,8 +323,8 @@ class HierarchicalSparseAttention(keras.layers.Layer):
     def __init__(self, outer_partition=8, inner_partition=4, reduction=8, scale_scores=False,
                  adaptive=False, **kwargs):
         super().__init__(**kwargs)
-        self.outer_partition = _positive_int("outer_partition", outer_partition)
-        self.inner_partition = _positive_int("inner_partition", inner_partition)
+        self.outer_partition = check_integer("outer_partition", outer_partition)
+        self.inner_partition = check_integer("inner_partition", inner_partition)
         self.reduction, self.scale_scores = _attention_args(reduction, scale_scores)
         self.adaptive = bool(adaptive)
 

@@ -17,14 +17,7 @@ their sub-layers in ``build()`` so weights exist only once the input width is kn
 import keras
 from keras import ops
 
-from emzoo.errors import EmzooError, describe
-
-
-def _positive_int(name, value):
-    if int(value) != value or int(value) <= 0:
-        raise EmzooError(describe(f"Invalid value for argument `{name}`.",
-                                  "a strictly positive integer", **{name: value}))
-    return int(value)
+from emzoo.errors import EmzooError, check_integer, describe
 
 
 def _conv(filters, kernel_size, name, use_bias=True, activation=None):
@@ -52,8 +45,8 @@ class ResidualBlock(keras.layers.Layer):
 
     def __init__(self, filters=None, kernel_size=3, use_bias=True, relu_after_sum=False, **kwargs):
         super().__init__(**kwargs)
-        self.filters = None if filters is None else _positive_int("filters", filters)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.filters = None if filters is None else check_integer("filters", filters)
+        self.kernel_size = check_integer("kernel_size", kernel_size)
         self.use_bias = bool(use_bias)
         self.relu_after_sum = bool(relu_after_sum)
 
@@ -107,9 +100,9 @@ class ResidualDenseBlock(keras.layers.Layer):
 
     def __init__(self, growth_rate=32, num_layers=6, kernel_size=3, **kwargs):
         super().__init__(**kwargs)
-        self.growth_rate = _positive_int("growth_rate", growth_rate)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.growth_rate = check_integer("growth_rate", growth_rate)
+        self.num_layers = check_integer("num_layers", num_layers)
+        self.kernel_size = check_integer("kernel_size", kernel_size)
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -164,11 +157,11 @@ class ResidualDenseNetwork(keras.layers.Layer):
     def __init__(self, num_blocks=16, layers_per_block=8, growth_rate=64, features=64,
                  kernel_size=3, **kwargs):
         super().__init__(**kwargs)
-        self.num_blocks = _positive_int("num_blocks", num_blocks)
-        self.layers_per_block = _positive_int("layers_per_block", layers_per_block)
-        self.growth_rate = _positive_int("growth_rate", growth_rate)
-        self.features = _positive_int("features", features)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.num_blocks = check_integer("num_blocks", num_blocks)
+        self.layers_per_block = check_integer("layers_per_block", layers_per_block)
+        self.growth_rate = check_integer("growth_rate", growth_rate)
+        self.features = check_integer("features", features)
+        self.kernel_size = check_integer("kernel_size", kernel_size)
 
     def build(self, input_shape):
         spatial = tuple(input_shape[:-1])

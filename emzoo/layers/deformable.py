@@ -14,7 +14,8 @@ How it is computed (fast and backend-agnostic): the input is zero-padded by one 
 rearranged into rows of ``(b, y, x, group)`` that each hold the pixel's 2x2 neighbourhood; ONE
 gather of those rows reads the four bilinear corners of every tap of every group (corners outside
 the image land in the zero border or get weight 0), the bilinear weights are fused with the masks
-and the validity of the sample, the corners are summed, and ONE matmul with the kernel reshaped to ``(K * Cin, filters)`` finishes the convolution.
+and the validity of the sample, the corners are summed, and ONE matmul with the kernel reshaped
+to ``(K * Cin, filters)`` finishes the convolution.
 Peak memory is about ``4 * B * H * W * K * Cin`` floats for the gathered corners (training keeps
 them for the backward pass); wrap calls in ``keras.RematScope`` to trade time for memory.
 """

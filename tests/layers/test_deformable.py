@@ -54,14 +54,6 @@ def np_deformable_conv(x, offset, mask, kernel, bias, groups, dilation):
     return out + (0 if bias is None else bias)
 
 
-def gradients(fn, *args):
-    """:func:`emzoo.testing.gradients`, skipping on backends it does not cover."""
-    try:
-        return testing.gradients(fn, *args)
-    except NotImplementedError as error:
-        pytest.skip(str(error))
-
-
 def make_inputs(rng, shape, groups, taps, offset_scale=2.0):
     x = rng.random(shape, dtype=np.float32)
     offset = (rng.standard_normal((*shape[:3], 2 * groups * taps)) * offset_scale).astype(np.float32)
@@ -126,7 +118,7 @@ def test_gradients_reach_every_input_and_weight():
     def loss(x_, offset_, mask_):
         return ops.sum(layer(x_, offset_, mask_) ** 2)
 
-    grads = gradients(loss, x, offset, mask)
+    grads = testing.gradients(loss, x, offset, mask)
     for grad, value in zip(grads, (x, offset, mask)):
         assert grad.shape == value.shape and np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
     # The output is linear in the mask: check that gradient against the reference exactly.

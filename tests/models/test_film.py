@@ -6,7 +6,6 @@ import pathlib
 
 import numpy as np
 import pytest
-from keras import ops
 
 import emzoo
 from emzoo import testing

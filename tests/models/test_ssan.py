@@ -109,8 +109,9 @@ def test_dan_linear_blend_uses_time():
 @pytest.mark.parametrize("name", ["ssan", "dan"])
 def test_config_and_weights_round_trip(name, tmp_path):
     model = tiny(name, siamese_input="single", scale_scores=True, adaptive_partitions=True)
-    assert all(layer.adaptive for layer in model._flatten_layers()
-               if type(layer).__name__ == "HierarchicalSparseAttention")
+    attentions = [layer for layer in model._flatten_layers()
+                  if type(layer).__name__ == "HierarchicalSparseAttention"]
+    assert attentions and all(layer.adaptive for layer in attentions)
     config = model.get_config()
     assert json.loads(json.dumps(config)) == config
     assert set(config) == set(type(model).config_keys())
