@@ -9,6 +9,7 @@ Never run in CI. Example:
     nice -n 5 python benchmarks/bench_deformable.py --repeats 7
     nice -n 5 python benchmarks/bench_deformable.py --xla        # both layers XLA-compiled
     KERAS_BACKEND=jax python benchmarks/bench_deformable.py --memory-batch 2
+    python benchmarks/bench_deformable.py --breakdown --memory-batch 0   # where the time goes (TF)
 """
 
 import argparse
@@ -97,6 +98,70 @@ def make_step(layer_kind, batch, size, channels, groups, train, xla=False):
     raise SystemExit(f"unsupported backend {backend}")
 
 
+def breakdown(args):
+    """TensorFlow: median times of the forward pass's parts next to Conv2D, interleaved.
+
+    The parts, at the benchmark's shape with its random offsets (std 2 pixels): the one gather of
+    the 2x2 neighbourhoods of every tap and group, the bilinear/mask weighting of the gathered
+    corners, the final matmul; and, as a floor for any sampling built from stock TensorFlow ops,
+    ``tf.image.crop_and_resize`` reading the same bilinear samples (one 1x1 box per sample, the
+    weighting fused into its kernel). If the sampling alone costs more than 3 convolutions, no
+    arrangement of these ops reaches the ratio 3; a fused custom kernel would be needed.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    size, channels, groups = args.size, args.channels, args.groups
+    group_channels, taps = channels // groups, 9
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.random((1, size, size, channels), dtype=np.float32))
+    kernel = tf.constant(rng.standard_normal((3, 3, channels, channels)).astype(np.float32) * 0.05)
+    offset = (rng.standard_normal((size, size, groups, taps, 2)) * 2).astype(np.float32)
+    tap_y = np.repeat([-1, 0, 1], 3)[None, None, None, :]
+    tap_x = np.tile([-1, 0, 1], 3)[None, None, None, :]
+    y = np.arange(size)[:, None, None, None] + tap_y + offset[..., 0]
+    xs = np.arange(size)[None, :, None, None] + tap_x + offset[..., 1]
+    rows = np.clip(np.floor(y).astype(np.int32) + 1, 0, size)
+    cols = np.clip(np.floor(xs).astype(np.int32) + 1, 0, size)
+    index = tf.constant(((rows * (size + 2) + cols) * groups
+                         + np.arange(groups)[:, None]).reshape(-1).astype(np.int32))
+    quads = tf.constant(rng.random(((size + 3) * (size + 3) * groups, 4 * group_channels),
+                                   dtype=np.float32))
+    samples = int(index.shape[0])
+    corners = tf.constant(rng.random((samples, 4, group_channels), dtype=np.float32))
+    weights = tf.constant(rng.random((samples, 4), dtype=np.float32))
+    columns = tf.constant(rng.random((size * size, taps * channels), dtype=np.float32))
+    matrix = tf.reshape(kernel, (taps * channels, channels))
+    images = tf.constant(rng.random((groups, size + 2, size + 2, group_channels), dtype=np.float32))
+    boxes_y = ((y + 1) / (size + 1)).reshape(-1)
+    boxes_x = ((xs + 1) / (size + 1)).reshape(-1)
+    boxes = tf.constant(np.stack([boxes_y, boxes_x, boxes_y, boxes_x], 1).astype(np.float32))
+    box_index = tf.constant(np.broadcast_to(np.arange(groups)[:, None], (size, size, groups, taps))
+                            .reshape(-1).astype(np.int32))
+    parts = {
+        "conv2d": (tf.function(lambda: tf.nn.conv2d(x, kernel, 1, "SAME")),),
+        "dcn: gather of the corners": (tf.function(lambda: tf.gather(quads, index)),),
+        "dcn: bilinear x mask weighting": (
+            tf.function(lambda: tf.einsum("nqc,nq->nc", corners, weights)),),
+        "dcn: matmul": (tf.function(lambda: tf.matmul(columns, matrix)),),
+        "floor: crop_and_resize sampling": (tf.function(
+            lambda: tf.image.crop_and_resize(images, boxes, box_index, (1, 1))),),
+    }
+    for (function,) in parts.values():
+        function()
+    times = {name: [] for name in parts}
+    for _ in range(max(args.repeats, 1)):
+        for name, (function,) in parts.items():
+            start = time.perf_counter()
+            np.asarray(function())
+            times[name].append(time.perf_counter() - start)
+    conv = statistics.median(times["conv2d"])
+    print(f"breakdown ({samples:,} bilinear samples of {group_channels} channels):")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:34s} {median * 1e3:8.1f} ms  = {median / conv:5.2f} x conv2d")
+
+
 def time_ratios(args):
     runs = {(kind, train): make_step(kind, 1, args.size, args.channels, args.groups, train,
                                      args.xla)[0]
@@ -158,6 +223,8 @@ def main():
     parser.add_argument("--xla", action="store_true",
                         help="TensorFlow: XLA-compile both steps (what Keras' fit does by default)")
     parser.add_argument("--memory-batch", type=int, default=8, help="batch of the memory measurement; 0 skips it")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="TensorFlow: also time the forward's parts and a stock-op sampling floor")
     args = parser.parse_args()
 
     import keras
@@ -172,6 +239,8 @@ def main():
     for train, label in ((False, "forward"), (True, "forward+backward")) if medians else ():
         conv, dcn = medians[("conv", train)], medians[("dcn", train)]
         print(f"{label:17s} conv2d {conv * 1e3:8.1f} ms  deformable {dcn * 1e3:8.1f} ms  ratio {dcn / conv:5.2f}")
+    if args.breakdown:
+        breakdown(args)
     if args.memory_batch:
         for kind in ("conv", "dcn"):
             memory = measure_memory(kind, args)

@@ -12,6 +12,8 @@ the ratio is meaningful even when the absolute rates are not.
 Example:
     nice -n 5 python benchmarks/bench_train_steps.py                       # batch 8, 256x256, all
     nice -n 5 python benchmarks/bench_train_steps.py --crop 64 --batch 2 --steps 2 --archs film
+    # SSAN, DAN and TSAIN at 256x256 need remat (and batch <= 2) to fit in 24 GB:
+    python benchmarks/bench_train_steps.py --archs tsain,ssan,dan --batch 2 --set remat=true
 """
 
 import argparse
@@ -76,6 +78,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per model")
     parser.add_argument("--pipeline-batches", type=int, default=50, help="timed pipeline batches")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed training steps first (the first traces the step)")
     parser.add_argument("--loss", default="paper", help="paper (default), l1, l2, ...")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="model configuration override for every architecture (repeatable)")
@@ -93,7 +97,7 @@ def main():
     pipeline = {}  # channels -> samples/s, measured once per channel count
     for name in [a.strip() for a in args.archs.split(",") if a.strip()]:
         steps_per_s, channels, params = training_rate(name, sources, args.crop, args.batch, args.steps,
-                                                      args.loss, overrides)
+                                                      args.loss, overrides, args.warmup)
         if channels not in pipeline:
             pipeline[channels] = pipeline_rate(sources, args.crop, args.batch, channels,
                                                args.pipeline_batches)

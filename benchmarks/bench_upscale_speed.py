@@ -97,6 +97,40 @@ def naive_upscale(volume, model, factor):
     return np.stack([denormalise(f, volume.dtype) for f in frames])
 
 
+def reuse_bound(volume, model, factor, repeats):
+    """The best speed-up feature reuse can give, from timed parts (Amdahl's law), or None.
+
+    Times one compiled model call (two feature extractions + flows + fusion) and one compiled
+    feature extraction at batch 1 on a slice of the stack, interleaved. The naive path makes
+    ``calls = (N - 1) * (F - 1)`` calls, each extracting two slices; perfect reuse extracts each
+    slice that is ever an input once (the N inputs and the midpoints of every level but the last).
+    The bound is ``calls * call / (calls * (call - 2 * extract) + inputs * extract)``.
+    """
+    if not hasattr(model, "extract"):
+        return None
+    height, width = volume.shape[1:]
+    tiler = upscale.Tiler(height, width, None, 0, model.size_multiple)
+    tile = tiler.split(volume[0][..., None].astype(np.float32) / 255.0)
+    tile = np.repeat(tile, model.channels, -1) if model.channels != 1 else tile
+    call = upscale._compiled(model, "call", False)
+    extract = upscale._compiled(model, "extract", False)
+    time_half = np.full((1, 1), 0.5, np.float32)
+    parts = {"call": lambda: np.asarray(call(tile, tile, time_half)),
+             "extract": lambda: [np.asarray(f) for f in extract(tile)["features"]]}
+    times = {name: [] for name in parts}
+    for _ in range(repeats + 1):
+        for name, part in parts.items():
+            start = time.perf_counter()
+            part()
+            times[name].append(time.perf_counter() - start)
+    call_s, extract_s = (float(np.median(times[name][1:])) for name in ("call", "extract"))
+    pairs = len(volume) - 1
+    calls = pairs * (factor - 1)
+    inputs = len(volume) + pairs * (factor // 2 - 1)
+    bound = calls * call_s / (calls * (call_s - 2 * extract_s) + inputs * extract_s)
+    return call_s, extract_s, bound
+
+
 def timed(function, repeats):
     """Median wall and CPU (process) seconds of ``repeats`` runs, and the last result.
 
@@ -169,6 +203,12 @@ def main():
         print(f"{name:<28} wall {wall:7.2f} s {rates[name]:6.2f} slices/s "
               f"x{rates[name] / rates[naive]:.2f} | CPU {cpu:7.2f} s {cpu_rates[name]:6.2f} "
               f"slices/CPU-s x{cpu_rates[name] / cpu_rates[naive]:.2f} vs naive", flush=True)
+    bound = reuse_bound(volume, model, args.factor, max(args.repeats, 3))
+    if bound is not None:
+        call_s, extract_s, limit = bound
+        print(f"one model call {call_s * 1e3:.0f} ms, one feature extraction {extract_s * 1e3:.0f} ms "
+              f"({2 * extract_s / call_s:.0%} of a call): perfect feature reuse can at best give "
+              f"x{limit:.2f} over naive (Amdahl); the rest must come from batching and XLA")
     reference = results["naive (batch 1, pairwise)"].astype(np.float64)
     for name, result in results.items():
         difference = np.abs(result.astype(np.float64) - reference).max()

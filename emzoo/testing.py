@@ -57,6 +57,46 @@ def gradients(fn, *args):
     pytest.skip(f"no gradient helper for backend {backend}")
 
 
+def layer_gradients(layer, *args):
+    """Gradients of ``sum(layer(*args) ** 2)`` w.r.t. the layer's trainable weights, then ``args``.
+
+    Returns one list of NumPy arrays (weights in ``layer.trainable_variables`` order, then the
+    arguments), on TensorFlow and JAX; on other backends the calling test is skipped. Build the
+    layer first.
+
+    Example:
+        >>> dense = keras.layers.Dense(1, kernel_initializer="ones")
+        >>> _ = dense(np.ones((1, 2), "float32"))
+        >>> [g.tolist() for g in layer_gradients(dense, np.ones((1, 2), "float32"))]
+        [[[4.0], [4.0]], [4.0], [[4.0, 4.0]]]
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        inputs = [tf.Variable(a) for a in args]
+        with tf.GradientTape() as tape:
+            value = ops.sum(ops.square(layer(*inputs)))
+        grads = tape.gradient(value, list(layer.trainable_variables) + inputs)
+        return [np.asarray(ops.convert_to_numpy(g)) for g in grads]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def value(weights, *inputs):
+            out, _ = layer.stateless_call(weights, non_trainable, *inputs)
+            return jnp.sum(jnp.square(out))
+
+        weights, *inputs = jax.grad(value, argnums=tuple(range(len(args) + 1)))(trainable, *args)
+        return [np.asarray(g) for g in list(weights) + list(inputs)]
+    import pytest
+
+    pytest.skip(f"no gradient helper for backend {backend}")
+
+
 def _numpy(tree):
     if isinstance(tree, dict):
         return {k: _numpy(v) for k, v in tree.items()}

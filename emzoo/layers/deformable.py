@@ -17,7 +17,8 @@ the image land in the zero border or get weight 0), the bilinear weights are fus
 and the validity of the sample, the corners are summed, and ONE matmul with the kernel reshaped
 to ``(K * Cin, filters)`` finishes the convolution.
 Peak memory is about ``4 * B * H * W * K * Cin`` floats for the gathered corners (training keeps
-them for the backward pass); wrap calls in ``keras.RematScope`` to trade time for memory.
+them for the backward pass); ``DeformableConv2D(remat=True)`` recomputes them in the backward
+pass instead (same results; one more gather per training step, no extra inference cost).
 """
 
 import keras
@@ -157,6 +158,9 @@ class DeformableConv2D(keras.layers.Layer):
         dilation_rate: int or (dh, dw).
         use_bias: add a bias.
         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as in Conv2D.
+        remat: recompute the gathered corners in the backward pass instead of keeping them
+            (``keras.remat``): training memory drops by about ``4 * B * H * W * K * Cin`` floats
+            per layer, at the price of one more forward of this layer per step.
 
     Example:
         >>> import numpy as np
@@ -170,8 +174,9 @@ class DeformableConv2D(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=3, deformable_groups=1, dilation_rate=1, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 kernel_regularizer=None, bias_regularizer=None, remat=False, **kwargs):
         super().__init__(**kwargs)
+        self.remat = bool(remat)
         self.filters = _positive_int("filters", filters)
         self.kernel_size = _pair("kernel_size", kernel_size)
         self.deformable_groups = _positive_int("deformable_groups", deformable_groups)
@@ -214,10 +219,17 @@ class DeformableConv2D(keras.layers.Layer):
                                         initializer=self.bias_initializer,
                                         regularizer=self.bias_regularizer)
 
-    def call(self, inputs, offset, mask):
+    def _convolve(self, inputs, offset, mask):
         return modulated_deformable_conv(inputs, offset, mask, self.kernel, self.bias,
                                          deformable_groups=self.deformable_groups,
                                          dilation_rate=self.dilation_rate)
+
+    def call(self, inputs, offset, mask):
+        if self.remat:
+            # A fresh function each call: JAX caches checkpoint traces per function object, and a
+            # cached trace would keep the weights it was first traced with.
+            return keras.remat(lambda *args: self._convolve(*args))(inputs, offset, mask)
+        return self._convolve(inputs, offset, mask)
 
     def compute_output_shape(self, inputs_shape, offset_shape=None):
         return (*tuple(inputs_shape)[:-1], self.filters)
@@ -234,6 +246,7 @@ class DeformableConv2D(keras.layers.Layer):
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "remat": self.remat,
         })
         return config
 

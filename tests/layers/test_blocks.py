@@ -124,3 +124,22 @@ def test_gradients_flow_through_rdn():
     before = [w.copy() for w in model.get_weights()]
     model.fit(data, np.zeros((2, 8, 8, 4), "float32"), epochs=1, verbose=0)
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_rdn_remat_gives_the_same_outputs_and_gradients():
+    from emzoo import testing
+
+    rng = np.random.default_rng(6)
+    x = rng.random((1, 8, 8, 2), dtype=np.float32)
+    networks = [ResidualDenseNetwork(num_blocks=2, layers_per_block=2, growth_rate=4, features=6,
+                                     remat=remat) for remat in (False, True)]
+    for network in networks:
+        network(x)
+    networks[1].set_weights(networks[0].get_weights())
+    assert networks[1].get_config()["remat"] and not networks[0].get_config()["remat"]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(networks[1](x)),
+                               keras.ops.convert_to_numpy(networks[0](x)), rtol=1e-6, atol=1e-6)
+    plain, remat = (testing.layer_gradients(network, x) for network in networks)
+    assert len(plain) == len(networks[0].trainable_variables) + 1
+    for a, b in zip(plain, remat):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

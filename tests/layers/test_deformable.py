@@ -131,6 +131,27 @@ def test_gradients_reach_every_input_and_weight():
     np.testing.assert_allclose(grads[2][index], numeric, rtol=1e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("cls", [DeformableConv2D, DeformableConvPack])
+def test_remat_gives_the_same_outputs_and_gradients(cls):
+    rng = np.random.default_rng(5)
+    x, offset, mask = make_inputs(rng, (1, 6, 6, 4), 2, 9, offset_scale=0.7)
+    args = (x, offset, mask) if cls is DeformableConv2D else (x, offset[..., :5])
+    layers = [cls(3, 3, deformable_groups=2, remat=remat) for remat in (False, True)]
+    for layer in layers:
+        layer(*args)
+    weights = [w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in layers[0].get_weights()]
+    for layer in layers:  # non-zero offsets in the pack too
+        layer.set_weights(weights)
+    assert layers[1].get_config()["remat"] and not layers[0].get_config()["remat"]
+    np.testing.assert_allclose(ops.convert_to_numpy(layers[1](*args)),
+                               ops.convert_to_numpy(layers[0](*args)), rtol=1e-6, atol=1e-6)
+    plain, remat = (testing.layer_gradients(layer, *args) for layer in layers)
+    assert len(plain) == len(remat) == len(layers[0].trainable_variables) + len(args)
+    for a, b in zip(plain, remat):
+        assert np.abs(a).max() > 0
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
 def test_pack_zero_init_is_half_a_plain_conv():
     rng = np.random.default_rng(4)
     layer = DeformableConvPack(4, 3, deformable_groups=2, bias_initializer="random_normal")
