@@ -15,7 +15,7 @@ from emzoo.models.tsain import TSAIN, crop_padding, pad_to_multiple
 # A reduced configuration: every kind of block once, narrow features, a 2-level pyramid.
 SMALL = dict(filters=8, extraction_blocks=1, reconstruction_blocks=1, deformable_groups=2,
              spatial_adaptive_blocks=1, rsab_deformable_groups=1, refinement_blocks=1,
-             pyramid_levels=2, channels=1)
+             pyramid_levels=2, channels=1, remat=False)
 
 
 @pytest.fixture(scope="module")
