@@ -139,19 +139,19 @@ def breakdown(args):
     box_index = tf.constant(np.broadcast_to(np.arange(groups)[:, None], (size, size, groups, taps))
                             .reshape(-1).astype(np.int32))
     parts = {
-        "conv2d": (tf.function(lambda: tf.nn.conv2d(x, kernel, 1, "SAME")),),
-        "dcn: gather of the corners": (tf.function(lambda: tf.gather(quads, index)),),
-        "dcn: bilinear x mask weighting": (
-            tf.function(lambda: tf.einsum("nqc,nq->nc", corners, weights)),),
-        "dcn: matmul": (tf.function(lambda: tf.matmul(columns, matrix)),),
-        "floor: crop_and_resize sampling": (tf.function(
-            lambda: tf.image.crop_and_resize(images, boxes, box_index, (1, 1))),),
+        "conv2d": lambda: tf.nn.conv2d(x, kernel, 1, "SAME"),
+        "dcn: gather of the corners": lambda: tf.gather(quads, index),
+        "dcn: bilinear x mask weighting": lambda: tf.einsum("nqc,nq->nc", corners, weights),
+        "dcn: matmul": lambda: tf.matmul(columns, matrix),
+        "floor: crop_and_resize sampling":
+            lambda: tf.image.crop_and_resize(images, boxes, box_index, (1, 1)),
     }
-    for (function,) in parts.values():
+    parts = {name: tf.function(part) for name, part in parts.items()}
+    for function in parts.values():
         function()
     times = {name: [] for name in parts}
     for _ in range(max(args.repeats, 1)):
-        for name, (function,) in parts.items():
+        for name, function in parts.items():
             start = time.perf_counter()
             np.asarray(function())
             times[name].append(time.perf_counter() - start)

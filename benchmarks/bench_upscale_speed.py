@@ -65,18 +65,28 @@ def stack(slices, size, seed=0):
     return (rng.random((slices, size, size)) * 255).astype(np.uint8)
 
 
+def model_tiler(volume, model):
+    """One tile per slice, padded to the model's size multiple (as the engine does untiled)."""
+    height, width = volume.shape[1:]
+    return upscale.Tiler(height, width, None, 0, model.size_multiple)
+
+
+def model_input(tiler, model, unit):
+    """A normalised slice ``unit`` (H, W) as the model's batch-1 input."""
+    tile = tiler.split(unit[..., None])
+    return np.repeat(tile, 3, -1) if model.channels == 3 else tile
+
+
 def naive_upscale(volume, model, factor):
     """Depth-first midpoint recursion, one batch-1 model call per midpoint (like FILM's tools)."""
     from emzoo.data.volume import denormalise, normalise
 
     call = upscale._compiled(model, "call", False)
-    height, width = volume.shape[1:]
-    tiler = upscale.Tiler(height, width, None, 0, model.size_multiple)
+    tiler = model_tiler(volume, model)
     time_half = np.full((1, 1), 0.5, np.float32)
 
     def prepare(unit):
-        tile = tiler.split(unit[..., None])
-        return np.repeat(tile, 3, -1) if model.channels == 3 else tile
+        return model_input(tiler, model, unit)
 
     def middle(a, b):
         out = np.asarray(call(prepare(a), prepare(b), time_half))
@@ -108,10 +118,9 @@ def reuse_bound(volume, model, factor, repeats):
     """
     if not hasattr(model, "extract"):
         return None
-    height, width = volume.shape[1:]
-    tiler = upscale.Tiler(height, width, None, 0, model.size_multiple)
-    tile = tiler.split(volume[0][..., None].astype(np.float32) / 255.0)
-    tile = np.repeat(tile, model.channels, -1) if model.channels != 1 else tile
+    from emzoo.data.volume import normalise
+
+    tile = model_input(model_tiler(volume, model), model, normalise(volume[0]))
     call = upscale._compiled(model, "call", False)
     extract = upscale._compiled(model, "extract", False)
     time_half = np.full((1, 1), 0.5, np.float32)

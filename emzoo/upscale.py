@@ -412,9 +412,9 @@ def resolve_jit_compile(jit_compile, reuse_features, calls=None):
     when the job makes at least :data:`XLA_MIN_CALLS` model calls (or their number is unknown):
     XLA ran FILM about 1.16x faster than the plain graph on CPU (benchmarks/bench_film.py at
     256 and 512; about 1.15x in benchmarks/bench_upscale_speed.py), but its one-off compile
-    (several seconds per slice size) made the bundled 17-slice sample slower end to end. Other architectures (deformable
-    convolutions, sparse attention) keep the plain graph. Other backends compile their own way
-    (JAX jit) and ignore this flag.
+    (several seconds per slice size) made the bundled 17-slice sample slower end to end. Other
+    architectures (deformable convolutions, sparse attention) keep the plain graph. Other
+    backends compile their own way (JAX jit) and ignore this flag.
 
     Example:
         >>> resolve_jit_compile(False, reuse_features=True)

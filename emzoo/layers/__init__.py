@@ -6,6 +6,8 @@
   :class:`DeformableConvPack` (offsets and masks predicted from a feature map).
 * :mod:`emzoo.layers.attention`: SAGAN self-attention and the interlaced/hierarchical sparse forms.
 * :mod:`emzoo.layers.blocks`: residual block, residual dense block and network (RDB, RDN).
+* :mod:`emzoo.layers.recompute`: :func:`remat_call`, the gradient checkpointing behind the
+  ``remat`` options.
 
 Attention and block layers are imported on first use, so importing this package stays cheap.
 

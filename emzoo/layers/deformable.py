@@ -25,6 +25,7 @@ import keras
 from keras import ops
 
 from emzoo.errors import EmzooError, describe
+from emzoo.layers.recompute import remat_call
 
 
 def _positive_int(name, value):
@@ -226,9 +227,7 @@ class DeformableConv2D(keras.layers.Layer):
 
     def call(self, inputs, offset, mask):
         if self.remat:
-            # A fresh function each call: JAX caches checkpoint traces per function object, and a
-            # cached trace would keep the weights it was first traced with.
-            return keras.remat(lambda *args: self._convolve(*args))(inputs, offset, mask)
+            return remat_call(self._convolve, inputs, offset, mask)
         return self._convolve(inputs, offset, mask)
 
     def compute_output_shape(self, inputs_shape, offset_shape=None):
