@@ -64,6 +64,7 @@ def define_volume_flags():
         batch=flags.DEFINE_integer("batch-size", None, "Slice pairs (or tiles) per model call "
                                    "(default: 4 with a GPU, 1 on CPU)."),
         overwrite=flags.DEFINE_boolean("overwrite", False, "Replace OUTPUT if it exists."),
+        random_weights=define_random_weights_flag(),
         quiet=flags.DEFINE_boolean("quiet", False, "No progress bar."),
         xla=flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "XLA-compile the model calls "
                               "(auto: for FILM models on TensorFlow, on jobs long enough to pay "
@@ -74,9 +75,48 @@ def define_volume_flags():
     return shared
 
 
+def define_random_weights_flag():
+    """``--allow-random-weights``, shared by the apps that run a model (upscale, repair, evaluate,
+    export): without it a model with no trained weights is refused before any work."""
+    flag = flags.DEFINE_boolean(
+        "allow-random-weights", False, "Run a model that has no trained weights on random "
+        "weights (smoke tests only; without this flag such a model is refused).")
+    flags.DEFINE_alias("allow_random_weights", "allow-random-weights")
+    return flag
+
+
+def job_model(name, allow_random_weights):
+    """The model argument for ``upscale_volume`` / ``repair_volume``, checked before any work.
+
+    A model with trained weights stays a name (the engine loads it after its own checks); one
+    without them is refused (:func:`emzoo.zoo.check_trained`), or with ``allow_random_weights``
+    built here with random weights.
+    """
+    from emzoo import zoo
+
+    if zoo.check_trained(name, allow_random_weights):
+        return name
+    return zoo.load(name, weights=None, compile=False)
+
+
 def xla_setting(value):
     """``--xla`` (auto/on/off) as the engine's ``jit_compile`` argument."""
     return {"on": True, "off": False}.get(value, "auto")
+
+
+def volume_job_options(shared):
+    """The keyword arguments the shared volume flags give ``upscale_volume`` / ``repair_volume``.
+
+    Example:
+        >>> engine.repair_volume(source, slices, model, **volume_job_options(_SHARED))  # doctest: +SKIP
+    """
+    from emzoo.engine import parse_voxel_size
+
+    voxel_size = parse_voxel_size(shared.voxel.value) if shared.voxel.value else None
+    return dict(tile=shared.tile.value, overlap=shared.overlap.value,
+                batch_size=shared.batch.value, voxel_size=voxel_size,
+                overwrite=shared.overwrite.value, progress=not shared.quiet.value,
+                jit_compile=xla_setting(shared.xla.value))
 
 
 def _terminate(signum, frame):

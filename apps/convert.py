@@ -18,7 +18,7 @@ _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace weights already c
 
 def main(argv):
     from emzoo.errors import EmzooError, describe
-    from emzoo.film_import import convert_film_saved_model
+    from emzoo.convert import convert_film_saved_model
 
     if len(argv) != 3 or argv[1] != "film":
         raise EmzooError(describe("emzoo convert takes an architecture and a SavedModel folder.",

@@ -13,8 +13,11 @@ Example:
 
 from absl import flags
 
+from emzoo.apps import common
+
 _DATA = flags.DEFINE_string("data", None, "The volume to score on (TIFF, file.h5:/dataset, slice folder).")
-_FACTOR = flags.DEFINE_integer("factor", 2, "Keep every F-th slice and reconstruct the others.")
+_FACTOR = flags.DEFINE_string("factor", "2", "Keep every F-th slice and reconstruct the others "
+                              "(a whole number >= 2).")
 _BASELINES = flags.DEFINE_string("baselines", "linear,cubic",
                                  "Comma-separated baselines: nearest, linear, cubic ('' for none).")
 _JSON = flags.DEFINE_string("json", None, "Write the scores (means and per-slice values) to this JSON file.")
@@ -28,12 +31,16 @@ _QUANTIZE = flags.DEFINE_boolean("quantize", False,
                                  "Round reconstructions to the volume's dtype before scoring.")
 _VAL_FRACTION = flags.DEFINE_float("val-fraction", None,
                                    "Validation fraction of the z-range (default: the pipeline's).")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace the --json and --figure files if "
+                                  "they exist.")
+_RANDOM_WEIGHTS = common.define_random_weights_flag()
 flags.DEFINE_alias("batch_size", "batch-size")
 flags.DEFINE_alias("val_fraction", "val-fraction")
 
 
-def _check_outputs(paths):
-    """Refuses outputs whose folder does not exist before any work is done."""
+def _check_outputs(paths, overwrite):
+    """Refuses, before any work, outputs whose folder does not exist or that exist already
+    (unless ``overwrite``)."""
     import os
 
     from emzoo.errors import EmzooError, describe
@@ -45,14 +52,35 @@ def _check_outputs(paths):
         if not os.path.isdir(folder):
             raise EmzooError(describe(f"The folder of --{name} does not exist.",
                                       "a path in an existing folder", **{name: path}))
+        if os.path.lexists(path) and not overwrite:
+            raise EmzooError(describe(f"The --{name} file {path} already exists.",
+                                      "a new file, or --overwrite to replace it", **{name: path}))
+
+
+def _write_json(path, report):
+    """Writes ``report`` to ``path`` atomically (a temporary file in the same folder, renamed)."""
+    import json
+    import os
+    import tempfile
+
+    folder, name = os.path.split(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=1)
+            out.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def main(argv):
-    import json
     import os
 
-    from emzoo import evaluate, figures
-    from emzoo.data.volume import open_volume
+    from emzoo import evaluate, figures, zoo
+    from emzoo.data.volumes import open_volume
     from emzoo.errors import EmzooError, describe
 
     if len(argv) != 2:
@@ -60,23 +88,25 @@ def main(argv):
                                   "emzoo evaluate MODEL --data PATH --factor F (MODEL may be `none`)",
                                   arguments=argv[1:]))
     model_name = argv[1]
+    factor = evaluate.protocol_factor(_FACTOR.value)
     if not _DATA.value:
         raise EmzooError(describe("No volume given.", "--data PATH", data=None))
-    _check_outputs({"json": _JSON.value, "figure": _FIGURE.value})
+    _check_outputs({"json": _JSON.value, "figure": _FIGURE.value}, _OVERWRITE.value)
+    if model_name.lower() != "none":
+        zoo.check_trained(model_name, _RANDOM_WEIGHTS.value)
     baselines = [b.strip() for b in (_BASELINES.value or "").split(",") if b.strip()]
     volume = open_volume(_DATA.value)
     if len(volume.shape) != 3:
         raise EmzooError(describe("The volume is not a z-stack.", "a 3-D volume", shape=volume.shape))
     z_start, z_stop = evaluate.evaluation_range(volume.shape[0], _SPLIT.value, _VAL_FRACTION.value)
-    kept, dropped = evaluate.protocol_indices(z_start, z_stop, _FACTOR.value)
+    kept, dropped = evaluate.protocol_indices(z_start, z_stop, factor)
     model = None
     if model_name.lower() != "none":
-        import emzoo
-
-        model = emzoo.load(model_name, compile=False)
-    shown = figures.figure_slice(kept, dropped, _FACTOR.value) if _FIGURE.value else None
+        model = zoo.load_trained(model_name, allow_random_weights=_RANDOM_WEIGHTS.value,
+                                 compile=False)
+    shown = figures.figure_slice(kept, dropped, factor) if _FIGURE.value else None
     report = evaluate.evaluate_volume(
-        volume, _FACTOR.value, model=model, baselines=baselines, split=_SPLIT.value,
+        volume, factor, model=model, baselines=baselines, split=_SPLIT.value,
         crop=_CROP.value, batch_size=_BATCH.value, quantize=_QUANTIZE.value,
         val_fraction=_VAL_FRACTION.value, model_name=model_name if model is not None else "model",
         keep_slices=[shown] if shown is not None else None, tile=_TILE.value,
@@ -86,17 +116,13 @@ def main(argv):
     slices = report.pop("_slices", {})
     print(evaluate.format_table(report))
     if _JSON.value:
-        tmp = _JSON.value + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, _JSON.value)
+        _write_json(_JSON.value, report)
         print(f"scores written to {_JSON.value}")
     if _FIGURE.value:
         panels = slices[shown]
-        title = (f"{os.path.basename(_DATA.value)}  x{_FACTOR.value}  slice {shown} "
-                 f"(kept {shown - (shown - kept[0]) % _FACTOR.value} and "
-                 f"{shown - (shown - kept[0]) % _FACTOR.value + _FACTOR.value})")
+        title = (f"{os.path.basename(_DATA.value)}  x{factor}  slice {shown} "
+                 f"(kept {shown - (shown - kept[0]) % factor} and "
+                 f"{shown - (shown - kept[0]) % factor + factor})")
         figures.comparison_figure(_FIGURE.value, panels, title=title,
                                   crop=min(256, *volume.shape[1:]) if _CROP.value is None else min(256, _CROP.value))
         print(f"figure written to {_FIGURE.value}")

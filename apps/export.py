@@ -12,14 +12,19 @@ Example:
 
 from absl import flags
 
+from emzoo.apps import common
+
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write the SavedModel to.", short_name="o")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights to use instead of the entry's "
                                "(a .weights.h5 file or an original FILM SavedModel folder).")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace DIR if it exists.")
+_RANDOM_WEIGHTS = common.define_random_weights_flag()
 
 
 def main(argv):
-    import emzoo
+    import os
+
+    from emzoo import zoo
     from emzoo.errors import EmzooError, describe
     from emzoo.export import export_saved_model
 
@@ -28,7 +33,14 @@ def main(argv):
                                   "emzoo export NAME [--weights PATH] -o DIR", arguments=argv[1:]))
     if not _OUTPUT.value:
         raise EmzooError(describe("No output folder given.", "-o DIR", output=None))
-    model = emzoo.load(argv[1], weights=_WEIGHTS.value or "default", compile=False)
+    if os.path.lexists(os.path.expanduser(_OUTPUT.value)) and not _OVERWRITE.value:  # before any work
+        raise EmzooError(describe(f"{_OUTPUT.value} already exists.",
+                                  "a new folder, or --overwrite to replace it", output=_OUTPUT.value))
+    if _WEIGHTS.value:
+        model = zoo.load(argv[1], weights=_WEIGHTS.value, compile=False)
+    else:
+        model = zoo.load_trained(argv[1], allow_random_weights=_RANDOM_WEIGHTS.value,
+                                 compile=False)
     path = export_saved_model(model, _OUTPUT.value, overwrite=_OVERWRITE.value)
     print(f"Wrote {path}: tf.saved_model.load({str(path)!r})"
           f"({{'x0', 'x1', 'time'}}, training=False)['image'] (size multiple "

@@ -1,5 +1,7 @@
 """``emzoo list [PATTERN]``: the named models, with architecture, parameters and weights source."""
 
+import os
+
 from absl import flags
 
 _LONG = flags.DEFINE_boolean("long", False, "Also print each entry's description and paper.")
@@ -7,6 +9,7 @@ _LONG = flags.DEFINE_boolean("long", False, "Also print each entry's description
 
 def main(argv):
     import emzoo
+    from emzoo import weights as weights_lib
 
     pattern = argv[1] if len(argv) > 1 else "*"
     names = emzoo.list_models(pattern)
@@ -17,9 +20,8 @@ def main(argv):
     for name in names:
         entry = emzoo.describe_model(name)
         meta = entry.get("metadata", {})
-        weights = entry.get("weights") or {}
-        source = ("bundled" if "file" in weights else "download" if "url" in weights
-                  else "convert" if weights.get("format") == "film_saved_model" else "none")
+        source = weights_lib.source(entry.get("weights"), name,
+                                    os.path.dirname(entry.get("_source", "")))
         params = meta.get("params")
         rows.append((name, entry["architecture"], f"{params:,}" if params else "?", source,
                      meta.get("description", "")))

@@ -2,7 +2,7 @@
 
 Each listed slice (0-based; ranges like ``40-42`` allowed) is replaced by interpolating between
 the nearest good slices on both sides; runs of adjacent damaged slices get evenly spaced
-positions between their good neighbours (see :func:`emzoo.upscale.repair_volume`). All other
+positions between their good neighbours (see :func:`emzoo.engine.repair_volume`). All other
 slices are copied unchanged; dtype and voxel size are kept. INPUT ``sample`` means the bundled
 sample.
 
@@ -20,7 +20,7 @@ _SHARED = common.define_volume_flags()
 
 
 def main(argv):
-    from emzoo import samples, upscale
+    from emzoo import engine, samples
     from emzoo.errors import EmzooError, describe
 
     common.prepare_volume_app()
@@ -32,13 +32,11 @@ def main(argv):
     if not _SLICES.value:
         raise EmzooError(describe("No damaged slices given.", "--slices 12,37 (0-based)",
                                   slices=None))
-    slices = upscale.parse_slices(_SLICES.value)
-    voxel_size = upscale.parse_voxel_size(_SHARED.voxel.value) if _SHARED.voxel.value else None
-    summary = upscale.repair_volume(
-        samples.resolve_input(argv[1]), slices, _SHARED.model.value, output=_OUTPUT.value,
-        tile=_SHARED.tile.value, overlap=_SHARED.overlap.value, batch_size=_SHARED.batch.value,
-        voxel_size=voxel_size, overwrite=_SHARED.overwrite.value, progress=not _SHARED.quiet.value,
-        jit_compile=common.xla_setting(_SHARED.xla.value))
+    slices = engine.parse_slices(_SLICES.value)
+    options = common.volume_job_options(_SHARED)
+    model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
+    summary = engine.repair_volume(samples.resolve_input(argv[1]), slices, model,
+                                   output=_OUTPUT.value, **options)
     repaired = ",".join(str(z) for z in summary["repaired"])
     print(f"Wrote {summary['output']}: repaired slice(s) {repaired} with model {_SHARED.model.value} "
           f"({summary['seconds']:.1f} s)")

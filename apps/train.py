@@ -12,12 +12,14 @@ Example:
 
 from absl import flags
 
+from emzoo.training.strategies import STRATEGIES
+
 _DATA = flags.DEFINE_string("data", None, "Training volume(s), comma-separated.")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Total optimizer steps.")
 _BATCH = flags.DEFINE_integer("batch-size", 8, "Global batch size.")
 _CROP = flags.DEFINE_integer("crop", 256, "Square crop size of the training triplets.")
 _GAPS = flags.DEFINE_string("gaps", "1,2,4", "Triplet gaps (z-g, z, z+g), comma-separated.")
-_STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+_STRATEGY = flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                               "tf.distribute strategy (multi_worker reads TF_CONFIG).")
 _OUTPUT = flags.DEFINE_string("output", None, "Run folder (checkpoints, logs, final model).")
 _SET = flags.DEFINE_multi_string("set", [], "Model constructor override key=value (repeatable).")

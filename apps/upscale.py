@@ -4,7 +4,7 @@ INPUT is a TIFF, ``file.h5:/dataset`` or a folder of slices; the word ``sample``
 FIB-SEM sample (``emzoo.samples``). The output keeps the input dtype and records the new voxel
 size. ``--factor`` takes any number >= 1 (powers of two are pure recursive interpolation; other
 factors are resampled linearly from the next power of two); ``--isotropic`` makes the z spacing
-equal to the x spacing (from the file, or from ``--voxel-size``). See :mod:`emzoo.upscale`.
+equal to the x spacing (from the file, or from ``--voxel-size``). See :mod:`emzoo.engine`.
 
 Example:
     emzoo upscale sample -o out.tif --factor 4
@@ -26,7 +26,7 @@ _SHARED = common.define_volume_flags()
 
 
 def main(argv):
-    from emzoo import samples, upscale
+    from emzoo import engine, samples
     from emzoo.errors import EmzooError, describe
 
     common.prepare_volume_app()
@@ -39,14 +39,12 @@ def main(argv):
     if _ISOTROPIC.value and _FACTOR.value is not None:
         raise EmzooError(describe("--factor and --isotropic exclude each other.",
                                   "one of them", factor=_FACTOR.value, isotropic=True))
-    factor = upscale.parse_factor(_FACTOR.value if _FACTOR.value is not None else 2)
-    voxel_size = upscale.parse_voxel_size(_SHARED.voxel.value) if _SHARED.voxel.value else None
-    source = samples.resolve_input(argv[1])
-    summary = upscale.upscale_volume(
-        source, _SHARED.model.value, factor=factor, output=_OUTPUT.value, isotropic=_ISOTROPIC.value,
-        tile=_SHARED.tile.value, overlap=_SHARED.overlap.value, batch_size=_SHARED.batch.value,
-        voxel_size=voxel_size, overwrite=_SHARED.overwrite.value, progress=not _SHARED.quiet.value,
-        jit_compile=common.xla_setting(_SHARED.xla.value))
+    factor = engine.parse_factor(_FACTOR.value if _FACTOR.value is not None else 2)
+    options = common.volume_job_options(_SHARED)
+    model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
+    summary = engine.upscale_volume(
+        samples.resolve_input(argv[1]), model, factor=factor, output=_OUTPUT.value,
+        isotropic=_ISOTROPIC.value, **options)
     shape = " x ".join(str(s) for s in summary["output_shape"])
     voxel = summary["voxel_size"]
     voxel = "unknown voxel size" if voxel is None else "voxel " + " x ".join(

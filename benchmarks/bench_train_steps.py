@@ -53,11 +53,11 @@ def training_rate(name, sources, crop, batch, steps, loss, overrides, warmup=2):
     the model's forward, loss, backward and Adam update only.
     """
     import emzoo
-    from emzoo import training
     from emzoo.data.triplets import triplet_dataset
+    from emzoo.training import compile_model
 
     model = emzoo.load(name, weights=None, compile=False, **overrides)
-    training._compile(model, loss, "adam", None, "auto")  # what `emzoo train` compiles
+    compile_model(model, loss, "adam", None, "auto")  # what `emzoo train` compiles
     dataset = triplet_dataset(sources, gaps=(1, 2, 4), crop=crop, batch_size=batch,
                               channels=model.channels, seed=1)
     batches = [(inputs, target) for inputs, target in dataset.take(4)]

@@ -31,7 +31,7 @@ SHARED = os.path.join(HERE, "..", "..", "shared", "data", "flyem_medulla_fibsem_
 
 def make_stack(path, slices, size):
     """Writes a (slices, size, size) uint8 stack with 10 nm voxels."""
-    from emzoo.data.volume import write_volume
+    from emzoo.data.volumes import write_volume
 
     if os.path.exists(SHARED):
         import tifffile
@@ -49,7 +49,7 @@ def make_stack(path, slices, size):
 def child(args):
     """Runs one upscale and prints a JSON line with its peak RSS."""
     import emzoo
-    from emzoo import upscale
+    from emzoo import engine
 
     if args.model == "average":
         from emzoo.models.base import Interpolator
@@ -69,8 +69,8 @@ def child(args):
     else:
         model = emzoo.load(args.model, compile=False)
     start = time.perf_counter()
-    summary = upscale.upscale_volume(args.input, model, factor=args.factor, output=args.output,
-                                     batch_size=args.batch_size, tile=args.tile, progress=False)
+    summary = engine.upscale_volume(args.input, model, factor=args.factor, output=args.output,
+                                    batch_size=args.batch_size, tile=args.tile, progress=False)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": peak_mb, "seconds": time.perf_counter() - start,
                       "output_shape": summary["output_shape"]}))

@@ -8,8 +8,9 @@ Both paths upscale the same stack with the same model (random weights are enough
   ``reuse_features=False, jit_compile=False``: same batching, features recomputed per pair;
 * **engine (no XLA)**: feature reuse, plain ``tf.function`` graph;
 * **engine (XLA)**: :func:`emzoo.upscale_volume` as users get it on real stacks (feature reuse,
-  and XLA for FILM on TensorFlow once a job makes ``upscale.XLA_MIN_CALLS`` model calls; default
-  batch size: 4 with a GPU, 1 on CPU); plus the engine at batch 4 when that is not the default.
+  and XLA for FILM on TensorFlow once a job makes ``emzoo.engine.policy.XLA_MIN_CALLS`` model
+  calls; default batch size: 4 with a GPU, 1 on CPU); plus the engine at batch 4 when that is not
+  the default.
 
 Every path runs once on a short stack first (tracing and compiling are not timed), then
 ``--repeats`` rounds on the full stack, the paths interleaved within each round (this machine's
@@ -31,14 +32,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import emzoo  # noqa: E402
-from emzoo import upscale  # noqa: E402
+from emzoo import engine  # noqa: E402
+from emzoo.engine.policy import compiled_function  # noqa: E402
+from emzoo.testing import TINY_FILM  # noqa: E402
 
 COMPACT_FILM = dict(pyramid_levels=5, fusion_pyramid_levels=4, specialized_levels=2, sub_levels=3,
                     filters=16, flow_convs=[3, 3, 3], flow_filters=[16, 32, 64], channels=1)
-
-
-TINY_FILM = dict(pyramid_levels=4, fusion_pyramid_levels=3, specialized_levels=1, sub_levels=2,
-                 filters=4, flow_convs=[1, 1], flow_filters=[4, 4], channels=1)
 
 
 def build_model(name):
@@ -68,7 +67,7 @@ def stack(slices, size, seed=0):
 def model_tiler(volume, model):
     """One tile per slice, padded to the model's size multiple (as the engine does untiled)."""
     height, width = volume.shape[1:]
-    return upscale.Tiler(height, width, None, 0, model.size_multiple)
+    return engine.Tiler(height, width, None, 0, model.size_multiple)
 
 
 def model_input(tiler, model, unit):
@@ -79,9 +78,9 @@ def model_input(tiler, model, unit):
 
 def naive_upscale(volume, model, factor):
     """Depth-first midpoint recursion, one batch-1 model call per midpoint (like FILM's tools)."""
-    from emzoo.data.volume import denormalise, normalise
+    from emzoo.data.volumes import denormalise, normalise
 
-    call = upscale._compiled(model, "call", False)
+    call = compiled_function(model, "call", False)
     tiler = model_tiler(volume, model)
     time_half = np.full((1, 1), 0.5, np.float32)
 
@@ -118,11 +117,11 @@ def reuse_bound(volume, model, factor, repeats):
     """
     if not hasattr(model, "extract"):
         return None
-    from emzoo.data.volume import normalise
+    from emzoo.data.volumes import normalise
 
     tile = model_input(model_tiler(volume, model), model, normalise(volume[0]))
-    call = upscale._compiled(model, "call", False)
-    extract = upscale._compiled(model, "extract", False)
+    call = compiled_function(model, "call", False)
+    extract = compiled_function(model, "extract", False)
     time_half = np.full((1, 1), 0.5, np.float32)
     parts = {"call": lambda: np.asarray(call(tile, tile, time_half)),
              "extract": lambda: [np.asarray(f) for f in extract(tile)["features"]]}
@@ -181,20 +180,20 @@ def main():
     model = build_model(args.model)
     volume = stack(args.slices, args.size)
     outputs = (args.slices - 1) * args.factor + 1
-    batch_size = args.batch_size or upscale.default_batch_size()
+    batch_size = args.batch_size or engine.default_batch_size()
     print(f"backend={keras.backend.backend()} model={args.model} params={model.count_params():,} "
           f"stack={volume.shape} {volume.dtype} factor={args.factor} -> {outputs} slices, "
           f"engine batch_size={batch_size}")
 
     paths = {"naive (batch 1, pairwise)": lambda v: naive_upscale(v, model, args.factor)}
     common = dict(factor=args.factor, batch_size=batch_size, progress=False)
-    paths["engine (no reuse, no XLA)"] = lambda v: upscale.upscale_volume(
+    paths["engine (no reuse, no XLA)"] = lambda v: engine.upscale_volume(
         v, model, reuse_features=False, jit_compile=False, **common)
-    paths["engine (no XLA)"] = lambda v: upscale.upscale_volume(v, model, jit_compile=False,
+    paths["engine (no XLA)"] = lambda v: engine.upscale_volume(v, model, jit_compile=False,
                                                                 **common)
-    paths["engine (XLA)"] = lambda v: upscale.upscale_volume(v, model, jit_compile=True, **common)
+    paths["engine (XLA)"] = lambda v: engine.upscale_volume(v, model, jit_compile=True, **common)
     if batch_size != 4:
-        paths["engine (XLA, batch 4)"] = lambda v: upscale.upscale_volume(
+        paths["engine (XLA, batch 4)"] = lambda v: engine.upscale_volume(
             v, model, jit_compile=True, **dict(common, batch_size=4))
     results, rates, cpu_rates = {}, {}, {}
     naive = "naive (batch 1, pairwise)"

@@ -14,23 +14,27 @@ with ``KERAS_BACKEND=jax``.
 
 __version__ = "0.1.0"
 
-import os as _os
+# ``apps/`` and ``zoo_configs/`` sit beside this folder in the repository and are installed as
+# ``emzoo.apps`` and ``emzoo.zoo_configs`` (setup.py's package_dir; editable installs map them
+# the same way). Nothing else of the repository (tests, benchmarks) is importable as ``emzoo.*``.
 
-# Installed, ``apps/`` and ``zoo_configs/`` live inside the package as ``emzoo.apps`` and
-# ``emzoo.zoo_configs``. In a source checkout (editable install) they sit beside it: map them.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if _os.path.isfile(_os.path.join(_root, "setup.py")) and _os.path.isdir(_os.path.join(_root, "apps")):
-    __path__.append(_root)  # noqa: F821 (the package's own search path)
-
-from emzoo.errors import EmzooError  # noqa: E402
-from emzoo.zoo import list_models, load, save, describe_model  # noqa: E402
+from emzoo.errors import EmzooError
+from emzoo.zoo import describe_model, list_models, load, save
 
 
-def upscale_volume(*args, **kwargs):
-    """Upscales a volume along z; see :func:`emzoo.upscale.upscale_volume`."""
-    from emzoo import upscale
+def __getattr__(name):
+    # ``emzoo.upscale_volume`` is the engine's own function (real signature and docstring for
+    # help()), imported on first use so that ``import emzoo`` stays light.
+    if name == "upscale_volume":
+        from emzoo.engine import upscale_volume
 
-    return upscale.upscale_volume(*args, **kwargs)
+        globals()[name] = upscale_volume
+        return upscale_volume
+    raise AttributeError(f"module 'emzoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"upscale_volume"})
 
 
 __all__ = ["EmzooError", "__version__", "describe_model", "list_models", "load", "save",

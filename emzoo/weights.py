@@ -124,6 +124,37 @@ def resolve(spec, name, base_dir=None):
     return download(url, sha256, cached)
 
 
+def source(spec, name=None, base_dir=None):
+    """Where an entry's weights come from, as one word for listings.
+
+    ``"bundled"`` (a file shipped with emzoo or beside a saved folder), ``"cached"`` (already in
+    ``$EMZOO_HOME``, e.g. converted), ``"download"`` (a URL, fetched on first use), ``"convert"``
+    (foreign weights the user converts with ``emzoo convert``), or ``"none"`` (no trained weights).
+
+    Example:
+        >>> source({"format": "film_saved_model", "file": None, "sha256": None})
+        'convert'
+        >>> source(None)
+        'none'
+    """
+    if not spec:
+        return "none"
+    file = spec.get("file")
+    if file:
+        path = (_package_path(file[len(_PACKAGE_PREFIX):]) if file.startswith(_PACKAGE_PREFIX)
+                else pathlib.Path(base_dir or ".") / file)
+        if path.exists():
+            return "bundled"
+    if name and ((cache_dir() / name / _file_name(spec)).exists()
+                 or (cache_dir() / name / CONVERTED_FILE).exists()):
+        return "cached"
+    if spec.get("url"):
+        return "download"
+    if spec.get("format") == "film_saved_model" or spec.get("convert_command"):
+        return "convert"
+    return "none"
+
+
 def download(url, sha256, dest, progress=True):
     """Downloads ``url`` to ``dest`` atomically; resumes a partial ``dest.part``; checks sha256.
 
@@ -181,10 +212,8 @@ def load_into(model, path, fmt=None, entry=None):
     """Loads the weights at ``path`` into the built ``model``."""
     path = pathlib.Path(path)
     fmt = fmt or guess_format(path)
-    if fmt == "film_saved_model":
-        from emzoo import film_import
-
-        return film_import.load_film_saved_model(model, path)
+    if fmt != "keras":  # the architecture reads its own foreign checkpoints (FILM SavedModels)
+        return model.load_weights_file(path, fmt)
     try:
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError) as error:

@@ -1,7 +1,9 @@
 """The registry: architectures (model classes) and named entries (``zoo_configs/*.json``).
 
-An *architecture* is a :class:`emzoo.models.base.Interpolator` subclass registered under a short
-name with :func:`register_architecture`. A *named entry* is data, one JSON file per name::
+An *architecture* is a folder ``emzoo/models/<name>/`` holding an
+:class:`emzoo.models.base.Interpolator` subclass (listed in the package's ``ARCHITECTURES``) and its
+paper loss; the registry finds it by scanning ``emzoo.models``, so adding an architecture means
+adding a folder (and its entries). A *named entry* is data, one JSON file per name::
 
     {"name": "film-vimeo", "architecture": "film", "config": {...get_config()...},
      "weights": {"url" | "file": ..., "sha256": ..., "format": "keras" | "film_saved_model"} | null,
@@ -24,18 +26,50 @@ import importlib.util
 import json
 import os
 import pathlib
+import pkgutil
 
 from emzoo.errors import EmzooError, UnknownModelError, WeightsError, describe
 
-# Modules that register the built-in architectures when imported.
-_ARCHITECTURE_MODULES = ("emzoo.models.film", "emzoo.models.tsain", "emzoo.models.ssan")
-_ARCHITECTURES = {}
 _CONFIG_FILE = "config.json"
 _WEIGHTS_FILE = "model.weights.h5"
+_ARCHITECTURES = {}
+
+
+def _discover_architectures():
+    """Imports every package under ``emzoo/models/`` and collects its ``ARCHITECTURES``.
+
+    An architecture is a folder ``emzoo/models/<name>/`` whose ``__init__`` lists its model
+    classes in ``ARCHITECTURES``; each class names itself with its ``architecture`` attribute.
+    Plain modules there (``base.py``, shared trunks) are not architectures.
+    """
+    if _ARCHITECTURES:
+        return _ARCHITECTURES
+    import emzoo.models
+
+    found = {}
+    for info in pkgutil.iter_modules(emzoo.models.__path__):
+        if not info.ispkg:
+            continue
+        module = importlib.import_module(f"emzoo.models.{info.name}")
+        for cls in getattr(module, "ARCHITECTURES", ()):
+            name = cls.architecture
+            if not name:
+                raise EmzooError(describe(f"{cls.__qualname__} in emzoo.models.{info.name} has no "
+                                          "`architecture` name.", "a class attribute such as "
+                                          "architecture = 'film'", architecture=name))
+            if name in found and found[name] is not cls:
+                raise EmzooError(describe(
+                    f"Architecture `{name}` is defined twice ({found[name].__module__} and "
+                    f"{cls.__module__}).", "a unique architecture name", architecture=name))
+            found[name] = cls
+    _ARCHITECTURES.update(found)
+    return _ARCHITECTURES
 
 
 def register_architecture(name):
-    """Class decorator registering an Interpolator subclass under ``name``.
+    """Class decorator adding an architecture defined outside ``emzoo/models/`` (a plugin, a test).
+
+    Built-in architectures need no registration: they are found by scanning ``emzoo.models``.
 
     Example:
         >>> @register_architecture("my-net")          # doctest: +SKIP
@@ -43,37 +77,31 @@ def register_architecture(name):
     """
 
     def decorator(cls):
-        existing = _ARCHITECTURES.get(name)
+        found = _discover_architectures()
+        existing = found.get(name)
         if existing is not None and existing.__qualname__ != cls.__qualname__:
             raise EmzooError(describe(
                 f"Architecture `{name}` is already registered to {existing.__qualname__}.",
                 "a unique architecture name", name=name))
-        _ARCHITECTURES[name] = cls
         cls.architecture = name
+        found[name] = cls
         return cls
 
     return decorator
 
 
-def _import_builtin_architectures():
-    for module in _ARCHITECTURE_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-
-
 def architectures():
-    """Names of every registered architecture, sorted."""
-    _import_builtin_architectures()
-    return sorted(_ARCHITECTURES)
+    """Names of every architecture found under ``emzoo/models/``, sorted."""
+    return sorted(_discover_architectures())
 
 
 def get_architecture(name):
-    """The model class registered as ``name``."""
-    _import_builtin_architectures()
-    if name not in _ARCHITECTURES:
+    """The model class of the architecture ``name``."""
+    found = _discover_architectures()
+    if name not in found:
         raise EmzooError(describe(f"Unknown architecture `{name}`.",
-                                  f"one of {', '.join(sorted(_ARCHITECTURES))}", architecture=name))
-    return _ARCHITECTURES[name]
+                                  f"one of {', '.join(sorted(found))}", architecture=name))
+    return found[name]
 
 
 def configs_dir():
@@ -199,6 +227,65 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
     if compile:
         model.compile()
     return model
+
+
+def check_trained(name_or_dir, allow_random_weights=False):
+    """True if the trained weights of a name or saved folder are available; refuses it otherwise.
+
+    Available means bundled, cached (e.g. converted) or downloadable; nothing is built or read but
+    the entry, so apps call this before any work. Without trained weights, raises
+    :class:`WeightsError` naming the entry and what to do (``emzoo train``, or the entry's
+    ``convert_command``), or returns False when ``allow_random_weights`` (a smoke test).
+
+    Example:
+        >>> check_trained("default")
+        True
+        >>> check_trained("tsain", allow_random_weights=True)
+        False
+    """
+    from emzoo import weights as weights_lib
+
+    entry = describe_model(name_or_dir)
+    spec = entry.get("weights")
+    base_dir = entry.get("_dir") or os.path.dirname(entry["_source"])
+    found = weights_lib.source(spec, entry["name"], base_dir)
+    if found in ("bundled", "cached", "download") or allow_random_weights:
+        return found in ("bundled", "cached", "download")
+    name = entry.get("_dir") or entry["name"]
+    smoke = (f"or --allow-random-weights to run it on random weights anyway "
+             f"(emzoo.load({str(name)!r}, weights=None) in Python)")
+    if found == "convert":
+        where = f" (from {spec['source']})" if spec.get("source") else ""
+        command = spec.get("convert_command") or f"emzoo convert film SAVED_MODEL --name {name}"
+        raise WeightsError(describe(
+            f"`{name}` has no trained weights on this machine: they must be converted first.",
+            f"its weights converted with `{command}`{where}, {smoke}", model=str(name_or_dir)))
+    if entry.get("_dir"):
+        raise WeightsError(describe(
+            f"The saved model {name} has no trained weights (its weights file is missing).",
+            f"a folder written by `emzoo train` or emzoo.save with its {_WEIGHTS_FILE}, {smoke}",
+            model=str(name_or_dir)))
+    raise WeightsError(describe(
+        f"`{name}` has no trained weights (it would run on random weights).",
+        f"a trained model: train it with `emzoo train {name} --data VOLUME --output RUN` and use "
+        f"the folder RUN as the model, {smoke}", model=str(name_or_dir)))
+
+
+def load_trained(name_or_dir, allow_random_weights=False, **kwargs):
+    """:func:`load` with the entry's trained weights, refusing an entry that has none.
+
+    Apps and the volume engine load named models through this, so that a model without trained
+    weights never runs silently on random ones (see :func:`check_trained`);
+    ``allow_random_weights=True`` builds such a model with random weights instead.
+    ``emzoo.load(name, weights=None)`` stays the explicit way to get an untrained model.
+
+    Example:
+        >>> model = load_trained("tsain")                  # doctest: +SKIP
+        Traceback (most recent call last):
+        emzoo.errors.WeightsError: `tsain` has no trained weights (it would run on random weights). ...
+    """
+    trained = check_trained(name_or_dir, allow_random_weights)
+    return load(name_or_dir, weights="default" if trained else None, **kwargs)
 
 
 def _save_model_weights(model, path):

@@ -28,6 +28,15 @@ def test_protocol_indices_keep_every_factor_th_slice():
         evaluate.protocol_indices(0, 10, 1)
 
 
+def test_factor_is_parsed_as_for_upscaling_and_must_be_whole():
+    assert evaluate.protocol_factor("3") == 3 and evaluate.protocol_factor(4.0) == 4
+    with pytest.raises(EmzooError, match="Expected a number >= 1"):  # the engine's own check
+        evaluate.protocol_factor("abc")
+    for factor in (2.5, "2.5", 1):
+        with pytest.raises(EmzooError, match="whole number >= 2"):
+            evaluate.protocol_factor(factor)
+
+
 def test_natural_spline_matches_scipy_and_reproduces_cubics_inside():
     scipy_interpolate = pytest.importorskip("scipy.interpolate")
     rng = np.random.default_rng(1)
@@ -87,7 +96,7 @@ def test_crop_scores_the_central_window_and_rejects_oversize():
 
 def test_model_path_scores_every_dropped_slice_through_the_engine():
     pytest.importorskip("tensorflow")
-    from test_training import TinyInterpolator
+    from emzoo.testing import TinyInterpolator
 
     model = TinyInterpolator(filters=2)
     model.build_for_weights()

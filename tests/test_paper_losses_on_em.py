@@ -13,7 +13,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 import emzoo  # noqa: E402
-from emzoo import training  # noqa: E402
+from emzoo.training import compile_model  # noqa: E402
 from emzoo.data.triplets import validation_triplets  # noqa: E402
 
 SMALL = {
@@ -42,7 +42,7 @@ def test_paper_loss_decreases_on_real_em_triplets(name, em_batch):
     inputs, target = em_batch
     assert inputs["x0"].shape == (2, 32, 32, 1) and np.ptp(target) > 0.1  # real EM contrast
     model = emzoo.load(name, weights=None, compile=False, **SMALL[name])
-    training._compile(model, "paper", "adam", 1e-3, jit_compile=False)
+    compile_model(model, "paper", "adam", 1e-3, jit_compile=False)
     kind = type(model.loss).__name__
     assert kind != "MeanAbsoluteError" or name == "film"  # each paper has its own total
     before = float(model.evaluate(inputs, target, verbose=0, return_dict=True)["loss"])

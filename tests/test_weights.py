@@ -127,3 +127,16 @@ def test_guess_format(tmp_path):
     assert weights.guess_format(tmp_path / "a.weights.h5") == "keras"
     with pytest.raises(WeightsError, match="Received"):
         weights.guess_format(tmp_path / "a.pkl")
+
+
+def test_source_names_where_an_entry_s_weights_come_from(emzoo_home, tmp_path):
+    assert weights.source(None) == "none"
+    assert weights.source({"format": "film_saved_model", "file": None, "sha256": None}) == "convert"
+    assert weights.source({"url": "http://127.0.0.1/x.weights.h5", "sha256": "0"}) == "download"
+    assert weights.source({"file": "emzoo:pretrained/default.weights.h5"}) == "bundled"
+    (tmp_path / "w.weights.h5").write_bytes(b"x")
+    assert weights.source({"file": "w.weights.h5"}, base_dir=tmp_path) == "bundled"
+    assert weights.source({"file": "missing.weights.h5", "format": "keras"}, base_dir=tmp_path) == "none"
+    (emzoo_home / "conv").mkdir(parents=True)
+    (emzoo_home / "conv" / "model.weights.h5").write_bytes(b"x")
+    assert weights.source({"format": "film_saved_model", "file": None}, name="conv") == "cached"

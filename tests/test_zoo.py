@@ -136,3 +136,33 @@ def test_every_architecture_has_a_bare_entry():
     for architecture in zoo.architectures():
         if zoo.get_architecture(architecture).__module__.startswith("emzoo.models."):
             assert architecture in names, f"architecture {architecture} lacks zoo_configs/{architecture}.json"
+
+
+def test_load_trained_refuses_entries_without_weights_before_building(monkeypatch, tmp_path):
+    import numpy as np
+
+    from emzoo.errors import WeightsError
+
+    monkeypatch.setenv("EMZOO_HOME", str(tmp_path / "home"))
+    built = []
+    monkeypatch.setattr(zoo, "build_model", lambda *a, **k: built.append(a))
+    with pytest.raises(WeightsError, match="`tsain` has no trained weights.*emzoo train tsain"):
+        zoo.load_trained("tsain")
+    with pytest.raises(WeightsError, match="emzoo convert film .* --name film-l1"):
+        zoo.load_trained("film-l1")
+    # The volume engine loads names through it: no silent run on random weights.
+    with pytest.raises(WeightsError, match="no trained weights"):
+        emzoo.upscale_volume(np.zeros((3, 8, 8), np.float32), "tsain", progress=False)
+    assert built == []
+    assert zoo.check_trained("default") and not zoo.check_trained("tsain", allow_random_weights=True)
+
+
+def test_load_trained_allows_random_weights_only_when_asked(tmp_path):
+    from emzoo.errors import WeightsError
+
+    _, folder = _saved(tmp_path)
+    assert zoo.load_trained(str(folder), compile=False).filters == 4  # has its weights
+    (folder / "model.weights.h5").unlink()
+    with pytest.raises(WeightsError, match="weights file is missing"):
+        zoo.load_trained(str(folder))
+    assert zoo.load_trained(str(folder), allow_random_weights=True, compile=False).filters == 4

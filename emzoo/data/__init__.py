@@ -1,4 +1,4 @@
-"""Data: volume I/O (NumPy only) and tf.data triplet pipelines (TensorFlow, imported on use).
+"""Data: volume I/O (:mod:`emzoo.data.volumes`, NumPy only) and tf.data triplet pipelines (TensorFlow).
 
 ``from emzoo.data import open_volume`` never imports TensorFlow; ``emzoo.data.triplet_dataset``
 and the TFRecord helpers import it the first time they are used.
@@ -8,8 +8,8 @@ Example:
     >>> ds = triplet_dataset(["stack.tif"], gaps=(1, 2, 4), crop=256, batch_size=8)  # doctest: +SKIP
 """
 
-from emzoo.data.volume import (ArrayVolume, Volume, VolumeWriter, denormalise, normalise,  # noqa: F401
-                               open_volume, read_volume, write_volume)
+from emzoo.data.volumes import (ArrayVolume, Volume, VolumeWriter, create_volume, denormalise,  # noqa: F401
+                                normalise, open_volume, read_volume, write_volume)
 
 _LAZY = {
     "triplet_dataset": "emzoo.data.triplets",
@@ -28,5 +28,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'emzoo.data' has no attribute {name!r}")
 
 
-__all__ = ["ArrayVolume", "Volume", "VolumeWriter", "denormalise", "normalise", "open_volume", "read_volume",
-           "write_volume"] + list(_LAZY)
+__all__ = ["ArrayVolume", "Volume", "VolumeWriter", "create_volume", "denormalise", "normalise", "open_volume",
+           "read_volume", "write_volume"] + list(_LAZY)

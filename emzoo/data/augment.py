@@ -29,7 +29,7 @@ import numpy as np
 # Joint augmentations of stacked frames (..., H, W, 3C), channel groups [x0 | y | x1]
 #
 # rot90, flip and reversal are done in NumPy on views while each sample is copied into its batch,
-# so they cost nothing; on the shared CPUs the equivalent TF ops were 50-180 ms per 8 x 256^2 batch.
+# so they cost nothing next to the copy (the equivalent TF ops cost far more per batch).
 
 
 def augment_triplet(frames, rng, rot90=True, flip=True, reverse=True):

@@ -2,7 +2,7 @@
 
 The procedure of the EM interpolation papers (TSAIN / SSAN, em_networks.md section 4.2), for CREMI-style
 HDF5 volumes (``sample_A.hdf:/volumes/raw``; a bare ``.hdf`` / ``.h5`` path means ``/volumes/raw``)
-or any volume :func:`emzoo.data.volume.open_volume` reads:
+or any volume :func:`emzoo.data.volumes.open_volume` reads:
 
 1. **Alignment**: each slice is registered to the previous one by template matching: a central
    template of slice ``z`` (the slice minus ``max_shift`` pixels on every side) is located in slice
@@ -40,7 +40,7 @@ import uuid
 import numpy as np
 
 from emzoo.data import augment as augment_lib
-from emzoo.data.volume import denormalise, open_volume, split_hdf5_path
+from emzoo.data.volumes import denormalise, open_volume, split_hdf5_path
 from emzoo.errors import EmzooError, VolumeError, describe
 
 SPLIT_NAMES = ("train", "validation", "test")

@@ -2,7 +2,7 @@
 
 Elements are ``({"x0", "x1", "time"}, y)``: ``x0 = slice z - g``, ``x1 = slice z + g``, the target
 ``y = slice z``, all float32 ``(B, crop, crop, C)`` in ``[0, 1]`` (normalised by the dtype's range,
-or by the volume's percentile window when a :class:`~emzoo.data.volume.Volume` opened with
+or by the volume's percentile window when a :class:`~emzoo.data.volumes.Volume` opened with
 ``percentiles=`` is passed), and ``time`` a ``(B, 1)`` tensor of 0.5. ``C = 1`` keeps grey levels,
 ``C = 3`` replicates them (FILM-compatible models).
 
@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from emzoo.data import augment as augment_lib
-from emzoo.data.volume import Volume, open_volume
+from emzoo.data.volumes import Volume, open_volume
 from emzoo.errors import EmzooError, VolumeError, describe
 
 SPLITS = ("train", "validation", "all")
@@ -182,7 +182,7 @@ class TripletSampler:
             reference = np.concatenate([with_volume.slice(int(z)).ravel() for z in picks])
         reference = np.asarray(reference)
         if reference.dtype.kind != "f":
-            from emzoo.data.volume import normalise
+            from emzoo.data.volumes import normalise
 
             reference = normalise(reference)
         return augment_lib.reference_quantiles(reference)
@@ -269,7 +269,7 @@ def triplet_dataset(sources, gaps=(1, 2, 4), crop=256, batch_size=8, split="trai
     """Random-crop triplet batches ``({"x0", "x1", "time"}, y)`` for training.
 
     Args:
-        sources: a volume address (see :func:`emzoo.data.volume.open_volume`), a ``Volume``, a
+        sources: a volume address (see :func:`emzoo.data.volumes.open_volume`), a ``Volume``, a
             ``(Z, Y, X)`` array, or a list of them.
         gaps: slice distances ``g`` of the triplets ``(z - g, z, z + g)``; one is drawn per sample.
         crop: square crop size (int) or ``(height, width)``; must fit in every volume.

@@ -151,9 +151,9 @@ class ResidualDenseNetwork(keras.layers.Layer):
         remat: recompute each RDB's inner activations in the backward pass instead of keeping
             them (``keras.remat``; same outputs and gradients). Training memory then holds one
             block's activations plus the ``features``-wide block outputs instead of every block's
-            ``features + layers_per_block * growth_rate`` dense concatenations (SSAN with its
-            paper loss, batch 1, 128x128: peak 5.0 GB without, 1.95 GB with), for one extra
-            forward pass of the blocks per step. No effect on inference.
+            ``features + layers_per_block * growth_rate`` dense concatenations (measurements in
+            benchmarks/README.md), for one extra forward pass of the blocks per step. No effect
+            on inference.
 
     Example:
         >>> rdn = ResidualDenseNetwork(num_blocks=2, layers_per_block=2, growth_rate=8, features=16)

@@ -24,15 +24,8 @@ pass instead (same results; one more gather per training step, no extra inferenc
 import keras
 from keras import ops
 
-from emzoo.errors import EmzooError, describe
+from emzoo.errors import EmzooError, check_integer, describe
 from emzoo.layers.recompute import remat_call
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise EmzooError(describe(f"Invalid value for argument `{name}`.",
-                                  "a strictly positive value", **{name: value}))
-    return value
 
 
 def _pair(name, value):
@@ -40,8 +33,8 @@ def _pair(name, value):
         if len(value) != 2:
             raise EmzooError(describe(f"Invalid value for argument `{name}`.",
                                       "an integer or a tuple of 2 integers", **{name: value}))
-        return (_positive_int(name, value[0]), _positive_int(name, value[1]))
-    value = _positive_int(name, value)
+        return (check_integer(name, value[0]), check_integer(name, value[1]))
+    value = check_integer(name, value)
     return (value, value)
 
 
@@ -178,9 +171,9 @@ class DeformableConv2D(keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None, remat=False, **kwargs):
         super().__init__(**kwargs)
         self.remat = bool(remat)
-        self.filters = _positive_int("filters", filters)
+        self.filters = check_integer("filters", filters)
         self.kernel_size = _pair("kernel_size", kernel_size)
-        self.deformable_groups = _positive_int("deformable_groups", deformable_groups)
+        self.deformable_groups = check_integer("deformable_groups", deformable_groups)
         self.dilation_rate = _pair("dilation_rate", dilation_rate)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

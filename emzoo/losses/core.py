@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from emzoo.errors import EmzooError, describe
+from emzoo.losses.gram import gram_matrix
 
 FRAME_ROLES = ("x0", "x1")
 
@@ -106,9 +107,7 @@ class LossContext:
             self._features[(id(extractor), r)] = {name: parts[i] for name, parts in split.items()}
 
     def grams(self, extractor, role, normalisation, feature_scale=1.0):
-        """``{layer: (B, c, c)}`` Gram matrices of ``role``'s features (see ``style.gram_matrix``)."""
-        from emzoo.losses.style import gram_matrix
-
+        """``{layer: (B, c, c)}`` Gram matrices of ``role``'s features (see ``gram.gram_matrix``)."""
         key = (id(extractor), role, normalisation, feature_scale)
         if key not in self._grams:
             self._grams[key] = {

@@ -1,7 +1,7 @@
 """Style losses on Gram matrices of VGG features: FILM's, the style reconstruction, SSAN's balance.
 
-Gram matrix of features ``F`` ``(B, h, w, c)`` reshaped to ``(B, h*w, c)``: ``G = F^T F / N`` with
-``N = c*h*w`` (SSAN/TSAIN/DAN, ``normalisation="chw"``) or ``N = h*w`` (FILM, ``"hw"``).
+Gram matrices (:func:`emzoo.losses.gram.gram_matrix`): ``N = c*h*w`` normalisation for
+SSAN/TSAIN/DAN (``"chw"``), ``N = h*w`` for FILM (``"hw"``).
 
 **FILM style** (film.md 3.1, ``vgg19_loss.py``): the FILM VGG19 features of the five layers, each
 divided by 255, ``"hw"`` Grams; ``L = sum_l w_l mean((G_l(y) - G_l(y_hat))^2)`` with FILM's layer
@@ -27,9 +27,9 @@ and ``x1`` in style as the ground truth is. For ``j = 1``, ``L_style(y, y) = 0``
 
 Example:
     >>> import numpy as np
-    >>> from emzoo.losses.style import gram_matrix
-    >>> tuple(gram_matrix(np.ones((1, 2, 2, 3), "float32")).shape)   # (B, c, c), entries 1/3
-    (1, 3, 3)
+    >>> from emzoo.losses.style import StyleReconstructionLoss
+    >>> loss = StyleReconstructionLoss(vgg_weights=None)            # random VGG16 (tests)
+    >>> value = loss(np.zeros((1, 32, 32, 1)), np.ones((1, 32, 32, 1)))
 """
 
 import keras
@@ -38,32 +38,10 @@ from keras import ops
 from emzoo.errors import EmzooError, describe
 from emzoo.losses.perceptual import FILMVGGTermLoss, VGGTermLoss
 
+# TSAIN, SSAN and DAN all weight their style term by 1e6 (the papers and the authors' code).
+EM_STYLE_WEIGHT = 1e6
 SSAN_STYLE_BALANCE_BETAS = (0.1, 1.0, 0.1)
-GRAM_NORMALISATIONS = ("chw", "hw")
 GRAM_REDUCTIONS = ("mean", "sum")
-
-
-def gram_matrix(features, normalisation="chw"):
-    """``F^T F / N`` per sample: ``(B, h, w, c) -> (B, c, c)``; ``N = c*h*w`` or ``h*w``.
-
-    Example:
-        >>> import numpy as np
-        >>> f = np.arange(8, dtype="float32").reshape(1, 2, 2, 2)
-        >>> np.asarray(gram_matrix(f, "hw"))[0]          # sum_p f_p f_p^T / 4
-        array([[14., 17.],
-               [17., 21.]], dtype=float32)
-    """
-    if normalisation not in GRAM_NORMALISATIONS:
-        raise EmzooError(describe("Invalid value for argument `normalisation`.", "'chw' or 'hw'",
-                                  normalisation=normalisation))
-    shape = ops.shape(features)
-    channels = features.shape[-1]
-    flat = ops.reshape(features, (shape[0], -1, channels))
-    gram = ops.matmul(ops.transpose(flat, (0, 2, 1)), flat)
-    count = ops.cast(shape[1], gram.dtype) * ops.cast(shape[2], gram.dtype)
-    if normalisation == "chw":
-        count = count * float(channels)
-    return gram / count
 
 
 def _gram_distance(gram_a, gram_b, reduction):

@@ -24,8 +24,8 @@ Conventions (stated once):
   with a model, and needs no building. They load lazily, on the first call, so ``emzoo.load`` and
   ``predict`` never touch them. Under TensorFlow the tensors are made eagerly (``tf.init_scope``)
   even when the first call happens while a ``tf.function`` is traced, so compiled train steps
-  capture them by reference: embedding them as graph constants instead cost about 2.4 GB of
-  memory per compiled FILM train step (measured), against about 0.15 GB this way.
+  capture them by reference instead of embedding them as graph constants, which multiplies the
+  memory of a compiled FILM train step (the measurement is in benchmarks/README.md).
 
 Weight sources (``weights=``):
 

@@ -77,8 +77,9 @@ class Interpolator(keras.Model):
     ``get_config`` returning exactly their constructor arguments.
     """
 
-    architecture = None  # set by emzoo.zoo.register_architecture
+    architecture = None  # the registry name; each architecture class sets it (e.g. "film")
     size_multiple = 1
+    weight_formats = ("keras",)  # formats :meth:`load_weights_file` reads besides .weights.h5
 
     def __init__(self, channels=1, **kwargs):
         super().__init__(**kwargs)
@@ -129,6 +130,18 @@ class Interpolator(keras.Model):
             self(self.example_inputs(), training=False)
         return self
 
+    def load_weights_file(self, path, fmt):
+        """Loads weights stored in a format other than Keras' (``fmt`` in :attr:`weight_formats`).
+
+        :func:`emzoo.weights.load_into` calls this for every non-Keras format, so the code that
+        reads an architecture's foreign checkpoints lives in that architecture's folder.
+        """
+        from emzoo.errors import WeightsError
+
+        raise WeightsError(describe(
+            f"Architecture `{self.architecture}` cannot read weights in the format {fmt!r}.",
+            f"one of {', '.join(self.weight_formats)}", weights=str(path)))
+
     # ----------------------------------------------------------------------------------- padding
     def padded_size(self, height, width):
         """(H, W) rounded up to the model's size multiple."""
@@ -136,14 +149,34 @@ class Interpolator(keras.Model):
         return -(-height // m) * m, -(-width // m) * m
 
     # ---------------------------------------------------------------------------------- training
-    def default_loss(self):
-        """The architecture's paper loss (a Keras loss; may use frames and a step schedule)."""
-        from emzoo import losses
+    @property
+    def loss_variant(self):
+        """The loss variant recorded in the model's zoo entry (``metadata.loss_variant``), or None."""
+        return getattr(self, "zoo_entry", {}).get("metadata", {}).get("loss_variant")
 
-        variant = getattr(self, "zoo_entry", {}).get("metadata", {}).get("loss_variant")
-        if variant:
-            return losses.paper_loss(self.architecture, self.get_config(), variant=variant)
-        return losses.paper_loss(self.architecture, self.get_config())
+    def paper_loss(self, vgg_weights="default", schedule_scale=1.0):
+        """The architecture's paper loss (a Keras loss; may use frames and a step schedule).
+
+        Each architecture overrides this with the loss its folder defines (``loss.py``), applying
+        :attr:`loss_variant` where the paper has variants (FILM: style, vgg, l1).
+
+        Args:
+            vgg_weights: ``"default"``, ``"imagenet"``, ``"matconvnet"``, a path, or ``None``
+                (random VGG, for tests); see :mod:`emzoo.losses.vgg`.
+            schedule_scale: multiplies every weight-schedule boundary (for short runs).
+        """
+        import warnings
+
+        from emzoo.losses import L1Loss
+
+        del vgg_weights, schedule_scale
+        warnings.warn(f"No paper loss is defined for architecture {self.architecture!r}; "
+                      "using L1.", stacklevel=2)
+        return L1Loss()
+
+    def default_loss(self):
+        """The loss ``compile()`` uses by default: :meth:`paper_loss`."""
+        return self.paper_loss()
 
     def default_optimizer(self):
         return keras.optimizers.Adam(learning_rate=1e-4)

@@ -1,4 +1,5 @@
-"""Runs ``emzoo`` commands in a fresh interpreter for the app tests, and filters start-up chatter."""
+"""Runs ``emzoo`` commands in a fresh interpreter for the app tests, filters start-up chatter, and
+checks the one-line errors every app gives for user mistakes."""
 
 import os
 import pathlib
@@ -9,12 +10,15 @@ import textwrap
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def run_emzoo(args, cwd, prelude="", timeout=600):
-    """Runs ``emzoo ARGS`` (the console script's code) after ``prelude`` (e.g. a monkeypatch)."""
+def run_emzoo(args, cwd=None, prelude="", timeout=600, **env_vars):
+    """Runs ``emzoo ARGS`` (the console script's code) after ``prelude`` (e.g. a monkeypatch).
+
+    The installed emzoo runs (as the ``emzoo`` command would); ``env_vars`` are added to the
+    environment.
+    """
     code = (textwrap.dedent(prelude) + "\nimport sys\nfrom emzoo.apps.main import run\n"
             "sys.exit(run(['emzoo'] + sys.argv[1:]))\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO),
-               EMZOO_VGG_WEIGHTS="random")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", EMZOO_VGG_WEIGHTS="random", **env_vars)
     return subprocess.run([sys.executable, "-c", code] + [str(a) for a in args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -25,3 +29,14 @@ def error_lines(done):
             if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
                                                       "E0000", "To enable"))
             and "cpu_feature_guard" not in line]
+
+
+def assert_one_line_error(done, match, folder, before):
+    """A failed command: non-zero exit, no traceback, one ``emzoo: error:`` line containing
+    ``match``, and ``folder`` listing exactly ``before`` (no output, no temporary left behind)."""
+    lines = error_lines(done)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("emzoo: error:"), lines
+    assert match in lines[0], lines[0]
+    assert sorted(os.listdir(folder)) == before

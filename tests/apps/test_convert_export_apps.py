@@ -2,16 +2,17 @@
 
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import emzoo
 from emzoo import testing
-from emzoo.film_import import convert_film_saved_model, write_original_layout
+from emzoo.convert import convert_film_saved_model
+from emzoo.models.film.saved_model import write_original_layout
 from emzoo.models.film import FILM
+
+from app_runner import run_emzoo  # noqa: E402 (tests/apps is on sys.path)
 
 pytestmark = pytest.mark.tf_only
 
@@ -20,12 +21,8 @@ SMALL = dict(pyramid_levels=7, fusion_pyramid_levels=2, specialized_levels=1, su
              filters=2, flow_convs=[1, 1], flow_filters=[2, 2])
 
 
-def run_emzoo(args, home):
-    code = "import sys\nfrom emzoo.apps.main import run\nsys.exit(run(['emzoo'] + sys.argv[1:]))\n"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO), EMZOO_HOME=str(home),
-               EMZOO_OFFLINE="1")
-    return subprocess.run([sys.executable, "-c", code] + [str(a) for a in args], env=env,
-                          capture_output=True, text=True, timeout=300)
+def run_offline(args, home):
+    return run_emzoo(args, timeout=300, EMZOO_HOME=str(home), EMZOO_OFFLINE="1")
 
 
 def last_line(done):
@@ -43,7 +40,7 @@ def test_convert_then_load_then_export(tmp_path, monkeypatch):
     original = write_original_layout(tmp_path / "saved_model", source.original_variables().items())
     home = tmp_path / "home"
 
-    done = run_emzoo(["convert", "film", original, "--name", "my-film"], home)
+    done = run_offline(["convert", "film", original, "--name", "my-film"], home)
     assert done.returncode == 0, done.stderr
     installed = home / "my-film" / "model.weights.h5"
     assert installed.is_file() and str(installed) in done.stdout
@@ -57,14 +54,14 @@ def test_convert_then_load_then_export(tmp_path, monkeypatch):
         convert_film_saved_model(original, "my-film")
 
     exported = tmp_path / "exported"
-    done = run_emzoo(["export", home / "my-film", "-o", exported], home)
+    done = run_offline(["export", home / "my-film", "-o", exported], home)
     assert done.returncode == 0, done.stderr
     assert (exported / "saved_model.pb").is_file()
 
 
 def test_convert_errors_are_one_line(tmp_path):
     home = tmp_path / "home"
-    done = run_emzoo(["convert", "film", tmp_path / "missing", "--name", "x"], home)
+    done = run_offline(["convert", "film", tmp_path / "missing", "--name", "x"], home)
     assert done.returncode == 1
     assert "does not exist" in last_line(done) and "Traceback" not in done.stderr
     assert not home.exists() or not any(home.iterdir())
@@ -78,3 +75,21 @@ def test_missing_film_weights_say_what_to_get_and_run(tmp_path, monkeypatch):
     message = str(error.value)
     assert "Z-upscaling" in message
     assert "emzoo convert film /path/to/saved_model --name film-ft-em" in message
+
+
+def test_export_keeps_an_existing_folder_before_loading_the_model(tmp_path):
+    from app_runner import assert_one_line_error
+
+    target = tmp_path / "exported"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    prelude = """
+        import emzoo.zoo
+        def _no_load(*args, **kwargs):
+            raise AssertionError("a model was loaded")
+        emzoo.zoo.load = _no_load
+    """
+    done = run_emzoo(["export", "default", "-o", target], cwd=tmp_path, prelude=prelude)
+    assert_one_line_error(done, "--overwrite", tmp_path, before)
+    assert (target / "keep.txt").read_text() == "precious" and os.listdir(target) == ["keep.txt"]

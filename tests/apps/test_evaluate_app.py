@@ -13,11 +13,9 @@ import os
 import numpy as np
 import pytest
 
-from app_runner import error_lines, run_emzoo
-from emzoo.data.volume import write_volume
-
-TINY_FILM = dict(channels=1, pyramid_levels=2, fusion_pyramid_levels=2, specialized_levels=1,
-                 sub_levels=1, filters=2, flow_convs=[1, 1], flow_filters=[2, 2])
+from app_runner import assert_one_line_error, error_lines, run_emzoo
+from emzoo.data.volumes import write_volume
+from emzoo.testing import TINY_FILM
 
 
 def synthetic_stack(depth=9, size=40, seed=0):
@@ -121,6 +119,7 @@ def test_saved_model_folder_is_scored_beside_the_baselines(tmp_path, stack_path,
     ("short", ["--factor", "4"], "too few for factor 4"),
     ("image", ["--factor", "2"], "2-D image"),
     ("stack", ["--factor", "0"], "factor"),
+    ("stack", ["--factor", "2.5"], "whole number"),  # a valid upscaling factor the protocol can't use
     ("stack", ["--factor", "2", "--baselines", "bicubic"], "Unknown baseline"),
     ("stack", ["--factor", "2", "--crop", "64"], "crop"),
 ])
@@ -137,12 +136,7 @@ def test_bad_input_gives_one_line_and_no_partial_output(tmp_path, make_input, fl
     before = sorted(os.listdir(tmp_path))
     done = run_emzoo(["evaluate", "none", "--data", str(source), "--json", "out.json",
                       "--figure", "fig.png"] + flags, cwd=tmp_path)
-    lines = error_lines(done)
-    assert done.returncode != 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    assert len(lines) == 1 and lines[0].startswith("emzoo: error:"), lines
-    assert match in lines[0], lines[0]
-    assert sorted(os.listdir(tmp_path)) == before  # no JSON, PNG or temporary written
+    assert_one_line_error(done, match, tmp_path, before)  # no JSON, PNG or temporary written
 
 
 def test_missing_output_folder_is_refused_before_any_work(tmp_path, stack_path):
@@ -178,3 +172,37 @@ def test_figure_error_maps_heat_scale_and_labels(tmp_path):
     bottom = pixels[-6 - cell // 2]
     assert bottom[column_x[1] + 10:column_x[1] + cell - 10].max() == 0
     assert bottom[column_x[2] + 10:column_x[2] + cell - 10].max() > 100
+
+
+# Nothing is read or built: an existing output must be refused before any work.
+NO_WORK = """
+    import emzoo.data.volumes, emzoo.zoo
+    def _no_work(*args, **kwargs):
+        raise AssertionError("work started")
+    emzoo.data.volumes.open_volume = _no_work
+    emzoo.zoo.load = _no_work
+"""
+
+
+@pytest.mark.parametrize("flag, name", [("--json", "out.json"), ("--figure", "fig.png")])
+def test_existing_json_or_figure_is_kept_without_overwrite(tmp_path, stack_path, tiny_model,
+                                                           flag, name):
+    target = tmp_path / name
+    target.write_bytes(b"precious")
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["evaluate", tiny_model, "--data", str(stack_path), flag, name],
+                     cwd=tmp_path, prelude=NO_WORK)
+    assert_one_line_error(done, "--overwrite", tmp_path, before)
+    assert name in error_lines(done)[0]
+    assert target.read_bytes() == b"precious"
+
+
+def test_overwrite_replaces_json_and_figure_leaving_no_temporaries(tmp_path, stack_path):
+    for name in ("out.json", "fig.png"):
+        (tmp_path / name).write_bytes(b"old")
+    done = run_emzoo(["evaluate", "none", "--data", str(stack_path), "--baselines", "linear",
+                      "--json", "out.json", "--figure", "fig.png", "--overwrite"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["fig.png", "out.json"]
+    assert json.loads((tmp_path / "out.json").read_text())["factor"] == 2
+    check_png(tmp_path / "fig.png")

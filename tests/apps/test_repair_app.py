@@ -1,12 +1,19 @@
-"""``emzoo repair`` end to end, through a subprocess (see test_upscale_app for the helpers)."""
+"""``emzoo repair`` end to end, through a subprocess (each app defines its own absl flags)."""
 
 import os
 
 import numpy as np
 import pytest
 
-from emzoo.data.volume import open_volume, write_volume
-from test_upscale_app import assert_one_line_error, run_emzoo, tiny_model  # noqa: F401
+from app_runner import assert_one_line_error, run_emzoo
+from emzoo.data.volumes import open_volume, write_volume
+from emzoo.testing import save_tiny_film
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A saved tiny FILM (random weights), loadable with --model DIR."""
+    return save_tiny_film(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
@@ -18,7 +25,7 @@ def stack(tmp_path):
     return path, array
 
 
-def test_repair_replaces_only_the_listed_slices(tmp_path, tiny_model, stack):  # noqa: F811
+def test_repair_replaces_only_the_listed_slices(tmp_path, tiny_model, stack):
     path, array = stack
     done = run_emzoo(["repair", str(path), "-o", str(tmp_path / "fixed.tif"), "--slices", "2,4-5",
                       "--model", tiny_model, "--quiet"], cwd=tmp_path)

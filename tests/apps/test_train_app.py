@@ -4,7 +4,7 @@ A tiny FILM (two pyramid levels, two filters) trains for two steps on a syntheti
 stack; the run folder must be one ``emzoo.load`` away. Bad input must give exactly one
 ``emzoo: error:`` line on stderr, a non-zero exit, no traceback, and no run folder (or an
 existing one left untouched). The library side (resume, summaries, strategies) is covered by
-tests/test_training.py.
+tests/training/.
 """
 
 import json
@@ -13,24 +13,14 @@ import os
 import numpy as np
 import pytest
 
-from app_runner import error_lines, run_emzoo
-from emzoo.data.volume import write_volume
+from app_runner import assert_one_line_error, run_emzoo
+from emzoo.data.volumes import write_volume
+from emzoo.testing import TINY_FILM, set_flags
 
-TINY_FILM = ["--set", "channels=1", "--set", "pyramid_levels=2", "--set", "fusion_pyramid_levels=2",
-             "--set", "specialized_levels=1", "--set", "sub_levels=1", "--set", "filters=2",
-             "--set", "flow_convs=[1,1]", "--set", "flow_filters=[2,2]"]
+TINY_FILM_FLAGS = set_flags(TINY_FILM)
 # Gaps 1 and 2: the validation fifth of 20 slices (4 slices) holds gap-1 triplets only.
 TINY_RUN = ["--crop", "16", "--batch-size", "2", "--steps", "2", "--loss", "l1", "--gaps", "1,2",
             "--checkpoint-every", "2"]
-
-
-def assert_one_line_error(done, match, folder, before):
-    lines = error_lines(done)
-    assert done.returncode != 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    assert len(lines) == 1 and lines[0].startswith("emzoo: error:"), lines
-    assert match in lines[0], lines[0]
-    assert sorted(os.listdir(folder)) == before  # no run folder, no temporary left behind
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
 
     run = tmp_path / "run"
     done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "--output", str(run)]
-                     + TINY_FILM + TINY_RUN, cwd=tmp_path)
+                     + TINY_FILM_FLAGS + TINY_RUN, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "2 steps done" in done.stderr and "emzoo.load(" in done.stderr
@@ -99,7 +89,7 @@ def test_bad_input_gives_one_line_and_no_run_folder(tmp_path, data, model, data_
     before = sorted(os.listdir(tmp_path))
     # The flags of the bad case come last, so they override the tiny run's.
     done = run_emzoo(["train", model, "--data", str(data / data_name), "--output",
-                      str(tmp_path / "run")] + TINY_FILM + TINY_RUN + flags, cwd=tmp_path)
+                      str(tmp_path / "run")] + TINY_FILM_FLAGS + TINY_RUN + flags, cwd=tmp_path)
     assert_one_line_error(done, match, tmp_path, before)
 
 
@@ -109,6 +99,6 @@ def test_existing_run_folder_is_left_untouched(tmp_path, data):
     (run / "notes.txt").write_text("precious")
     before = sorted(os.listdir(tmp_path))
     done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "--output", str(run)]
-                     + TINY_FILM + TINY_RUN, cwd=tmp_path)
+                     + TINY_FILM_FLAGS + TINY_RUN, cwd=tmp_path)
     assert_one_line_error(done, "not empty", tmp_path, before)
     assert sorted(os.listdir(run)) == ["notes.txt"] and (run / "notes.txt").read_text() == "precious"

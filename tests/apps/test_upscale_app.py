@@ -10,30 +10,15 @@ import os
 import numpy as np
 import pytest
 
-from app_runner import error_lines, run_emzoo
-from emzoo.data.volume import open_volume, write_volume
-
-TINY_FILM = dict(pyramid_levels=4, fusion_pyramid_levels=3, specialized_levels=1, sub_levels=2,
-                 filters=4, flow_convs=[1, 1], flow_filters=[4, 4], channels=1)
-
-
-def assert_one_line_error(done, match, folder, before):
-    lines = error_lines(done)
-    assert done.returncode != 0, done.stdout + done.stderr
-    assert len(lines) == 1 and lines[0].startswith("emzoo"), lines
-    assert match in lines[0], lines[0]
-    assert sorted(os.listdir(folder)) == before  # no output, no temporary left behind
+from app_runner import assert_one_line_error, run_emzoo
+from emzoo.data.volumes import open_volume, write_volume
+from emzoo.testing import save_tiny_film
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    """A saved tiny FILM (random weights, size multiple 8), loadable with --model DIR."""
-    import emzoo
-    from emzoo.models.film import FILM
-
-    model = FILM(**TINY_FILM)
-    model.build_for_weights()
-    return str(emzoo.save(model, tmp_path_factory.mktemp("models") / "tiny-film"))
+    """A saved tiny FILM (random weights, size multiple 2), loadable with --model DIR."""
+    return save_tiny_film(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
@@ -104,7 +89,7 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, stack):
 def test_tile_smaller_than_the_model_multiple(tmp_path, tiny_model, stack):
     before = sorted(os.listdir(tmp_path))
     done = run_emzoo(["upscale", str(stack), "-o", str(tmp_path / "out.tif"), "--model",
-                      tiny_model, "--tile", "4"], cwd=tmp_path)
+                      tiny_model, "--tile", "1"], cwd=tmp_path)
     assert_one_line_error(done, "size multiple", tmp_path, before)
 
 
@@ -115,13 +100,13 @@ def test_disk_full_while_writing(tmp_path, tiny_model, stack):
     before = sorted(os.listdir(tmp_path))
     prelude = """
         import errno
-        from emzoo.data import volume
-        _write = volume.VolumeWriter.write
+        from emzoo.data.volumes import VolumeWriter
+        _write = VolumeWriter.write
         def write(self, z, raw):
             if z >= 2:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return _write(self, z, raw)
-        volume.VolumeWriter.write = write
+        VolumeWriter.write = write
     """
     done = run_emzoo(["upscale", str(stack), "-o", str(target), "--model", tiny_model,
                       "--overwrite", "--quiet"], cwd=tmp_path, prelude=prelude)

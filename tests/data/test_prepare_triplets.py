@@ -46,7 +46,7 @@ def test_estimate_shift_recovers_known_translation():
 def test_alignment_recovers_chained_shifts(tmp_path):
     path = tmp_path / "sample.hdf"
     _shifted_cremi_file(path)
-    from emzoo.data.volume import open_volume
+    from emzoo.data.volumes import open_volume
 
     volume = open_volume(f"{path}:/volumes/raw")
     offsets, peaks = P.align_offsets(volume, max_shift=12)

@@ -186,14 +186,14 @@ def test_pack_splits_offsets_and_sigmoid_masks():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"filters": 0}, "Invalid value for argument `filters`. Expected a strictly positive value. "
+    ({"filters": 0}, "Invalid value for argument `filters`. Expected a strictly positive integer. "
                      "Received: filters=0"),
     ({"filters": 4, "deformable_groups": -2}, "Invalid value for argument `deformable_groups`. Expected a "
-                                              "strictly positive value. Received: deformable_groups=-2"),
+                                              "strictly positive integer. Received: deformable_groups=-2"),
     ({"filters": 4, "kernel_size": (3, 3, 3)}, "Invalid value for argument `kernel_size`. Expected an integer "
                                                "or a tuple of 2 integers. Received: kernel_size=(3, 3, 3)"),
     ({"filters": 4, "dilation_rate": 0}, "Invalid value for argument `dilation_rate`. Expected a strictly "
-                                         "positive value. Received: dilation_rate=0"),
+                                         "positive integer. Received: dilation_rate=0"),
 ])
 def test_argument_validation_messages(kwargs, message):
     with pytest.raises(EmzooError) as info:

@@ -9,25 +9,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from emzoo.losses import paper_loss
-from emzoo.models.base import Interpolator
+from emzoo.testing import AverageNet, paper_loss
 
 pytestmark = pytest.mark.tf_only
-
-
-class AverageNet(Interpolator):
-    """The mean of x0 and x1 plus a trainable 3x3 conv of it (a tiny test interpolator)."""
-
-    def __init__(self, channels=1, **kwargs):
-        super().__init__(channels=channels, **kwargs)
-        self.refine = keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer="zeros")
-
-    def call(self, inputs, training=False):
-        mean = 0.5 * (inputs["x0"] + inputs["x1"])
-        return {"image": mean + self.refine(mean)}
-
-    def get_config(self):
-        return {"channels": self.channels}
 
 
 def batch(channels=1, size=16, n=2, seed=0):
@@ -51,7 +35,7 @@ def train_and_check_it_moves(model, x, y):
 def test_paper_loss_trains_with_fit(architecture, channels):
     model = AverageNet(channels=channels)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=paper_loss(architecture, {}, vgg_weights=None), metrics=[])
+                  loss=paper_loss(architecture, vgg_weights=None), metrics=[])
     x, y = batch(channels)
     model.build_for_weights()
     before = model.refine.kernel.numpy().copy()
@@ -63,7 +47,7 @@ def test_paper_loss_trains_with_fit(architecture, channels):
 
 def test_style_balance_gets_the_frames_inside_fit():
     model = AverageNet()
-    loss = paper_loss("ssan", {}, vgg_weights=None)
+    loss = paper_loss("ssan", vgg_weights=None)
     model.compile(optimizer=keras.optimizers.Adam(0.0), loss=loss, metrics=[])  # weights stay put
     x, y = batch(seed=1)
     reported = model.train_on_batch(x, y)
@@ -79,7 +63,7 @@ def test_style_balance_gets_the_frames_inside_fit():
 
 def test_film_schedule_switches_inside_the_compiled_train_step():
     model = AverageNet(channels=3)
-    loss = paper_loss("film", {}, vgg_weights=None, schedule_scale=1e-6)   # boundary: step 2
+    loss = paper_loss("film", vgg_weights=None, schedule_scale=1e-6)   # boundary: step 2
     model.compile(optimizer=keras.optimizers.Adam(0.0), loss=loss, metrics=[])
     x, y = batch(3, seed=2)
     terms = {k: float(ops.convert_to_numpy(v))
@@ -107,16 +91,14 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from emzoo.losses import paper_loss
-sys.path.insert(0, sys.argv[1])
-from test_fit import AverageNet, batch
+from emzoo.testing import AverageNet, paper_loss, random_inputs
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 out = {}
 for arch in ("ssan", "tsain"):
-    x, y = batch(1, n=4, seed=3)
+    x, y = random_inputs(4, 16, 16, 1, seed=3)
     with strategy.scope():
         model = AverageNet(channels=1)
-        loss = paper_loss(arch, {}, vgg_weights=None)
+        loss = paper_loss(arch, vgg_weights=None)
         model.compile(optimizer=keras.optimizers.Adam(0.0), loss=loss, metrics=[])
     reported = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history["loss"][0]
     image = model(x)["image"]
@@ -131,13 +113,11 @@ def test_losses_are_scaled_once_under_mirrored_strategy():
     """Two replicas report the single-device loss: frame-aware (SSAN) and plain (TSAIN) paths."""
     import json
     import os
-    import pathlib
     import subprocess
     import sys
 
-    here = str(pathlib.Path(__file__).parent)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, here], env=env,
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     values = json.loads(result.stdout.strip().splitlines()[-1])

@@ -9,9 +9,11 @@ import pytest
 from keras import ops
 
 from emzoo.errors import EmzooError
-from emzoo.losses import CharbonnierLoss, L1Loss, L2Loss, PiecewiseConstant, paper_loss
+from emzoo.losses import CharbonnierLoss, L1Loss, L2Loss, PiecewiseConstant
+from emzoo.testing import AverageNet, paper_loss
 from emzoo.losses.perceptual import feature_reconstruction_distance, film_perceptual_distance
-from emzoo.losses.style import gram_matrix, style_balance_distance, style_distance
+from emzoo.losses.gram import gram_matrix
+from emzoo.losses.style import style_balance_distance, style_distance
 
 RNG = np.random.default_rng(1)
 LAYERS = ("a", "b")
@@ -191,12 +193,12 @@ def test_piecewise_constant_switches_after_the_boundary():
 
 
 def test_film_schedule_and_its_scale():
-    loss = paper_loss("film", {}, vgg_weights=None)
+    loss = paper_loss("film", vgg_weights=None)
     assert loss.uses_step and not loss.uses_frames
     assert loss.weights["film_vgg"].get_config() == {"boundaries": [1_500_000], "values": [1.0, 0.25]}
     assert loss.weights["film_style"].get_config() == {"boundaries": [1_500_000], "values": [0.0, 40.0]}
     assert loss.weights["l1"] == 1.0
-    short = paper_loss("film", {}, vgg_weights=None, schedule_scale=1e-4)
+    short = paper_loss("film", vgg_weights=None, schedule_scale=1e-4)
     assert short.weights["film_style"].boundaries == [150]
     step = keras.Variable(150, dtype="int64", trainable=False)
     short.bind_step(step)
@@ -207,7 +209,7 @@ def test_film_schedule_and_its_scale():
 
 
 def test_paper_totals_have_the_papers_terms_and_weights():
-    tsain, ssan, dan = (paper_loss(a, {}, vgg_weights=None) for a in ("tsain", "ssan", "dan"))
+    tsain, ssan, dan = (paper_loss(a, vgg_weights=None) for a in ("tsain", "ssan", "dan"))
     assert tsain.weights == {"l2": 1.0, "feature": 1.0, "style": 1e6}
     assert ssan.weights == {"style_balance": 1e6, "feature": 1.0, "charbonnier": 1.0}
     assert dan.weights == {"style": 1e6, "feature": 1.0, "charbonnier": 1.0}
@@ -215,23 +217,23 @@ def test_paper_totals_have_the_papers_terms_and_weights():
     assert not ssan.uses_step
     assert ssan.terms["style_balance"].betas == (0.1, 1.0, 0.1)
     assert ssan.terms["charbonnier"].epsilon == 1e-6
-    with pytest.warns(UserWarning, match="L1"):
-        assert isinstance(paper_loss("unknown-net", {}), L1Loss)
+    with pytest.warns(UserWarning, match="L1"):   # an architecture without a paper loss
+        assert isinstance(AverageNet().paper_loss(), L1Loss)
 
 
 def test_frame_losses_refuse_to_run_without_frames():
-    loss = paper_loss("ssan", {}, vgg_weights=None)
+    loss = paper_loss("ssan", vgg_weights=None)
     y = np.zeros((1, 32, 32, 1), "float32")
     with pytest.raises(EmzooError, match="input frames"):
         loss(y, y)
 
 
 def test_combined_loss_round_trips_through_its_config():
-    loss = paper_loss("film", {}, vgg_weights=None, schedule_scale=1e-3)
+    loss = paper_loss("film", vgg_weights=None, schedule_scale=1e-3)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert again.get_config() == loss.get_config()
     assert again.weights["film_style"].boundaries == [1500]
-    ssan = paper_loss("ssan", {}, vgg_weights=None)
+    ssan = paper_loss("ssan", vgg_weights=None)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ssan))
     assert again.uses_frames and again.get_config() == ssan.get_config()
 

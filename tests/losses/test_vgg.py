@@ -8,7 +8,8 @@ import pytest
 from keras import ops
 
 from emzoo.errors import EmzooError, WeightsError
-from emzoo.losses import paper_loss, vgg
+from emzoo.losses import vgg
+from emzoo.testing import paper_loss
 from emzoo.losses.perceptual import EM_VGG16_LAYERS, FILM_VGG_LAYERS
 from emzoo.losses.vgg import VGGFeatureExtractor
 
@@ -43,7 +44,7 @@ def test_weights_load_lazily_on_first_call(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("EMZOO_OFFLINE", "1")
     monkeypatch.delenv("EMZOO_VGG_WEIGHTS", raising=False)
-    loss = paper_loss("tsain", {}, vgg_weights="imagenet")        # nothing is read here
+    loss = paper_loss("tsain", vgg_weights="imagenet")        # nothing is read here
     extractor = loss.terms["feature"].extractor
     assert not extractor.loaded
     y = np.zeros((1, 32, 32, 1), "float32")

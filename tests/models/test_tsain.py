@@ -10,7 +10,8 @@ from keras import ops
 import emzoo
 from emzoo import testing
 from emzoo.errors import EmzooError
-from emzoo.models.tsain import TSAIN, crop_padding, pad_to_multiple
+from emzoo.models.base import crop_padding, pad_to_multiple
+from emzoo.models.tsain import TSAIN
 
 # A reduced configuration: every kind of block once, narrow features, a 2-level pyramid.
 SMALL = dict(filters=8, extraction_blocks=1, reconstruction_blocks=1, deformable_groups=2,

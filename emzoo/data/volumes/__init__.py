@@ -1,0 +1,197 @@
+"""Reading and writing z-stacks: one module per format, each with its reader and its writer.
+
+Formats (module: addresses):
+
+* ``hdf5``: ``sample.h5:/volumes/raw`` (also ``.hdf5``, ``.hdf``, ``.he5``; a bare ``sample.h5``
+  means ``/volumes/raw`` or the file's only 3-D dataset);
+* ``tiff``: ``stack.tif``, ``stack.ome.tif`` (also ``.tiff``, ``.btf``, ``.tf8``), multi-page,
+  BigTIFF, OME or ImageJ;
+* ``folder``: ``slices_dir/`` (PNG or TIFF slices, natural sort: ``2.png`` before ``10.png``).
+
+:mod:`~emzoo.data.volumes.base` holds the :class:`Volume` contract every reader follows and the
+conventions of the whole package (``(z, y, x)`` order, voxel sizes in nm, normalisation by the
+dtype's range, atomic writes); :mod:`~emzoo.data.volumes.writer` holds :class:`VolumeWriter`, the
+base of every format's writer (temporary name, rename into place, clean-up on errors). This module
+is the face: :func:`open_volume` / :func:`read_volume` to read, :func:`create_volume` /
+:func:`write_volume` to write.
+
+Which format an address names is decided in one place, :data:`FORMATS` below: the first module
+whose ``names(address)`` is true, after refusing single 2-D pictures (``.png``, ``.jpg``); files
+with an unusual suffix are recognised by their leading bytes (each module's ``MAGIC``).
+
+Adding a format (zarr, n5, ...) is one module and one row: write ``volumes/<format>.py`` with
+``names(address)``, ``MAGIC`` (a tuple of leading bytes, empty for folders), ``open_address(address,
+dataset=None)`` returning a :class:`Volume` subclass, and ``Writer``, a :class:`VolumeWriter`
+subclass (``_create``, ``_store``, ``_finish``, ``_release``); then add the module to
+:data:`FORMATS`, with a test file in ``tests/data/volumes/``.
+
+This package imports NumPy, tifffile, h5py and Pillow only (never TensorFlow).
+
+Example:
+    >>> vol = open_volume("stack.tif")                     # doctest: +SKIP
+    >>> vol.shape, vol.dtype, vol.voxel_size               # doctest: +SKIP
+    ((30, 512, 512), dtype('uint8'), (50.0, 4.0, 4.0))
+    >>> middle = vol.slice(15)                             # float32 in [0, 1]  # doctest: +SKIP
+    >>> with create_volume("out.h5:/volumes/raw", vol.shape, vol.dtype, vol.voxel_size) as out:
+    ...     for z in range(len(vol)):
+    ...         out.write(vol.read(z))                     # doctest: +SKIP
+"""
+
+import os
+
+import numpy as np
+
+from emzoo.data.volumes import folder, hdf5, tiff
+from emzoo.data.volumes.base import (SUPPORTED_DTYPES, ArrayVolume, Volume, as_zyx, check_dtype,
+                                     check_voxel_size, denormalise, normalise, normalise_between)
+from emzoo.data.volumes.folder import FOLDER_METADATA, FolderVolume, FolderVolumeWriter
+from emzoo.data.volumes.hdf5 import Hdf5Volume, Hdf5VolumeWriter, split_hdf5_path
+from emzoo.data.volumes.tiff import TiffVolume, TiffVolumeWriter
+from emzoo.data.volumes.writer import VolumeWriter
+from emzoo.errors import VolumeError, describe
+
+# Address -> format: the first module whose names(address) is true. Order matters: an HDF5 address
+# may end in anything after its ':', and the folder row also takes new paths without a suffix.
+FORMATS = (hdf5, tiff, folder)
+_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _is_picture(path):
+    """A single 2-D picture, which is never a volume (HDF5 addresses are judged by their file part)."""
+    return split_hdf5_path(path)[0].lower().endswith(_PICTURE_SUFFIXES)
+
+
+def format_of(path):
+    """The format module (a row of :data:`FORMATS`) ``path`` names, or ``None``.
+
+    Example:
+        >>> format_of("sample.h5:/volumes/raw").__name__
+        'emzoo.data.volumes.hdf5'
+    """
+    if _is_picture(path):
+        return None
+    return next((module for module in FORMATS if module.names(path)), None)
+
+
+def writer_class(path):
+    """The :class:`VolumeWriter` subclass that writes ``path``; :class:`VolumeError` for other names."""
+    module = format_of(os.fspath(path))
+    if module is None:
+        raise VolumeError(describe("Unknown output format.",
+                                   "a path ending in .tif/.tiff, .h5/.hdf5 (optionally :/dataset) or a folder",
+                                   path=os.fspath(path)))
+    return module.Writer
+
+
+def open_volume(path, dataset=None, percentiles=None):
+    """Opens a z-stack lazily and returns a :class:`Volume`.
+
+    Args:
+        path: ``stack.tif`` (multi-page / BigTIFF / OME / ImageJ), ``file.h5:/volumes/raw``, a folder of
+            PNG/TIFF slices, an existing :class:`Volume` (returned as is) or a NumPy ``(Z, Y, X)`` array.
+        dataset: HDF5 dataset when ``path`` names only the file. Without it (and without ``:/dataset``
+            in ``path``) ``/volumes/raw`` is used, or else the file's only 3-D dataset.
+        percentiles: optional ``(lo, hi)``: normalise ``slice()`` by these percentiles of the volume
+            (computed once on up to 16 slices) instead of the dtype's range.
+
+    Raises:
+        VolumeError: unreadable/corrupt files, 2-D images, colour stacks, unsupported dtypes, folders of
+            mixed shapes, HDF5 addresses naming a missing dataset, bare HDF5 files with neither
+            ``/volumes/raw`` nor exactly one 3-D dataset (the message lists the datasets). NaN/Inf in
+            float data is reported when the slice is read.
+        FileNotFoundError: the path does not exist.
+
+    Example:
+        >>> vol = open_volume("sample_A.hdf:/volumes/raw")   # doctest: +SKIP
+        >>> vol.voxel_size                                     # doctest: +SKIP
+        (40.0, 4.0, 4.0)
+    """
+    if isinstance(path, Volume):
+        volume = path
+    elif isinstance(path, np.ndarray):
+        volume = ArrayVolume(path)
+    else:
+        path = os.fspath(path)
+        file = split_hdf5_path(path)[0]
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"No such file or folder. Expected an existing volume (TIFF, "
+                                    f"file.h5:/dataset or a folder of slices). Received: path={file!r}")
+        if _is_picture(path):
+            shape, _ = folder.image_header(path)
+            raise VolumeError(describe("A 2-D image was given where a stack of slices is needed.",
+                                       "a 3-D volume: a multi-page TIFF, an HDF5 dataset or a folder of slices",
+                                       shape=shape, path=path))
+        module = format_of(path)
+        volume = module.open_address(path, dataset) if module is not None else _sniff(path)
+    if percentiles is not None:
+        volume.set_percentile_window(percentiles)
+    return volume
+
+
+def _sniff(path):
+    """Opens a file with an unusual suffix by its leading bytes (each format's ``MAGIC``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise VolumeError(describe("Cannot read the file.", "a readable volume file", path=path,
+                                   error=str(error))) from error
+    for module in FORMATS:
+        if head.startswith(module.MAGIC):
+            return module.open_address(path)
+    raise VolumeError(describe("Unknown volume format.",
+                               "a TIFF (.tif), an HDF5 address (file.h5:/dataset) or a folder of PNG/TIFF slices",
+                               path=path))
+
+
+def read_volume(path, dataset=None):
+    """Reads a whole volume into memory: returns ``(raw array (Z, Y, X), voxel_size or None)``.
+
+    Example:
+        >>> array, voxel_size = read_volume("stack.tif")   # doctest: +SKIP
+    """
+    with open_volume(path, dataset) as volume:
+        return np.array(volume.read_range(0, len(volume))), volume.voxel_size
+
+
+def create_volume(path, shape, dtype, voxel_size=None, overwrite=False, **options):
+    """Returns the writer of the format ``path`` names (see :class:`VolumeWriter` for its methods).
+
+    Args:
+        path: ``out.tif`` (ImageJ hyperstack TIFF; OME BigTIFF past 4 GB), ``out.h5[:/dataset]``
+            (default dataset ``/volumes/raw`` with a ``resolution`` attribute in nm, CREMI style) or a
+            folder (one PNG per slice for uint8/uint16, TIFF for float32, plus ``emzoo_volume.json``
+            holding the voxel size).
+        shape: ``(Z, Y, X)`` of the whole output.
+        dtype: uint8, uint16 or float32.
+        voxel_size: ``(z, y, x)`` nm written into the file's metadata, or ``None``.
+        overwrite: replace an existing output (default: refuse with :class:`VolumeError`).
+        **options: options of the format's writer, e.g. ``bigtiff=True`` (force) or ``False``
+            (forbid) for TIFF; default by size. An option left at ``None`` is accepted by every format.
+
+    Example:
+        >>> with create_volume("iso.tif", (97, 520, 520), "uint8", (10, 10, 10)) as out:  # doctest: +SKIP
+        ...     for z in range(97):
+        ...         out.write(slices[z])
+    """
+    return writer_class(path)(path, shape, dtype, voxel_size, overwrite=overwrite, **options)
+
+
+def write_volume(path, array, voxel_size=None, overwrite=False):
+    """Writes a whole ``(Z, Y, X)`` array atomically (see :func:`create_volume`); returns the path.
+
+    Example:
+        >>> write_volume("out.h5:/volumes/raw", np.zeros((4, 8, 8), np.uint8), (40, 4, 4))  # doctest: +SKIP
+    """
+    array = as_zyx(np.asarray(array), path)
+    with create_volume(path, array.shape, array.dtype, voxel_size, overwrite=overwrite) as writer:
+        for z in range(array.shape[0]):
+            writer.write(z, array[z])
+    return os.fspath(path)
+
+
+__all__ = ["ArrayVolume", "FOLDER_METADATA", "FORMATS", "FolderVolume", "FolderVolumeWriter", "Hdf5Volume",
+           "Hdf5VolumeWriter", "SUPPORTED_DTYPES", "TiffVolume", "TiffVolumeWriter", "Volume", "VolumeWriter",
+           "check_dtype", "check_voxel_size", "create_volume", "denormalise", "format_of", "normalise",
+           "normalise_between", "open_volume", "read_volume", "split_hdf5_path", "write_volume",
+           "writer_class"]

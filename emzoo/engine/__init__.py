@@ -1,0 +1,65 @@
+"""The volume engine: z-upscaling and slice repair of whole volumes with any emzoo interpolator.
+
+How a volume is upscaled by a factor ``F`` (a number >= 1, e.g. 2, 4, 3, 2.5, or the ratio of the z
+spacing to the x spacing for ``isotropic=True``):
+
+1. **Dense grid by recursive midpoints.** ``P`` = the smallest power of two >= ``F``. Between each
+   pair of neighbouring input slices the model predicts the midpoint (``time = 0.5``), then the
+   midpoints of each half, and so on, ``log2(P)`` levels deep, giving the dense grid of
+   ``(N - 1) * P + 1`` slices at z = k / P (in input-slice units). Input slices are part of the
+   grid unchanged.
+2. **Exact target positions.** The output has ``M = floor((N - 1) * F) + 1`` slices at
+   z = j / F, j = 0 .. M - 1 (its z spacing is the input spacing / F). A position that falls on the
+   dense grid takes that slice; any other position is linearly interpolated between the two
+   nearest dense slices (weights by distance along z). For a power-of-two ``F`` every output slice
+   is on the grid, so the output is exactly ``(N - 1) * F + 1`` slices and the first and last
+   input slices are kept unchanged (bit for bit: input slices are copied, never re-quantised).
+   For other factors, the last output slice lies at or before the last input slice (it is the last
+   input slice whenever ``(N - 1) * F`` is a whole number). Resampling is along z only: each slice
+   keeps its (Y, X) shape, square or not.
+
+Slices are normalised by their dtype's range (``emzoo.data.volumes.normalise``), never per slice,
+and written back in the input dtype (uint8, uint16 or float32), with the voxel size's z spacing
+divided by ``F``. Large slices are processed in overlapping tiles blended back seamlessly
+(``tile``, ``overlap``). Jobs stream: input slices are read as needed and output slices written in
+order, so memory does not grow with the number of slices. Outputs go through
+:func:`emzoo.data.volumes.create_volume`: a temporary name renamed when complete; an existing
+output is never replaced without ``overwrite=True``. Pairs (and tiles) go through the model in
+batches, and FILM's features are computed once per slice and reused.
+
+Modules, one role each:
+
+- :mod:`~emzoo.engine.positions`: the factor (parsed and checked here, for evaluation too), the
+  output positions and the dense grid;
+- :mod:`~emzoo.engine.tiler`: tiles and their blending;
+- :mod:`~emzoo.engine.midpoint`: the midpoint engine (pairs, feature reuse, batching);
+- :mod:`~emzoo.engine.policy`: batch size, XLA policy and compiled model calls;
+- :mod:`~emzoo.engine.sources`: checks of the input volume, voxel size and output path;
+- :mod:`~emzoo.engine.job`: what both jobs share (resampling, writing, progress, summary);
+- :mod:`~emzoo.engine.upscale`, :mod:`~emzoo.engine.repair`: the two jobs, short orchestrators;
+- :mod:`~emzoo.engine.progress`, :mod:`~emzoo.engine.memory`: the progress bar, ``malloc_trim``.
+
+Importing the engine imports NumPy only; Keras and the backend are imported when a model runs.
+
+Example:
+    >>> import emzoo, numpy as np
+    >>> model = emzoo.load("default")                                   # doctest: +SKIP
+    >>> stack = np.zeros((5, 64, 96), np.uint8)
+    >>> out = emzoo.upscale_volume(stack, model, factor=4)              # doctest: +SKIP
+    >>> out.shape                                                       # doctest: +SKIP
+    (17, 64, 96)
+    >>> emzoo.upscale_volume("stack.tif", "default", isotropic=True, output="iso.tif")  # doctest: +SKIP
+"""
+
+from emzoo.engine.midpoint import MidpointEngine
+from emzoo.engine.policy import default_batch_size, resolve_jit_compile
+from emzoo.engine.positions import check_factor, parse_factor, upscale_positions
+from emzoo.engine.progress import Progress
+from emzoo.engine.repair import parse_slices, repair_volume
+from emzoo.engine.sources import parse_voxel_size
+from emzoo.engine.tiler import Tiler
+from emzoo.engine.upscale import upscale_volume
+
+__all__ = ["MidpointEngine", "Progress", "Tiler", "check_factor", "default_batch_size",
+           "parse_factor", "parse_slices", "parse_voxel_size", "repair_volume",
+           "resolve_jit_compile", "upscale_positions", "upscale_volume"]

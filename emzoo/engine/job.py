@@ -1,0 +1,125 @@
+"""What upscaling and repair share: the checked input and output, resampling, writing, reporting.
+
+A :class:`Job` opens and checks its input and output before any work. The orchestrators then
+produce ``(z, raw slice)`` pairs in output order; :meth:`Job.write` streams them to the output
+(or into an array), draws the progress bar and returns the result.
+"""
+
+import errno
+import math
+import sys
+
+import numpy as np
+
+from emzoo.data.volumes import create_volume, denormalise
+from emzoo.engine.progress import Progress
+from emzoo.engine.sources import check_output, check_volume, open_source, source_voxel_size
+from emzoo.errors import VolumeError, describe
+
+
+class Job:
+    """One volume job: its source, shape, dtype and voxel size, and where its output goes.
+
+    Args:
+        volume: a path (TIFF, HDF5, slice folder), a NumPy array (Z, Y, X) or a Volume.
+        output: path to write; ``None`` returns the array.
+        overwrite: replace an existing ``output``.
+        voxel_size: (z, y, x) in nm replacing the file's, or ``None``.
+        progress: show a progress bar and print a summary line (stderr).
+        minimum_slices: the fewest input slices the job can work with.
+    """
+
+    def __init__(self, volume, output, overwrite, voxel_size, progress, minimum_slices=2):
+        self.output = check_output(output, overwrite)
+        self.overwrite, self.progress = overwrite, progress
+        self.source = open_source(volume)
+        self.shape = check_volume(self.source, minimum_slices)
+        self.dtype = np.dtype(self.source.dtype)
+        self.voxel_size = source_voxel_size(self.source, voxel_size)
+
+    def unit(self, z):
+        """Input slice ``z`` as the engine's (H, W, 1) float32 in [0, 1]."""
+        return np.asarray(self.source.slice(z), np.float32)[..., None]
+
+    def resample(self, dense, position):
+        """The output slice (input dtype) at ``position`` on the dense grid ``dense``.
+
+        ``position`` is a fraction in dense-grid units; off the grid, the slice is the linear
+        interpolation of the two nearest grid slices (weights by distance along z).
+        """
+        below = math.floor(position)
+        weight = float(position - below)
+        unit = dense[below] if weight == 0 else (
+            (1.0 - weight) * dense[below] + weight * dense[below + 1])
+        return np.asarray(denormalise(unit[..., 0], self.dtype)).astype(self.dtype, copy=False)
+
+    def write(self, slices, shape, voxel_size, label, kind, **extra):
+        """Writes the ``(z, raw)`` pairs of ``slices``; I/O errors become one VolumeError.
+
+        Returns the array when the job has no output, else the summary dict (``output``,
+        ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``, then ``extra``, ``seconds``
+        and ``summary``: the line printed). ``label`` names the progress bar, ``kind`` the job in
+        the summary line.
+        """
+        bar = Progress(shape[0], label, enabled=self.progress)
+        writer = _open_writer(self.output, shape, self.dtype, voxel_size, self.overwrite)
+        try:
+            with writer:
+                for z, raw in slices:
+                    writer.write(z, raw)
+                    bar.update()
+        except OSError as error:
+            raise _disk_error(error, self.output, shape, self.dtype) from None
+        bar.close()
+        line = _summary(kind, self.shape, shape, self.dtype, self.voxel_size, voxel_size,
+                        bar.seconds, self.output)
+        if self.progress:
+            print(line, file=sys.stderr)
+        if self.output is None:
+            return writer.array
+        return {"output": self.output, "input_shape": self.shape, "output_shape": shape,
+                "dtype": self.dtype.name, "voxel_size": voxel_size, **extra,
+                "seconds": bar.seconds, "summary": line}
+
+
+class _ArrayWriter:
+    """Collects output slices into a NumPy array (the ``output=None`` case)."""
+
+    def __init__(self, shape, dtype):
+        self.array = np.empty(shape, dtype)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, z, raw):
+        self.array[z] = raw
+
+
+def _open_writer(output, shape, dtype, voxel_size, overwrite):
+    if output is None:
+        return _ArrayWriter(shape, dtype)
+    return create_volume(output, shape, dtype, voxel_size, overwrite=overwrite)
+
+
+def _disk_error(error, output, shape, dtype):
+    """An OSError while writing, as a VolumeError saying what happened and what is needed."""
+    size_mb = int(np.prod(shape)) * np.dtype(dtype).itemsize / 1e6
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        problem = f"The disk ran out of space while writing {output}; nothing was written."
+    else:
+        problem = (f"Writing {output} failed ({' '.join(str(error).split())}); "
+                   "nothing was written.")
+    return VolumeError(describe(problem, f"about {size_mb:.0f} MB of free space in the output "
+                                          "folder", output=str(output)))
+
+
+def _summary(kind, source_shape, shape, dtype, voxel_in, voxel_out, seconds, output):
+    where = output if output is not None else "(array)"
+
+    def fmt(v):
+        return "unknown" if v is None else "x".join(f"{x:g}" for x in v) + " nm"
+    return (f"{kind}: {tuple(source_shape)} -> {tuple(shape)} {np.dtype(dtype).name}, voxel "
+            f"{fmt(voxel_in)} -> {fmt(voxel_out)}, {seconds:.1f} s, {where}")

@@ -1,0 +1,205 @@
+"""The midpoint engine: predicts midpoints of slice pairs with a model, in batches and tiles.
+
+Slices are float32 arrays (H, W, C) in [0, 1] identified by integer keys (their position on the
+dense grid), so that a FILM model's features can be cached per key (and per tile) and reused by
+every pair that uses the slice. For models that expose ``extract(image) -> features`` and
+``interpolate_from_features(features0, features1, time)`` (FILM), each slice's features are
+computed once and reused for both neighbouring pairs and across recursion levels; the result is
+the same as calling the model on each pair. How the model is run (batch size, XLA) is decided in
+:mod:`emzoo.engine.policy`.
+"""
+
+import os
+
+import numpy as np
+
+from emzoo.engine.policy import compiled_function, default_batch_size, resolve_jit_compile
+from emzoo.engine.tiler import Tiler
+from emzoo.errors import EmzooError, check_integer, describe
+
+
+def resolve_model(model):
+    """``model`` as an interpolator: a registered name or saved folder is loaded with its trained
+    weights (one without them is refused: see :func:`emzoo.zoo.load_trained`)."""
+    if isinstance(model, (str, os.PathLike)):
+        from emzoo import zoo
+
+        return zoo.load_trained(os.fspath(model), compile=False)
+    if not callable(model):
+        raise EmzooError(describe("Invalid value for argument `model`.",
+                                  "an emzoo model, a registered name or a saved model folder",
+                                  model=type(model).__name__))
+    return model
+
+
+class MidpointEngine:
+    """Predicts midpoints of slice pairs with a model: tiles, channels, batches, feature reuse.
+
+    Midpoints are clipped to [0, 1] (they feed the next recursion level as inputs).
+
+    Args:
+        model: an interpolator (dict in, dict with "image" out) with ``size_multiple`` and
+            ``channels``.
+        height, width: slice geometry. Slices are grey (H, W, 1); for 3-channel models they are
+            replicated to RGB and the output averaged back to grey.
+        tile, overlap: see :class:`Tiler`.
+        batch_size: tile pairs per model call (``None``: :func:`default_batch_size`).
+        reuse_features: use ``extract``/``interpolate_from_features`` when the model has them
+            (``None``: when available).
+        jit_compile: compile model calls with XLA (TensorFlow backend): True, False or
+            ``"auto"`` (see :func:`resolve_jit_compile`).
+        expected_pairs: how many pairs the job will interpolate, if known (for ``"auto"``).
+    """
+
+    def __init__(self, model, height, width, tile=None, overlap=32, batch_size=None,
+                 reuse_features=None, jit_compile="auto", expected_pairs=None):
+        self.model = model
+        if batch_size is None:
+            batch_size = default_batch_size()
+        self.batch_size = check_integer("batch_size", batch_size)
+        multiple = int(getattr(model, "size_multiple", 1) or 1)
+        if tile is not None:
+            tile = check_integer("tile", tile)
+            if tile < multiple:
+                raise EmzooError(describe(
+                    "Invalid value for argument `tile`: smaller than the model's size multiple.",
+                    f"a tile of at least {multiple} pixels (better a multiple of {multiple})",
+                    tile=tile))
+        overlap = check_integer("overlap", overlap, minimum=0)
+        if tile is not None and overlap >= tile:
+            raise EmzooError(describe("Invalid value for argument `overlap`.",
+                                      f"fewer pixels than the tile ({tile})", overlap=overlap))
+        self.model_channels = int(getattr(model, "channels", 1))
+        if self.model_channels not in (1, 3):
+            raise EmzooError(describe(
+                f"The model takes {self.model_channels}-channel images; volumes are grey.",
+                "a model with 1 channel (grey) or 3 (grey slices are replicated to RGB and the "
+                "output averaged back)", model_channels=self.model_channels))
+        self.tiler = Tiler(height, width, tile, overlap, multiple)
+        has_features = callable(getattr(model, "extract", None)) and callable(
+            getattr(model, "interpolate_from_features", None))
+        self.reuse_features = has_features if reuse_features is None else bool(reuse_features)
+        if self.reuse_features and not has_features:
+            raise EmzooError(describe("`reuse_features=True` needs a model with `extract` and "
+                                      "`interpolate_from_features`.", "a FILM model",
+                                      model=type(model).__name__))
+        self._features = {}  # (key, tile index) -> features of one tile (batch of 1)
+        self._largest = 0  # largest batch run so far (later batches are padded up to it)
+        self.calls = {"pairs": 0, "extract": 0}
+        calls = None if expected_pairs is None else expected_pairs * len(self.tiler)
+        self.jit_compile = resolve_jit_compile(jit_compile, self.reuse_features, calls)
+        if self.reuse_features:
+            self._extract = compiled_function(model, "extract", self.jit_compile)
+            self._from_features = compiled_function(model, "from_features", self.jit_compile)
+        else:
+            self._call = compiled_function(model, "call", self.jit_compile)
+
+    # ----------------------------------------------------------------------------- channels
+    def _to_model(self, tiles):
+        return np.repeat(tiles, 3, axis=-1) if self.model_channels == 3 else tiles
+
+    def _from_model(self, tiles):
+        tiles = np.asarray(tiles, np.float32)
+        return tiles.mean(axis=-1, keepdims=True) if self.model_channels == 3 else tiles
+
+    def _batch_shape(self, count, total):
+        """Batch size to run ``count`` items at: padded up to the largest used so far.
+
+        Constant batch shapes mean the compiled functions are traced once or twice per run
+        instead of once per leftover size (tracing FILM costs seconds); the padding repeats the
+        last item and its outputs are dropped.
+        """
+        self._largest = max(self._largest, min(self.batch_size, total))
+        return max(count, self._largest)
+
+    def _full_batch(self, items, total):
+        size = self._batch_shape(len(items), total)
+        return np.stack(items + items[-1:] * (size - len(items)))
+
+    def _time(self, count):
+        return np.full((count, 1), 0.5, np.float32)
+
+    # ---------------------------------------------------------------------------- features
+    def _ensure_features(self, keys, slices):
+        import keras
+
+        todo = [(key, i) for key in dict.fromkeys(keys) for i in range(len(self.tiler))
+                if (key, i) not in self._features]
+        tiles = {}
+        for key in dict.fromkeys(k for k, _ in todo):
+            tiles[key] = self._to_model(self.tiler.split(slices[key]))
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start:start + self.batch_size]
+            features = self._extract(self._full_batch([tiles[k][i] for k, i in batch], len(todo)))
+            self.calls["extract"] += len(batch)
+            for index, job in enumerate(batch):
+                self._features[job] = keras.tree.map_structure(
+                    lambda t, index=index: t[index:index + 1], features)
+
+    def forget(self, keep=()):
+        """Drops cached features except those of the slices whose keys are in ``keep``."""
+        keep = set(keep)
+        self._features = {job: f for job, f in self._features.items() if job[0] in keep}
+
+    # --------------------------------------------------------------------------- midpoints
+    def midpoints(self, pairs, slices):
+        """Midpoints (list of (H, W, C) arrays) of ``pairs`` of keys into the dict ``slices``."""
+        if not pairs:
+            return []
+        jobs = [(p, i) for p in range(len(pairs)) for i in range(len(self.tiler))]
+        outputs = np.empty((len(pairs), len(self.tiler)) + self.tiler.padded + (1,),
+                           np.float32)
+        if self.reuse_features:
+            import keras
+            from keras import ops
+
+            self._ensure_features([k for pair in pairs for k in pair], slices)
+            concat = lambda *t: ops.concatenate(t, axis=0)  # noqa: E731
+            for start in range(0, len(jobs), self.batch_size):
+                batch = jobs[start:start + self.batch_size]
+                left = [self._features[(pairs[p][0], i)] for p, i in batch]
+                right = [self._features[(pairs[p][1], i)] for p, i in batch]
+                size = self._batch_shape(len(batch), len(jobs))
+                left += left[-1:] * (size - len(batch))
+                right += right[-1:] * (size - len(batch))
+                image = self._from_features(keras.tree.map_structure(concat, *left),
+                                            keras.tree.map_structure(concat, *right),
+                                            self._time(size))
+                self._store(outputs, batch, image)
+        else:
+            tiles = {}
+            for key in dict.fromkeys(k for pair in pairs for k in pair):
+                tiles[key] = self._to_model(self.tiler.split(slices[key]))
+            for start in range(0, len(jobs), self.batch_size):
+                batch = jobs[start:start + self.batch_size]
+                x0 = self._full_batch([tiles[pairs[p][0]][i] for p, i in batch], len(jobs))
+                x1 = self._full_batch([tiles[pairs[p][1]][i] for p, i in batch], len(jobs))
+                self._store(outputs, batch, self._call(x0, x1, self._time(len(x0))))
+        self.calls["pairs"] += len(pairs)
+        return [np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0) for tiles_of_pair in outputs]
+
+    def _store(self, outputs, batch, image):
+        image = self._from_model(_numpy(image)[:len(batch)])
+        for (p, i), tile in zip(batch, image):
+            outputs[p, i] = tile
+
+    def fill_grid(self, slices, first, last, levels):
+        """Fills ``slices`` (dense keys ``first``..``last``, every ``2**levels``-th given) by recursion.
+
+        Level by level (breadth first), so each level's midpoints go through the model in full
+        batches; features of the last level's midpoints are never needed, so never extracted.
+        """
+        step = 1 << levels
+        while step > 1:
+            half = step // 2
+            new = list(range(first + half, last, step))
+            pairs = [(k - half, k + half) for k in new]
+            slices.update(zip(new, self.midpoints(pairs, slices)))
+            step = half
+        return slices
+
+
+def _numpy(tensor):
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(tensor))

@@ -1,0 +1,103 @@
+"""Factor arithmetic: which output slices a factor asks for, and the dense grid they lie on.
+
+Positions are exact fractions in input-slice units (z = 0 is the first input slice, z = 1 the
+second), so whether a position falls on the dense grid is decided without rounding. The dense grid
+of a factor ``F`` has ``P`` slices per input step, ``P`` the smallest power of two >= ``F``.
+
+The factor is parsed and checked here, once, for the engine and for evaluation alike.
+"""
+
+import fractions
+import math
+
+from emzoo.errors import EmzooError, VolumeError, describe
+
+_RESAMPLE_DENOMINATOR = 10_000  # factors are read as fractions with at most this denominator
+
+
+def check_factor(factor):
+    """``factor`` (a number >= 1, or its text) as an exact fraction; else an EmzooError.
+
+    The fraction lets grid positions be computed without rounding. The error says what a factor
+    must be: "Invalid value for argument `factor`. Expected a number >= 1. Received: factor=...".
+
+    Example:
+        >>> check_factor("2.5")
+        Fraction(5, 2)
+    """
+    if isinstance(factor, bool):
+        factor = None
+    try:
+        value = float(factor)
+    except (TypeError, ValueError):
+        raise EmzooError(describe("Invalid value for argument `factor`.", "a number >= 1",
+                                  factor=factor)) from None
+    if not math.isfinite(value) or value < 1:
+        raise EmzooError(describe("Invalid value for argument `factor`.", "a number >= 1",
+                                  factor=factor))
+    return fractions.Fraction(value).limit_denominator(_RESAMPLE_DENOMINATOR)
+
+
+def parse_factor(text):
+    """A ``--factor`` value as a float >= 1, or an error saying what a factor must be.
+
+    Example:
+        >>> parse_factor("2.5")
+        2.5
+    """
+    return float(check_factor(text))
+
+
+def upscale_positions(num_slices, factor):
+    """Output slice positions (in input-slice units) and the dense power-of-two grid used.
+
+    Returns ``(positions, grid)``: ``positions`` is a list of fractions ``j / factor`` for
+    ``j = 0 .. floor((num_slices - 1) * factor)``; ``grid`` is the power of two ``P >= factor``.
+
+    Example:
+        >>> positions, grid = upscale_positions(3, 2.5)
+        >>> [float(p) for p in positions], grid
+        ([0.0, 0.4, 0.8, 1.2, 1.6, 2.0], 4)
+    """
+    factor = check_factor(factor)
+    count = math.floor((num_slices - 1) * factor) + 1
+    grid = 1 << max(0, math.ceil(math.log2(factor)))
+    if grid // 2 >= factor:  # guard against float error in log2 for exact powers of two
+        grid //= 2
+    return [fractions.Fraction(j) / factor for j in range(count)], grid
+
+
+def repair_positions(count):
+    """Positions of ``count`` adjacent damaged slices between two good ones, and the grid used.
+
+    Returns ``(positions, grid)``: the good slices sit at 0 and ``grid`` (the power of two
+    ``P >= count + 1``), the damaged ones at ``k * grid / (count + 1)``, k = 1 .. count (dense-grid
+    units, evenly spaced between the good slices).
+
+    Example:
+        >>> positions, grid = repair_positions(2)
+        >>> [float(p) for p in positions], grid
+        ([1.3333333333333333, 2.6666666666666665], 4)
+    """
+    grid = 1 << math.ceil(math.log2(count + 1))
+    return [fractions.Fraction(k * grid, count + 1) for k in range(1, count + 1)], grid
+
+
+def isotropic_factor(voxel):
+    """z spacing / x spacing; errors (saying how to give one) when the voxel size is unknown.
+
+    Example:
+        >>> isotropic_factor((40.0, 4.0, 4.0))
+        10.0
+    """
+    if voxel is None:
+        raise VolumeError(describe(
+            "`isotropic` needs the voxel size, and the input file does not record one.",
+            "a voxel size given explicitly (command line: --voxel-size z,y,x in nm, e.g. "
+            "--voxel-size 40,4,4; Python: voxel_size=(40, 4, 4))", voxel_size=None))
+    factor = voxel[0] / voxel[2]
+    if factor < 1:
+        raise VolumeError(describe(
+            "The z spacing is already finer than the x spacing; nothing to upscale.",
+            "a voxel size with z >= x", voxel_size=voxel))
+    return factor

@@ -1,0 +1,125 @@
+"""``repair_volume``: damaged slices replaced by interpolation from their good neighbours.
+
+Slice indices are 0-based. A run of adjacent damaged slices is interpolated as one, between the
+nearest good slice on each side; every other slice is copied unchanged.
+"""
+
+from emzoo.engine.job import Job
+from emzoo.engine.memory import release_freed_memory
+from emzoo.engine.midpoint import MidpointEngine, resolve_model
+from emzoo.engine.positions import repair_positions
+from emzoo.errors import EmzooError, describe
+
+
+def parse_slices(text):
+    """Slice indices from ``"12,37,40-42"`` (0-based; ranges inclusive), sorted and unique.
+
+    Example:
+        >>> parse_slices("12, 37,40-42")
+        [12, 37, 40, 41, 42]
+    """
+    indices = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part.lstrip("-"):
+                start, end = part.split("-", 1)
+                indices.update(range(int(start), int(end) + 1))
+            else:
+                indices.add(int(part))
+        except ValueError:
+            raise EmzooError(describe("Invalid value for argument `slices`.",
+                                      "comma-separated slice indices or ranges, e.g. 12,37,40-42",
+                                      slices=text)) from None
+    if not indices:
+        raise EmzooError(describe("Invalid value for argument `slices`.",
+                                  "at least one slice index", slices=text))
+    return sorted(indices)
+
+
+def _damaged_runs(slices, num_slices):
+    """Maximal runs (first, last) of adjacent damaged slices, each with good slices on both sides."""
+    if isinstance(slices, str):
+        slices = parse_slices(slices)
+    try:
+        indices = sorted({int(z) for z in slices})
+    except (TypeError, ValueError):
+        raise EmzooError(describe("Invalid value for argument `slices`.", "integer slice indices",
+                                  slices=slices)) from None
+    if not indices:
+        raise EmzooError(describe("Invalid value for argument `slices`.",
+                                  "at least one slice index", slices=slices))
+    bad = [z for z in indices if not 0 <= z < num_slices]
+    if bad:
+        raise EmzooError(describe("Slice indices outside the volume.",
+                                  f"0-based indices from 0 to {num_slices - 1}", slices=bad))
+    runs = []
+    for z in indices:
+        if runs and z == runs[-1][1] + 1:
+            runs[-1][1] = z
+        else:
+            runs.append([z, z])
+    for first, last in runs:
+        if first == 0 or last == num_slices - 1:
+            raise EmzooError(describe(
+                f"Cannot repair slice(s) {first}..{last}: interpolation needs a good slice on both "
+                "sides, and this run touches the end of the volume.",
+                f"damaged slices between 1 and {num_slices - 2}", slices=indices))
+    return [tuple(run) for run in runs]
+
+
+def repair_volume(volume, slices, model, output=None, tile=None, overlap=32, batch_size=None,
+                  voxel_size=None, overwrite=False, progress=True, reuse_features=None,
+                  jit_compile="auto"):
+    """Replaces damaged slices by interpolating from the nearest good slices on both sides.
+
+    A run of ``r`` adjacent damaged slices between good slices ``a`` and ``b = a + r + 1`` gets the
+    positions t = k / (r + 1), k = 1..r, between them. They come from recursive midpoints on the
+    power-of-two grid ``P >= r + 1`` (the same recursion as upscaling, as midpoint-trained models
+    need), then linear interpolation between the two nearest grid slices when t is not on the
+    grid (e.g. one damaged slice: t = 1/2 exactly; three: 1/4, 1/2, 3/4 exactly; two: 1/3 and 2/3
+    resampled from the grid of quarters). Good slices are copied unchanged.
+
+    Args:
+        volume: a path, a NumPy array (Z, Y, X) or a Volume.
+        slices: 0-based indices of the damaged slices (a list, or a string "12,37,40-42").
+        model, output, tile, overlap, batch_size, voxel_size, overwrite, progress,
+        reuse_features, jit_compile: as in :func:`~emzoo.engine.upscale_volume`.
+
+    Returns:
+        The repaired array when ``output`` is None, else a dict summary (as upscale_volume's,
+        plus ``repaired``: the list of replaced indices).
+
+    Example:
+        >>> fixed = repair_volume(stack, [12, 13], "default")      # doctest: +SKIP
+    """
+    job = Job(volume, output, overwrite, voxel_size, progress, minimum_slices=3)
+    runs = _damaged_runs(slices, job.shape[0])
+    engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
+                            batch_size, reuse_features, jit_compile,
+                            expected_pairs=sum(last - first + 1 for first, last in runs))
+    repaired = [z for first, last in runs for z in range(first, last + 1)]
+    return job.write(_repaired_slices(job, engine, runs), job.shape, job.voxel_size, "repair",
+                     f"repair {len(repaired)} slice(s)", repaired=repaired)
+
+
+def _repaired_slices(job, engine, runs):
+    """Yields ``(z, raw)`` for every slice: good ones copied, each damaged run interpolated."""
+    starts = dict(runs)
+    z = 0
+    while z < job.shape[0]:
+        if z not in starts:
+            yield z, job.source.read(z)
+            z += 1
+            continue
+        last = starts[z]
+        positions, grid = repair_positions(last - z + 1)
+        dense = {0: job.unit(z - 1), grid: job.unit(last + 1)}
+        engine.fill_grid(dense, 0, grid, grid.bit_length() - 1)
+        for k, position in enumerate(positions):
+            yield z + k, job.resample(dense, position)
+        engine.forget()
+        release_freed_memory()
+        z = last + 1

@@ -1,0 +1,28 @@
+"""``emzoo list``: each entry's weights source comes from emzoo.weights, not from the app."""
+
+from app_runner import run_emzoo
+
+
+def _sources(done):
+    rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
+    return {row[0]: row[3] for row in rows}
+
+
+def test_list_reports_where_weights_come_from(tmp_path):
+    done = run_emzoo(["list"], cwd=tmp_path, EMZOO_HOME=str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    sources = _sources(done)
+    assert sources["default"] == "bundled"
+    for name in ("film-vimeo", "film-l1", "film-vgg", "film-sc-em", "film-ft-em"):
+        assert sources[name] == "convert", (name, sources[name])   # they were "bundled" before
+    for name in ("film", "tsain", "ssan", "dan"):
+        assert sources[name] == "none", (name, sources[name])
+
+
+def test_list_reports_converted_weights_as_cached(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "film-l1").mkdir(parents=True)
+    (cache / "film-l1" / "model.weights.h5").write_bytes(b"stand-in")
+    done = run_emzoo(["list", "film-l1"], cwd=tmp_path, EMZOO_HOME=str(cache))
+    assert done.returncode == 0, done.stderr
+    assert _sources(done) == {"film-l1": "cached"}
