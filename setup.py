@@ -28,7 +28,8 @@ setup(
         python_requires=">=3.10",
         packages=_packages("emzoo", "emzoo") + _packages("apps", "emzoo.apps") + ["emzoo.zoo_configs"],
         package_dir={"emzoo": "emzoo", "emzoo.apps": "apps", "emzoo.zoo_configs": "zoo_configs"},
-        package_data={"emzoo.zoo_configs": ["*.json"], "emzoo": ["samples/*", "pretrained/*"]},
+        package_data={"emzoo.zoo_configs": ["*.json"], "emzoo": ["samples/*", "pretrained/*"],
+                      "emzoo.napari": ["napari.yaml"]},
         include_package_data=False,
         install_requires=[
             "keras>=3.0",
@@ -37,12 +38,25 @@ setup(
             "absl-py>=1.0",
             "tifffile>=2023.1",
             "pillow>=9.0",
+            "tqdm>=4.60",
         ],
         extras_require={
             # Pick one: `cpu` for laptops and CPU servers, `gpu` for CUDA servers.
             "cpu": ["tensorflow-cpu>=2.16"],
             "gpu": ["tensorflow[and-cuda]>=2.16"],
-            "test": ["pytest>=7", "scipy>=1.10"],
+            # The optical-flow baseline (`--model flow`, `--baselines flow`).
+            "flow": ["opencv-python-headless>=4.5"],
+            # Chunked volumes: Zarr v2/v3 and OME-Zarr (zarr-python 3, Python >= 3.11), N5 (TensorStore).
+            "zarr": ["zarr>=3.0"],
+            "n5": ["tensorstore>=0.1.60"],
+            # The napari plugin (emzoo/napari/): the "Upscale along z" dock widget, HDF5/N5 reader.
+            "napari": ["napari[pyqt6]>=0.5"],
+            # bioimage.io model packages (`emzoo export --format bioimageio`, `bioimageio test`).
+            "bioimageio": ["bioimageio.core>=0.7"],
+            "test": ["pytest>=7", "scipy>=1.10", "opencv-python-headless>=4.5", "tensorstore>=0.1.60",
+                     "zarr>=3.0; python_version>='3.11'", "ome-zarr>=0.11; python_version>='3.11'",
+                     "bioimageio.core>=0.7"],
         },
-        entry_points={"console_scripts": ["emzoo=emzoo.apps.main:run"]},
+        entry_points={"console_scripts": ["emzoo=emzoo.apps.main:run"],
+                      "napari.manifest": ["emzoo = emzoo.napari:napari.yaml"]},
 )

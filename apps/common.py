@@ -1,8 +1,121 @@
 """What every app shares: one-line errors, non-zero exits, no tracebacks for user mistakes."""
 
+import logging
+import os
 import sys
 
 from absl import app, flags
+
+VERBOSE = flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own start-up and INFO logs "
+                               "(hidden by default).")
+
+# The exit status of a process ended by SIGTERM (128 + 15), as shells report it.
+TERMINATED_EXIT = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler; unwinds like Ctrl-C, so temporary outputs are removed."""
+
+
+def quiet_logs(verbose):
+    """Hides TensorFlow's own logs unless ``verbose``; call before TensorFlow is imported.
+
+    TensorFlow's C++ start-up lines (oneDNN, CPU features, the absl "All log messages before
+    absl::InitializeLog()" notice) are written while ``tensorflow`` is imported and ignore
+    ``TF_CPP_MIN_LOG_LEVEL``, so stderr is captured during that import and dropped (replayed if
+    the import fails). TensorFlow's Python logger (INFO lines while writing a SavedModel) shows
+    errors only.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "tensorflow" not in sys.modules and not any(
+            isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+class _QuietTensorFlowImport:
+    """A meta-path finder that runs the first ``import tensorflow`` with stderr captured.
+
+    It finds the module with the other finders (so a missing TensorFlow is still missing) and
+    wraps only that spec's ``exec_module``; it removes itself once used.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = None
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            if find is not None:
+                spec = find(name, path, target)
+                if spec is not None:
+                    break
+        if hasattr(getattr(spec, "loader", None), "exec_module"):
+            _capture_stderr_while_executing(spec.loader)
+        return spec
+
+
+def _capture_stderr_while_executing(loader):
+    """Makes ``loader.exec_module`` (once) run with file descriptor 2 sent to a temporary file,
+    which is replayed on stderr if the import fails."""
+    import tempfile
+
+    exec_module = loader.exec_module
+
+    def run(module):
+        del loader.exec_module  # back to the class's method
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                exec_module(module)
+            except BaseException:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                captured.seek(0)
+                os.write(2, captured.read())
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+
+    loader.exec_module = run
+
+
+def _with_quiet_absl(main):
+    """``main`` run after absl's own INFO logs (which TensorFlow uses while writing a SavedModel)
+    are limited to warnings, unless ``--verbose`` or an explicit ``--verbosity`` says otherwise."""
+    def run(argv):
+        from absl import logging as absl_logging
+
+        if not VERBOSE.value and not flags.FLAGS["verbosity"].present:
+            absl_logging.set_verbosity(absl_logging.WARNING)
+        return main(argv)
+    return run
+
+
+def _missing_backend(error, command):
+    """The one line for a missing TensorFlow (the plain ``pip install emzoo`` has none) or a
+    missing Keras backend named by ``KERAS_BACKEND``; ``None`` for any other missing module."""
+    from emzoo.errors import describe
+
+    missing = (error.name or "").split(".")[0]
+    if missing == "tensorflow":
+        return describe(f"TensorFlow is not installed, and `{command}` needs it.",
+                        'TensorFlow, installed with emzoo\'s extra: pip install "emzoo[cpu]" '
+                        '(or "emzoo[gpu]" on a machine with an NVIDIA GPU)', missing=missing)
+    backend = os.environ.get("KERAS_BACKEND", "")
+    if missing and missing in ("jax", "jaxlib", "torch") and backend in ("jax", "torch"):
+        return describe(f"KERAS_BACKEND={backend} selects a backend that is not installed.",
+                        f"{backend} installed, or KERAS_BACKEND unset (TensorFlow)",
+                        missing=missing)
+    return None
 
 
 def app_help(module):
@@ -18,16 +131,22 @@ def app_help(module):
 def run_app(main, argv, module=None):
     """Runs an absl ``main`` with ``argv``; user errors print one line and exit 1.
 
+    A missing TensorFlow is one line too (it is an extra: ``emzoo[cpu]`` / ``emzoo[gpu]``), and
+    SIGTERM unwinds like Ctrl-C (temporary outputs are removed), then exits 143.
+
     With ``module`` (the app's module), ``-h``/``--help`` print that command's own flags (absl
     alone would list the flags of the ``emzoo`` script's module, which has none).
     """
+    import signal
+
     from emzoo.errors import EmzooError
 
     if module is not None and any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:]):
         print(app_help(module))
         return 0
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app.run(main, argv=argv)
+        app.run(_with_quiet_absl(main), argv=argv)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except flags.Error as error:
@@ -37,6 +156,15 @@ def run_app(main, argv, module=None):
         message = " ".join(str(error).split())
         print(f"emzoo: error: {message}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as error:
+        message = _missing_backend(error, argv[0])
+        if message is None:
+            raise
+        print(f"emzoo: error: {message}", file=sys.stderr)
+        return 1
+    except Terminated:
+        print("emzoo: terminated (SIGTERM); unfinished output was removed.", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print("emzoo: interrupted; no output was written.", file=sys.stderr)
         return 130
@@ -94,9 +222,68 @@ def job_model(name, allow_random_weights):
     """
     from emzoo import zoo
 
-    if zoo.check_trained(name, allow_random_weights):
+    if name == "flow" or zoo.check_trained(name, allow_random_weights):  # flow has no weights
         return name
     return zoo.load(name, weights=None, compile=False)
+
+
+def check_flag_integer(flag, value, minimum=1, example=None):
+    """``value`` of ``--flag`` as an int >= ``minimum`` (``None`` stays ``None``), checked before
+    any work; the message names the flag as typed."""
+    from emzoo.errors import EmzooError, describe
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise EmzooError(describe(f"Invalid value for --{flag}.",
+                                  expected + (f" (e.g. --{flag} {example})" if example else ""),
+                                  **{flag.replace("-", "_"): value}))
+    return int(value)
+
+
+def check_output_flag(output, overwrite, kind="file"):
+    """Refuses, before any work, an ``-o`` that exists (without ``--overwrite``) or whose folder
+    does not exist; for ``kind="volume"`` also a name no volume format writes."""
+    from emzoo.data.volumes import split_hdf5_path, writer_class
+    from emzoo.errors import EmzooError, describe
+
+    path = os.path.expanduser(os.fspath(output))
+    file = split_hdf5_path(path)[0] if kind == "volume" else path
+    if kind == "volume":
+        writer_class(path)
+    if os.path.lexists(file) and not overwrite:
+        raise EmzooError(describe(f"The output {file} already exists.",
+                                  "a new path, or --overwrite to replace it", output=output))
+    folder = os.path.dirname(os.path.abspath(file))
+    if not os.path.isdir(folder):
+        raise EmzooError(describe(f"The output folder {folder} does not exist.",
+                                  "a path in an existing folder", output=output))
+
+
+def check_volume_flags(shared, output):
+    """The shared volume flags and ``-o``, checked before TensorFlow is imported (a typo costs no
+    start-up). The tile is held against the size multiple the model's entry records; the engine
+    checks it again against the built model."""
+    from emzoo.errors import EmzooError, describe
+
+    check_output_flag(output, shared.overwrite.value, kind="volume")
+    tile = check_flag_integer("tile", shared.tile.value, example=512)
+    overlap = check_flag_integer("overlap", shared.overlap.value, minimum=0, example=32)
+    if tile is not None:
+        from emzoo import zoo
+
+        multiple = (1 if shared.model.value == "flow" else
+                    zoo.describe_model(shared.model.value).get("metadata", {}).get("size_multiple"))
+        if multiple and tile < int(multiple):
+            raise EmzooError(describe(
+                "--tile is smaller than the model's size multiple.",
+                f"a tile of at least {multiple} pixels (better a multiple of {multiple})",
+                tile=tile))
+    if tile is not None and overlap >= tile:
+        raise EmzooError(describe("--overlap must be smaller than --tile.",
+                                  f"an overlap below {tile} pixels", overlap=overlap, tile=tile))
+    check_flag_integer("batch-size", shared.batch.value, example=4)
 
 
 def xla_setting(value):
@@ -120,14 +307,9 @@ def volume_job_options(shared):
 
 
 def _terminate(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def prepare_volume_app():
-    """Quiet file-reader warnings (errors are one line) and make SIGTERM unwind like Ctrl-C, so a
-    killed run removes its temporary output instead of leaving it behind."""
-    import logging
-    import signal
-
+    """Quiet file-reader warnings (errors are one line). SIGTERM is handled by :func:`run_app`."""
     logging.getLogger("tifffile").setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _terminate)

@@ -17,8 +17,9 @@ _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace weights already c
 
 
 def main(argv):
+    import os
+
     from emzoo.errors import EmzooError, describe
-    from emzoo.convert import convert_film_saved_model
 
     if len(argv) != 3 or argv[1] != "film":
         raise EmzooError(describe("emzoo convert takes an architecture and a SavedModel folder.",
@@ -27,6 +28,18 @@ def main(argv):
     if not _NAME.value:
         raise EmzooError(describe("No name given for the converted weights.",
                                   "--name NAME (e.g. --name film-vimeo)", name=None))
+    if not os.path.isdir(os.path.expanduser(argv[2])):  # checked before TensorFlow is imported
+        raise EmzooError(describe("The SavedModel folder does not exist.",
+                                  "an original FILM saved_model folder (saved_model.pb, variables/)",
+                                  saved_model_dir=argv[2]))
+    from emzoo import weights
+
+    if (weights.cache_dir() / _NAME.value / "config.json").exists() and not _OVERWRITE.value:
+        raise EmzooError(describe(f"Converted weights for `{_NAME.value}` already exist in "
+                                  f"{weights.cache_dir() / _NAME.value}.",
+                                  "--overwrite to replace them", name=_NAME.value))
+    from emzoo.convert import convert_film_saved_model
+
     folder = convert_film_saved_model(argv[2], _NAME.value, overwrite=_OVERWRITE.value)
     print(f"Converted {argv[2]} into {folder / 'model.weights.h5'}; "
           f"load it with emzoo.load({_NAME.value!r}) (or emzoo.load({str(folder)!r})).")

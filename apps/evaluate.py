@@ -19,13 +19,15 @@ _DATA = flags.DEFINE_string("data", None, "The volume to score on (TIFF, file.h5
 _FACTOR = flags.DEFINE_string("factor", "2", "Keep every F-th slice and reconstruct the others "
                               "(a whole number >= 2).")
 _BASELINES = flags.DEFINE_string("baselines", "linear,cubic",
-                                 "Comma-separated baselines: nearest, linear, cubic ('' for none).")
+                                 "Comma-separated baselines: nearest, linear, cubic, flow "
+                                 "(optical flow; needs emzoo[flow]); '' for none.")
 _JSON = flags.DEFINE_string("json", None, "Write the scores (means and per-slice values) to this JSON file.")
 _FIGURE = flags.DEFINE_string("figure", None, "Write a comparison figure (PNG) to this file.")
 _CROP = flags.DEFINE_integer("crop", None, "Score a central CROP x CROP window of every slice.")
 _SPLIT = flags.DEFINE_enum("split", "all", ["all", "validation", "train"],
                            "The z-range scored: the whole volume or the training pipeline's split.")
-_BATCH = flags.DEFINE_integer("batch-size", 4, "Model batch size (pairs per call).")
+_BATCH = flags.DEFINE_integer("batch-size", None, "Slice pairs (or tiles) per model call "
+                              "(default: 4 with a GPU, 1 on CPU, as upscale and repair).")
 _TILE = flags.DEFINE_integer("tile", None, "Process slices larger than this in overlapping tiles.")
 _QUANTIZE = flags.DEFINE_boolean("quantize", False,
                                  "Round reconstructions to the volume's dtype before scoring.")
@@ -55,6 +57,28 @@ def _check_outputs(paths, overwrite):
         if os.path.lexists(path) and not overwrite:
             raise EmzooError(describe(f"The --{name} file {path} already exists.",
                                       "a new file, or --overwrite to replace it", **{name: path}))
+
+
+def _check_flags(baselines, has_model, shape):
+    """The flags that need no model, checked before it is loaded (and TensorFlow imported)."""
+    from emzoo.evaluate import BASELINES
+    from emzoo.errors import EmzooError, describe
+
+    for name in baselines:
+        if name not in BASELINES:
+            raise EmzooError(describe(f"Unknown baseline `{name}` in --baselines.",
+                                      f"some of {', '.join(BASELINES)}, comma-separated",
+                                      baselines=_BASELINES.value))
+    if not has_model and not baselines:
+        raise EmzooError(describe("Nothing to evaluate.", "a model, or baselines in --baselines",
+                                  model="none", baselines=_BASELINES.value))
+    common.check_flag_integer("batch-size", _BATCH.value, example=4)
+    common.check_flag_integer("tile", _TILE.value, example=512)
+    crop = common.check_flag_integer("crop", _CROP.value, example=256)
+    if crop is not None and crop > min(shape[1:]):
+        raise EmzooError(describe("--crop is larger than the slices.",
+                                  f"a crop of at most {min(shape[1:])} pixels (the slices are "
+                                  f"{shape[1]} x {shape[2]})", crop=crop))
 
 
 def _write_json(path, report):
@@ -100,6 +124,7 @@ def main(argv):
         raise EmzooError(describe("The volume is not a z-stack.", "a 3-D volume", shape=volume.shape))
     z_start, z_stop = evaluate.evaluation_range(volume.shape[0], _SPLIT.value, _VAL_FRACTION.value)
     kept, dropped = evaluate.protocol_indices(z_start, z_stop, factor)
+    _check_flags(baselines, model_name.lower() != "none", volume.shape)  # before TensorFlow
     model = None
     if model_name.lower() != "none":
         model = zoo.load_trained(model_name, allow_random_weights=_RANDOM_WEIGHTS.value,

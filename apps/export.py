@@ -1,5 +1,7 @@
 """``emzoo export NAME [--weights PATH] -o DIR``: writes a FILM-compatible TensorFlow SavedModel.
 
+``--format bioimageio -o NAME.zip`` writes a bioimage.io model package instead (emzoo.bioimageio).
+
 NAME is a registered model (``emzoo list``) or a folder written by ``emzoo train`` / emzoo.save;
 ``--weights`` overrides its weights (a ``.weights.h5`` file, or an original FILM SavedModel
 folder for FILM entries). The result loads with ``tf.saved_model.load(DIR)`` and is called like
@@ -8,6 +10,7 @@ an original FILM SavedModel: ``loaded({"x0": x0, "x1": x1, "time": t}, training=
 Example:
     emzoo export film-vimeo -o film_vimeo_saved_model
     emzoo export default -o default_saved_model
+    emzoo export default --format bioimageio -o default.zip
 """
 
 from absl import flags
@@ -19,6 +22,9 @@ _WEIGHTS = flags.DEFINE_string("weights", None, "Weights to use instead of the e
                                "(a .weights.h5 file or an original FILM SavedModel folder).")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace DIR if it exists.")
 _RANDOM_WEIGHTS = common.define_random_weights_flag()
+_FORMAT = flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "bioimageio"],
+                            "savedmodel: a FILM-compatible SavedModel folder; bioimageio: a "
+                            "bioimage.io model package (-o NAME.zip; needs emzoo[bioimageio]).")
 
 
 def main(argv):
@@ -33,14 +39,26 @@ def main(argv):
                                   "emzoo export NAME [--weights PATH] -o DIR", arguments=argv[1:]))
     if not _OUTPUT.value:
         raise EmzooError(describe("No output folder given.", "-o DIR", output=None))
-    if os.path.lexists(os.path.expanduser(_OUTPUT.value)) and not _OVERWRITE.value:  # before any work
-        raise EmzooError(describe(f"{_OUTPUT.value} already exists.",
-                                  "a new folder, or --overwrite to replace it", output=_OUTPUT.value))
+    common.check_output_flag(_OUTPUT.value, _OVERWRITE.value)  # before TensorFlow is imported
+    if _FORMAT.value == "bioimageio":
+        from emzoo import bioimageio
+
+        bioimageio.check_ready(_OUTPUT.value)
+    if _WEIGHTS.value and not os.path.exists(os.path.expanduser(_WEIGHTS.value)):
+        raise EmzooError(describe("The --weights file or folder does not exist.",
+                                  "a .weights.h5 file or an original FILM SavedModel folder",
+                                  weights=_WEIGHTS.value))
     if _WEIGHTS.value:
+        zoo.describe_model(argv[1])  # an unknown name is refused before TensorFlow is imported
         model = zoo.load(argv[1], weights=_WEIGHTS.value, compile=False)
     else:
         model = zoo.load_trained(argv[1], allow_random_weights=_RANDOM_WEIGHTS.value,
                                  compile=False)
+    if _FORMAT.value == "bioimageio":
+        path = bioimageio.export_bioimageio(model, _OUTPUT.value, overwrite=_OVERWRITE.value)
+        print(f"Wrote {path}: a bioimage.io model package (check it with `bioimageio test "
+              f"{path}`; emzoo.load({str(path)!r}) loads it back).")
+        return
     path = export_saved_model(model, _OUTPUT.value, overwrite=_OVERWRITE.value)
     print(f"Wrote {path}: tf.saved_model.load({str(path)!r})"
           f"({{'x0', 'x1', 'time'}}, training=False)['image'] (size multiple "

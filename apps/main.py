@@ -12,6 +12,7 @@ COMMANDS = {
     "upscale": "upscale a volume along z",
     "repair": "replace damaged slices by interpolation",
     "train": "train or fine-tune a model",
+    "adapt": "fine-tune a model on the volume it will upscale (self-supervised)",
     "evaluate": "score a model against baselines on a volume",
     "export": "write a FILM-compatible TensorFlow SavedModel",
     "convert": "convert original FILM SavedModel weights into the cache",
@@ -25,7 +26,22 @@ _MODULES = {"list": "list_models"}
 def usage():
     lines = ["usage: emzoo <command> [flags]   (emzoo <command> --help for its flags)", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "every command also takes --verbose (shows TensorFlow's own logs, hidden by "
+              "default)"]
     return "\n".join(lines)
+
+
+def _verbose(args):
+    """Whether ``--verbose`` is among the flags (read before absl parses them)."""
+    value = False
+    for arg in args:
+        if arg == "--":
+            break
+        if arg in ("--verbose", "--noverbose"):
+            value = arg == "--verbose"
+        elif arg.startswith("--verbose="):
+            value = arg.split("=", 1)[1].lower() in ("1", "true", "t", "yes", "y")
+    return value
 
 
 def run(argv=None):
@@ -48,9 +64,10 @@ def run(argv=None):
         print(f"emzoo: unknown command `{command}`.{hint} Expected one of {', '.join(COMMANDS)}. "
               f"Received: command={command!r}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"emzoo.apps.{_MODULES.get(command, command)}")
     from emzoo.apps import common
 
+    common.quiet_logs(_verbose(argv[2:]))  # before anything imports TensorFlow
+    module = importlib.import_module(f"emzoo.apps.{_MODULES.get(command, command)}")
     return common.run_app(module.main, [f"emzoo {command}"] + argv[2:], module=module)
 
 

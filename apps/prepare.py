@@ -10,6 +10,8 @@ Example:
 
 from absl import flags
 
+from emzoo.apps import common
+
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (created; must not exist unless --overwrite).",
                               short_name="o")
 _FORMAT = flags.DEFINE_enum("format", "tfrecord", ["tfrecord", "hdf5"], "FILM TFRecords or HDF5 triplets.")
@@ -38,6 +40,7 @@ def main(argv):
                                   inputs=argv[1:]))
     if not _OUTPUT.value:
         raise EmzooError(describe("No output folder was given.", "-o OUT_DIR", output=None))
+    common.check_output_flag(_OUTPUT.value, _OVERWRITE.value)  # before any work
     summary = prepare_triplets(inputs, _OUTPUT.value, format=_FORMAT.value, size=_SIZE.value,
                                stride=_STRIDE.value, split=_SPLIT.value, max_shift=_MAX_SHIFT.value,
                                min_ncc=_MIN_NCC.value, max_blank_fraction=_MAX_BLANK.value,

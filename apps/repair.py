@@ -33,6 +33,7 @@ def main(argv):
         raise EmzooError(describe("No damaged slices given.", "--slices 12,37 (0-based)",
                                   slices=None))
     slices = engine.parse_slices(_SLICES.value)
+    common.check_volume_flags(_SHARED, _OUTPUT.value)  # before TensorFlow is imported
     options = common.volume_job_options(_SHARED)
     model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
     summary = engine.repair_volume(samples.resolve_input(argv[1]), slices, model,

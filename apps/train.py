@@ -1,10 +1,13 @@
-"""``emzoo train MODEL --data PATH[,PATH...] --steps N --output DIR``: trains or fine-tunes a model.
+"""``emzoo train MODEL --data PATH[,PATH...] --steps N -o DIR``: trains or fine-tunes a model.
 
-MODEL is an architecture / entry name (random initial weights) or a folder written by
-``emzoo train`` / ``emzoo.save`` (fine-tuning from its weights). See :mod:`emzoo.training` for
-checkpoints, exact resume (``--resume``), strategies and the run folder layout.
+MODEL is an architecture / entry name or a folder written by ``emzoo train`` / ``emzoo.save``. An
+entry or folder with trained weights is fine-tuned from them (``default``: its bundled weights)
+with the loss it was trained with when recorded (``default``: l2); ``--from-scratch`` starts from
+random weights, ``--loss`` picks another loss. The start line says which. See
+:mod:`emzoo.training` for checkpoints, exact resume (``--resume``), strategies and the run folder.
 
 Example:
+    emzoo train default --data mine.tif --steps 2000 --crop 128 --gaps 1 -o runs/default-mine
     emzoo train film --data a.tif,b.tif --steps 20000 --batch-size 8 --crop 256 --gaps 1,2,4 \\
         --set filters=16 --set pyramid_levels=5 --output runs/film-em
     emzoo train film ... --output runs/film-em --resume      # after an interruption
@@ -12,32 +15,44 @@ Example:
 
 from absl import flags
 
+from emzoo.apps import common
 from emzoo.training.strategies import STRATEGIES
 
 _DATA = flags.DEFINE_string("data", None, "Training volume(s), comma-separated.")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Total optimizer steps.")
-_BATCH = flags.DEFINE_integer("batch-size", 8, "Global batch size.")
+_BATCH = flags.DEFINE_integer("batch-size", 8, "Global training batch size: triplets per optimizer "
+                              "step, split across replicas (unlike the --batch-size of upscale, "
+                              "repair and evaluate: slice pairs per model call).")
 _CROP = flags.DEFINE_integer("crop", 256, "Square crop size of the training triplets.")
 _GAPS = flags.DEFINE_string("gaps", "1,2,4", "Triplet gaps (z-g, z, z+g), comma-separated.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                               "tf.distribute strategy (multi_worker reads TF_CONFIG).")
-_OUTPUT = flags.DEFINE_string("output", None, "Run folder (checkpoints, logs, final model).")
+_OUTPUT = flags.DEFINE_string("output", None, "Run folder (checkpoints, logs, final model).",
+                              short_name="o")
+_SCRATCH = flags.DEFINE_boolean("from-scratch", False, "Start from random weights, not from the "
+                                "model's trained weights (the default when it has them).")
+_WEIGHTS = flags.DEFINE_string("weights", "auto", "Starting weights: auto (the model's trained "
+                               "weights when it has them, else random), none (random: same as "
+                               "--from-scratch) or a .weights.h5 file.")
 _SET = flags.DEFINE_multi_string("set", [], "Model constructor override key=value (repeatable).")
 _RESUME = flags.DEFINE_boolean("resume", False, "Continue the run in --output from its last checkpoint.")
 _MIXED = flags.DEFINE_boolean("mixed-precision", False, "mixed_float16 on GPU, mixed_bfloat16 on CPU.")
 _LR = flags.DEFINE_float("learning-rate", None, "Adam learning rate (default: the architecture's).")
 _EVERY = flags.DEFINE_integer("checkpoint-every", 500, "Steps between checkpoints.")
-_LOSS = flags.DEFINE_string("loss", "paper", "paper (with its schedule), l1, l2 or a Keras loss name.")
+_LOSS = flags.DEFINE_string("loss", "auto", "auto (the loss the model's entry records it was "
+                            "trained with, else paper), paper (the architecture's paper loss with "
+                            "its schedule), l1, l2 or a Keras loss name.")
 _VAL = flags.DEFINE_float("val-fraction", None, "Validation fraction of each volume's z-range.")
 _SCHEDULE = flags.DEFINE_float("schedule-scale", 1.0, "Multiplies the paper loss's schedule boundaries.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data stream and initial weights.")
 _CPUS = flags.DEFINE_integer("cpu-devices", None, "Split the CPU into N logical devices (mirrored tests).")
 for _name in ("batch-size", "mixed-precision", "learning-rate", "checkpoint-every", "val-fraction",
-              "schedule-scale", "cpu-devices"):
+              "schedule-scale", "cpu-devices", "from-scratch"):
     flags.DEFINE_alias(_name.replace("-", "_"), _name)
 
 
 def main(argv):
+    import os
     import sys
 
     from emzoo import training
@@ -49,7 +64,21 @@ def main(argv):
     for name, holder in (("data", _DATA), ("output", _OUTPUT)):
         if not holder.value:
             raise EmzooError(describe(f"Missing --{name}.", f"--{name} ...", **{name: None}))
-    training.train(argv[1], data=_DATA.value, steps=_STEPS.value, batch_size=_BATCH.value,
+    # Before TensorFlow is imported (a typo costs no start-up), with the flags' own names.
+    for flag, holder in (("steps", _STEPS), ("batch-size", _BATCH), ("crop", _CROP),
+                         ("checkpoint-every", _EVERY)):
+        common.check_flag_integer(flag, holder.value)
+    if not os.path.isdir(os.path.expanduser(argv[1])):
+        from emzoo import zoo
+
+        zoo.describe_model(argv[1])  # an unknown name lists the valid ones and close matches
+    weights = _WEIGHTS.value
+    if _SCRATCH.value:
+        if weights not in ("auto", "none"):
+            raise EmzooError(describe("--from-scratch and --weights contradict each other.",
+                                      "one of them", weights=weights, from_scratch=True))
+        weights = "none"
+    training.train(argv[1], weights=weights, data=_DATA.value, steps=_STEPS.value, batch_size=_BATCH.value,
                    crop=_CROP.value, gaps=_GAPS.value, strategy=_STRATEGY.value, output=_OUTPUT.value,
                    overrides=_SET.value, resume=_RESUME.value, mixed_precision=_MIXED.value,
                    learning_rate=_LR.value, checkpoint_every=_EVERY.value, loss=_LOSS.value,

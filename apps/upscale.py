@@ -5,11 +5,14 @@ FIB-SEM sample (``emzoo.samples``). The output keeps the input dtype and records
 size. ``--factor`` takes any number >= 1 (powers of two are pure recursive interpolation; other
 factors are resampled linearly from the next power of two); ``--isotropic`` makes the z spacing
 equal to the x spacing (from the file, or from ``--voxel-size``). See :mod:`emzoo.engine`.
+``--model flow`` is the optical-flow baseline (no weights; needs ``emzoo[flow]``); ``--adapt M``
+first fine-tunes the model on this volume for M minutes (:mod:`emzoo.adaptation`).
 
 Example:
     emzoo upscale sample -o out.tif --factor 4
     emzoo upscale stack.tif -o iso.tif --model film-ft-em --isotropic --voxel-size 40,4,4 \\
         --tile 1024 --overlap 64
+    emzoo upscale stack.tif -o iso.tif --factor 4 --adapt 10
 """
 
 from absl import flags
@@ -22,6 +25,8 @@ _FACTOR = flags.DEFINE_string("factor", None, "Upscaling factor along z, a numbe
                               "(default 2).")
 _ISOTROPIC = flags.DEFINE_boolean("isotropic", False, "Make the z spacing equal to the x spacing "
                                   "(needs a voxel size in the file, or --voxel-size).")
+_ADAPT = flags.DEFINE_float("adapt", None, "First adapt the model to this volume for ADAPT "
+                            "minutes (self-supervised, on the CPU by default; see `emzoo adapt`).")
 _SHARED = common.define_volume_flags()
 
 
@@ -40,14 +45,34 @@ def main(argv):
         raise EmzooError(describe("--factor and --isotropic exclude each other.",
                                   "one of them", factor=_FACTOR.value, isotropic=True))
     factor = engine.parse_factor(_FACTOR.value if _FACTOR.value is not None else 2)
+    common.check_volume_flags(_SHARED, _OUTPUT.value)  # before TensorFlow is imported
     options = common.volume_job_options(_SHARED)
+    if _ADAPT.value is not None and (_ADAPT.value <= 0 or _SHARED.model.value == "flow"):
+        raise EmzooError(describe("Invalid value for --adapt.", "a number of minutes > 0, with a "
+                                  "trained model (not flow)", adapt=_ADAPT.value,
+                                  model=_SHARED.model.value))
+    source = samples.resolve_input(argv[1])
+    from emzoo.engine.upscale import plan_upscale
+
+    plan_upscale(source, factor, _OUTPUT.value, _ISOTROPIC.value, options["voxel_size"],
+                 options["overwrite"])  # input, output and its size, before the model is loaded
     model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
-    summary = engine.upscale_volume(
-        samples.resolve_input(argv[1]), model, factor=factor, output=_OUTPUT.value,
-        isotropic=_ISOTROPIC.value, **options)
+    adapted = ""
+    if _ADAPT.value is not None:
+        from emzoo.adaptation import adapt
+
+        report = adapt(model, source, factor=None if _ISOTROPIC.value else factor,
+                       isotropic=_ISOTROPIC.value, minutes=_ADAPT.value,
+                       voxel_size=options["voxel_size"], progress=options["progress"])
+        model = report["model"]
+        adapted = (f", adapted {report['steps']} steps: held-out error "
+                   f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
+    summary = engine.upscale_volume(source, model, factor=factor, output=_OUTPUT.value,
+                                    isotropic=_ISOTROPIC.value, **options)
     shape = " x ".join(str(s) for s in summary["output_shape"])
     voxel = summary["voxel_size"]
     voxel = "unknown voxel size" if voxel is None else "voxel " + " x ".join(
         f"{v:g}" for v in voxel) + " nm"
     print(f"Wrote {summary['output']}: {shape} {summary['dtype']}, {voxel} "
-          f"(x{summary['factor']:g} with model {_SHARED.model.value}, {summary['seconds']:.1f} s)")
+          f"(x{summary['factor']:g} with model {_SHARED.model.value}{adapted}, "
+          f"{summary['seconds']:.1f} s)")

@@ -188,13 +188,14 @@ def main():
     paths = {"naive (batch 1, pairwise)": lambda v: naive_upscale(v, model, args.factor)}
     common = dict(factor=args.factor, batch_size=batch_size, progress=False)
     paths["engine (no reuse, no XLA)"] = lambda v: engine.upscale_volume(
-        v, model, reuse_features=False, jit_compile=False, **common)
+        v, model, reuse_features=False, jit_compile=False, **common)["array"]
     paths["engine (no XLA)"] = lambda v: engine.upscale_volume(v, model, jit_compile=False,
-                                                                **common)
-    paths["engine (XLA)"] = lambda v: engine.upscale_volume(v, model, jit_compile=True, **common)
+                                                                **common)["array"]
+    paths["engine (XLA)"] = lambda v: engine.upscale_volume(v, model, jit_compile=True,
+                                                             **common)["array"]
     if batch_size != 4:
         paths["engine (XLA, batch 4)"] = lambda v: engine.upscale_volume(
-            v, model, jit_compile=True, **dict(common, batch_size=4))
+            v, model, jit_compile=True, **dict(common, batch_size=4))["array"]
     results, rates, cpu_rates = {}, {}, {}
     naive = "naive (batch 1, pairwise)"
     for path in paths.values():

@@ -22,20 +22,24 @@ from emzoo.errors import EmzooError
 from emzoo.zoo import describe_model, list_models, load, save
 
 
-def __getattr__(name):
-    # ``emzoo.upscale_volume`` is the engine's own function (real signature and docstring for
-    # help()), imported on first use so that ``import emzoo`` stays light.
-    if name == "upscale_volume":
-        from emzoo.engine import upscale_volume
+# Public functions of heavier modules, imported on first use so that ``import emzoo`` stays light;
+# each is the module's own function (real signature and docstring for help()).
+_LAZY = {"upscale_volume": "emzoo.engine", "adapt": "emzoo.adaptation"}
 
-        globals()[name] = upscale_volume
-        return upscale_volume
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'emzoo' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | {"upscale_volume"})
+    return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["EmzooError", "__version__", "describe_model", "list_models", "load", "save",
+__all__ = ["EmzooError", "__version__", "adapt", "describe_model", "list_models", "load", "save",
            "upscale_volume"]

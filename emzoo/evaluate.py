@@ -13,7 +13,9 @@ Protocol (``factor`` F, an isotropic volume of Z slices):
 Methods are the baselines ``nearest``, ``linear`` (weights ``(1 - t, t)`` between the two kept
 neighbours), ``cubic`` (a *natural* cubic spline along z through all kept slices: second
 derivative zero at the first and last kept slice; solved here in NumPy, vectorised over pixels),
-and any emzoo model, which reconstructs factor ``2**n`` by recursive midpoint interpolation
+``flow`` (dense optical flow between the two kept neighbours, both warped to the dropped slice's
+position and blended: :mod:`emzoo.flow`, the classical baseline a model must beat), and any emzoo
+model, which reconstructs factor ``2**n`` by recursive midpoint interpolation
 through the volume engine :func:`emzoo.engine.upscale_volume` (what ``emzoo upscale`` runs).
 
 Reconstructions are scored as floats (clipped to [0, 1] for models), not re-quantised to the
@@ -39,7 +41,7 @@ import numpy as np
 from emzoo.engine.positions import check_factor
 from emzoo.errors import EmzooError, VolumeError, describe
 
-BASELINES = ("nearest", "linear", "cubic")
+BASELINES = ("nearest", "linear", "cubic", "flow")
 METRICS = ("psnr", "ssim", "ie")
 SPLITS = ("all", "validation", "train")
 
@@ -142,7 +144,8 @@ class BaselineInterpolator:
     Args:
         kept: (K, Y, X) array of the kept slices (float, normalised), in z order.
         factor: spacing of the kept slices in slices.
-        method: ``nearest``, ``linear`` or ``cubic`` (natural cubic spline, see the module).
+        method: ``nearest``, ``linear``, ``cubic`` (natural cubic spline, see the module) or
+            ``flow`` (dense optical flow at the dropped slice's position, :mod:`emzoo.flow`).
 
     ``slice(j, offset)`` is the reconstruction ``offset`` slices after kept slice ``j``
     (``0 < offset < factor``).
@@ -161,12 +164,18 @@ class BaselineInterpolator:
         self.factor = int(factor)
         self.method = method
         self.second = natural_spline_second_derivatives(self.kept) if method == "cubic" else None
+        if method == "flow":  # dense optical flow between the kept slices (emzoo.flow)
+            from emzoo.flow import FlowInterpolator
+
+            self.flow = FlowInterpolator()
 
     def slice(self, j, offset):
         t = offset / self.factor
         before, after = self.kept[j], self.kept[j + 1]
         if self.method == "nearest":  # ties (t = 0.5) take the slice below
             return before.copy() if t <= 0.5 else after.copy()
+        if self.method == "flow":
+            return self.flow.interpolate(before.astype(np.float32), after.astype(np.float32), t)
         linear = (1.0 - t) * before + t * after
         if self.method == "linear":
             return linear
@@ -206,7 +215,7 @@ def _mean(rows):
 
 
 def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), split="all",
-                    crop=None, batch_size=8, quantize=False, val_fraction=None, model_name="model",
+                    crop=None, batch_size=None, quantize=False, val_fraction=None, model_name="model",
                     keep_slices=None, tile=None, progress=False):
     """Runs the protocol on one volume and returns a report (a JSON-ready dict).
 
@@ -219,7 +228,8 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
         split: ``all`` the whole volume, ``validation`` / ``train`` the z-range the training
             pipeline uses for that split.
         crop: score a central ``crop`` x ``crop`` region of every slice (None: whole slices).
-        batch_size: model batch size (pairs per call of the volume engine).
+        batch_size: model batch size (pairs per call of the volume engine; None: its default,
+            :func:`emzoo.engine.policy.default_batch_size`, as for upscale and repair).
         tile: the volume engine's tile size for large slices (None: whole slices).
         progress: show the volume engine's progress bar.
         quantize: round reconstructions to the volume's dtype before scoring.
@@ -272,7 +282,7 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
         from emzoo.engine import upscale_volume
 
         reconstruction = upscale_volume(kept_stack, model, factor=factor, output=None, tile=tile,
-                                        batch_size=batch_size, progress=progress)
+                                        batch_size=batch_size, progress=progress)["array"]
     methods = {name: [] for name in baselines}
     if model is not None:
         methods[model_name] = []

@@ -9,17 +9,23 @@ The exported folder works with the tools written for Google's film_net SavedMode
 
 * ``__call__(inputs, training=False)``: ``inputs`` is a dict of float32 ``x0``, ``x1``
   ``(B, H, W, C)`` and ``time`` ``(B, 1)``; any batch, height and width. Inputs whose H or W are
-  not multiples of the model's ``size_multiple`` are padded inside (centred, replicated borders)
-  and the outputs cropped back. Returns a dict of named outputs (``image`` and, for FILM with
-  ``aux_outputs``, ``x0_warped`` ... and lists of flow levels). ``C`` is 3 (RGB, what FILM tools
-  send) or the model's own channel count; a grey model given RGB averages the channels and returns
-  its grey image replicated to RGB, so FILM's PNG writers work unchanged.
+  not multiples of the model's ``size_multiple`` are padded inside (reflected at the bottom and
+  right, as ``emzoo upscale`` pads) and the outputs cropped back. Returns a dict of named outputs
+  (``image`` and, for FILM with ``aux_outputs``, ``x0_warped`` ... and lists of flow levels).
+  ``C`` is 3 (RGB, what FILM tools send) or the model's own channel count; a grey model given RGB
+  averages the channels and returns ``image`` (and ``x0_warped``, ``x1_warped``) replicated to
+  RGB, so FILM's recursive tools can feed each output back in as an input, and its PNG writers
+  work unchanged.
 * ``serving_default`` signature: inputs ``x0``, ``x1`` (3 channels) and ``time``; outputs keyed by
   name (``image``, ``x0_warped``, ``forward_flow_pyramid_0`` ...), unlike the original, whose
   outputs carry auto-generated layer names. Grey models also get ``serving_native`` (1 channel).
 * ``assets/emzoo_model.json`` records the architecture, configuration and emzoo version.
 
 Only ``training=False`` is traced (no emzoo model behaves differently in training).
+
+FILM's own ``eval.interpolator.Interpolator(model_path, align=64)`` pads inputs with zeros to a
+multiple of ``align``; the black borders this adds cost quality near the edges of frames whose
+size is not a multiple of 64. The export pads internally, so create it with ``align=None``.
 
 Example:
     >>> from emzoo.export import export_saved_model
@@ -38,34 +44,41 @@ from emzoo.errors import EmzooError, describe
 
 _FILM_CHANNELS = 3
 _ASSET_NAME = "emzoo_model.json"
+_IMAGE_KEYS = ("image", "x0_warped", "x1_warped")  # outputs with the model's channels
 
 
-def _replicate_pad(tf, x, multiple):
-    """Pads H and W up to ``multiple`` (centred) by repeating the border pixels."""
+def _reflect_indices(tf, length, padded):
+    """Indices of NumPy's ``mode="reflect"`` padding at the end of an axis (``"edge"`` for 1)."""
+    index = tf.range(padded)
+    period = tf.maximum(2 * (length - 1), 1)
+    index = index % period
+    return tf.where(index >= length, period - index, index)
+
+
+def _pad_like_engine(tf, x, multiple):
+    """Pads H and W up to ``multiple`` at the bottom/right by reflection, as the volume engine's
+    tiler does (so an export and ``emzoo upscale`` give the same pixels at every size)."""
     shape = tf.shape(x)
     height, width = shape[1], shape[2]
-    pad_h = (multiple - height % multiple) % multiple
-    pad_w = (multiple - width % multiple) % multiple
-    top, left = pad_h // 2, pad_w // 2
-    rows = tf.clip_by_value(tf.range(height + pad_h) - top, 0, height - 1)
-    cols = tf.clip_by_value(tf.range(width + pad_w) - left, 0, width - 1)
+    rows = _reflect_indices(tf, height, height + (multiple - height % multiple) % multiple)
+    cols = _reflect_indices(tf, width, width + (multiple - width % multiple) % multiple)
     x = tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
-    return x, (top, left, height, width)
+    return x, (height, width)
 
 
 def _crop(tf, value, window, level=0):
     """Crops a padded output back; a pyramid level ``i`` is cropped at scale ``2**-i``."""
-    top, left, height, width = window
+    height, width = window
     step = 2 ** level
-    size = tf.shape(value)
-    top, left = top // step, left // step
-    height = tf.minimum(-(-height // step), size[1] - top)
-    width = tf.minimum(-(-width // step), size[2] - left)
-    return value[:, top:top + height, left:left + width, :]
+    return value[:, :-(-height // step), :-(-width // step), :]
 
 
-def _adapt_channels(tf, x, channels):
-    have = x.shape[-1]
+def _adapt_channels(tf, x, have, channels):
+    """``x`` with ``have`` channels as ``channels``: the mean of RGB, or grey replicated to RGB.
+
+    ``have`` is passed, not read from ``x.shape``: under dynamic height and width a traced
+    model's output can have an unknown channel dimension.
+    """
     if have == channels:
         return x
     if channels == 1:
@@ -111,14 +124,14 @@ def build_serving_module(model):
         @tf.function
         def __call__(self, inputs, training=False):
             x0, x1 = inputs["x0"], inputs["x1"]
-            given = x0.shape[-1]
-            x0 = _adapt_channels(tf, tf.cast(x0, tf.float32), channels)
-            x1 = _adapt_channels(tf, tf.cast(x1, tf.float32), channels)
+            given = int(x0.shape[-1])  # static: every traced signature fixes the channels
+            x0 = _adapt_channels(tf, tf.cast(x0, tf.float32), given, channels)
+            x1 = _adapt_channels(tf, tf.cast(x1, tf.float32), given, channels)
             time = tf.reshape(tf.cast(inputs["time"], tf.float32), (-1, 1))
             window = None
             if multiple > 1:
-                x0, window = _replicate_pad(tf, x0, multiple)
-                x1, _ = _replicate_pad(tf, x1, multiple)
+                x0, window = _pad_like_engine(tf, x0, multiple)
+                x1, _ = _pad_like_engine(tf, x1, multiple)
             outputs = model({"x0": x0, "x1": x1, "time": time}, training=False)
             if not isinstance(outputs, dict):
                 outputs = {"image": outputs}
@@ -129,8 +142,9 @@ def build_serving_module(model):
                                    for i, v in enumerate(value)]
                 else:
                     value = _crop(tf, value, window) if window else value
-                    if value.shape[-1] == channels and given != channels:
-                        value = _adapt_channels(tf, value, given)
+                    if key in _IMAGE_KEYS:  # images in the caller's channels (FILM feeds them back)
+                        value = tf.ensure_shape(value, [None, None, None, channels])
+                        value = _adapt_channels(tf, value, channels, given)
                     result[key] = value
             return result
 

@@ -147,9 +147,52 @@ def list_models(pattern="*"):
     return sorted(name for name in _entries() if fnmatch.fnmatch(name, pattern))
 
 
+def _unpack_package(path):
+    """The cache folder holding the emzoo model of a bioimage.io package (see emzoo.bioimageio).
+
+    The package carries the ``config.json`` and ``model.weights.h5`` of :func:`save`; they are
+    unpacked once to ``$EMZOO_HOME/bioimageio/<sha256 of the zip>`` and load like a saved folder.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    from emzoo import weights as weights_lib
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise UnknownModelError(describe(f"{path} is not a zip file.", "a bioimage.io package "
+                                         "written by `emzoo export NAME --format bioimageio`",
+                                         name_or_dir=str(path))) from None
+    with archive:
+        names = archive.namelist()
+        if _CONFIG_FILE not in names or _WEIGHTS_FILE not in names:
+            raise UnknownModelError(describe(
+                f"The zip file {path} holds no emzoo model.", "a bioimage.io package written by "
+                f"`emzoo export NAME --format bioimageio` (with {_CONFIG_FILE} and "
+                f"{_WEIGHTS_FILE})", files=sorted(names)[:8]))
+        target = weights_lib.cache_dir() / "bioimageio" / weights_lib.sha256_of(path)[:32]
+        if not (target / _CONFIG_FILE).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = pathlib.Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+            try:
+                archive.extractall(staging, members=[_WEIGHTS_FILE, _CONFIG_FILE])
+                try:
+                    os.replace(staging, target)
+                except OSError:  # unpacked meanwhile by another process
+                    if not (target / _CONFIG_FILE).is_file():
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def describe_model(name_or_dir):
-    """The entry (dict) behind a name or a folder saved by :func:`save`."""
+    """The entry (dict) behind a name, a folder saved by :func:`save` or a bioimage.io ``.zip``."""
     path = pathlib.Path(os.fspath(name_or_dir)).expanduser()
+    if path.suffix.lower() == ".zip" and path.is_file():  # from `emzoo export --format bioimageio`
+        path = _unpack_package(path)
     if path.is_dir():
         if not (path / _CONFIG_FILE).is_file():
             raise UnknownModelError(describe(

@@ -41,14 +41,92 @@ RELOAD = textwrap.dedent("""
 """)
 
 
-def _edge_padded_call(model, inputs, multiple):
-    """The model on inputs edge-padded (centred) to ``multiple``, cropped back: the reference."""
+# FILM's recursive client (eval/interpolator.py with align=None, eval/util.py's recursion), as the
+# Z-upscaling CLI runs it on grey EM slices read as RGB: each midpoint is fed back in as an input.
+FILM_CLIENT = textwrap.dedent("""
+    import sys, numpy as np, tensorflow as tf
+    assert "emzoo" not in sys.modules
+    path, frames_file, out_file = sys.argv[1:]
+
+
+    class Interpolator:
+        def __init__(self, model_path, use_signature):
+            self._model = tf.compat.v2.saved_model.load(model_path)
+            self._use_signature = use_signature
+
+        def __call__(self, x0, x1, dt):
+            if self._use_signature:
+                serve = self._model.signatures["serving_default"]
+                return serve(x0=tf.constant(x0), x1=tf.constant(x1),
+                             time=tf.constant(dt[..., np.newaxis]))["image"].numpy()
+            inputs = {"x0": x0, "x1": x1, "time": dt[..., np.newaxis]}
+            return self._model(inputs, training=False)["image"].numpy()
+
+
+    def recursive_generator(frame1, frame2, num_recursions, interpolator):
+        if num_recursions == 0:
+            yield frame1
+        else:
+            time = np.full(shape=(1,), fill_value=0.5, dtype=np.float32)
+            mid = interpolator(frame1[np.newaxis, ...], frame2[np.newaxis, ...], time)[0]
+            yield from recursive_generator(frame1, mid, num_recursions - 1, interpolator)
+            yield from recursive_generator(mid, frame2, num_recursions - 1, interpolator)
+
+
+    def interpolate_recursively(frames, num_recursions, interpolator):
+        for i in range(1, len(frames)):
+            yield from recursive_generator(frames[i - 1], frames[i], num_recursions, interpolator)
+        yield frames[-1]
+
+
+    frames = list(np.load(frames_file))  # (H, W, 3) float32 in [0, 1]
+    results = {}
+    for use_signature in (False, True):
+        interpolator = Interpolator(path, use_signature)
+        for recursions in (2, 3):
+            out = np.stack(list(interpolate_recursively(frames, recursions, interpolator)))
+            results[f"x{2 ** recursions}_{'signature' if use_signature else 'call'}"] = out
+    np.savez(out_file, **results)
+""")
+
+
+def test_default_export_runs_in_film_recursive_client(tmp_path):
+    """The bundled grey default, exported, through FILM's recursive client at x4 and x8 on grey
+    slices read as RGB, at a size that is not a multiple of the model's, matches upscale_volume."""
+    import emzoo
+    import tifffile
+    from emzoo.engine import upscale_volume
+    from emzoo.samples import sample_path
+
+    model = emzoo.load("default", compile=False)
+    path = export_saved_model(model, tmp_path / "default")
+    sample = tifffile.imread(sample_path())
+    grey = sample[:3, 10:80, 20:110].astype(np.float32) / 255.0  # 70 x 90: not multiples of 16
+    np.save(tmp_path / "frames.npy", np.repeat(grey[..., None], 3, axis=-1))
+    script = tmp_path / "film_client.py"
+    script.write_text(FILM_CLIENT)
+    subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "frames.npy"),
+                    str(tmp_path / "out.npz")], check=True, timeout=300)
+    got = np.load(tmp_path / "out.npz")
+    for factor in (4, 8):
+        expected = upscale_volume(grey, model, factor=factor, progress=False)["array"]
+        assert expected.shape == (2 * factor + 1, 70, 90)
+        for how in ("call", "signature"):
+            frames = got[f"x{factor}_{how}"]
+            assert frames.shape == (2 * factor + 1, 70, 90, 3), how
+            np.testing.assert_array_equal(frames[..., 1:], frames[..., :1].repeat(2, axis=-1))
+            np.testing.assert_allclose(frames[..., 0], expected, atol=1 / 255, rtol=0,
+                                       err_msg=f"x{factor} via {how}")
+
+
+def _padded_call(model, inputs, multiple):
+    """The model on inputs padded like the volume engine (reflected at the bottom/right to
+    ``multiple``), cropped back: the reference."""
     h, w = inputs["x0"].shape[1:3]
-    ph, pw = -h % multiple, -w % multiple
-    pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
-    padded = {k: np.pad(v, pads, mode="edge") if k != "time" else v for k, v in inputs.items()}
+    pads = ((0, 0), (0, -h % multiple), (0, -w % multiple), (0, 0))
+    padded = {k: np.pad(v, pads, mode="reflect") if k != "time" else v for k, v in inputs.items()}
     out = model(padded)
-    return {"image": np.asarray(out["image"])[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w],
+    return {"image": np.asarray(out["image"])[:, :h, :w],
             "flow1": np.asarray(out["forward_flow_pyramid"][1])}
 
 
@@ -81,7 +159,7 @@ def test_export_reloads_in_fresh_process(tmp_path):
     np.testing.assert_allclose(got["a_image"], np.asarray(expected_a["image"]), atol=1e-5)
     np.testing.assert_allclose(got["a_flow1"], np.asarray(expected_a["forward_flow_pyramid"][1]),
                                atol=1e-5)
-    expected_b = _edge_padded_call(model, second, model.size_multiple)
+    expected_b = _padded_call(model, second, model.size_multiple)
     assert got["b_image"].shape == (1, 14, 22, 3)
     np.testing.assert_allclose(got["b_image"], expected_b["image"], atol=1e-5)
     np.testing.assert_allclose(got["serving_image"], np.asarray(expected_a["image"]), atol=1e-5)

@@ -16,8 +16,8 @@ import sys
 import emzoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-INTENDED = {"apps", "data", "engine", "layers", "losses", "models", "pretrained", "samples",
-            "training", "zoo_configs"}
+INTENDED = {"apps", "data", "engine", "layers", "losses", "models", "napari", "pretrained",
+            "samples", "training", "zoo_configs"}
 
 
 def test_only_the_intended_subpackages_import(tmp_path):

@@ -322,7 +322,7 @@ def prepare_triplets(inputs, output, format="tfrecord", size=512, stride=512, sp
                     tiles = [w[2][y:y + size, x:x + size] for w in window]
                     raws = [w[1][y:y + size, x:x + size] for w in window]
                     floats = [volume.normalise_raw(r) for r in raws]
-                    if any(blank_fraction(r, volume.dtype) > max_blank_fraction or f.std() < 0.01
+                    if any(blank_fraction(f, np.float32) > max_blank_fraction or f.std() < 0.01
                            for r, f in zip(raws, floats)):
                         summary["dropped"]["blank_or_flat"] += 1
                         continue

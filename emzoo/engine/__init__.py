@@ -18,9 +18,10 @@ spacing to the x spacing for ``isotropic=True``):
    input slice whenever ``(N - 1) * F`` is a whole number). Resampling is along z only: each slice
    keeps its (Y, X) shape, square or not.
 
-Slices are normalised by their dtype's range (``emzoo.data.volumes.normalise``), never per slice,
-and written back in the input dtype (uint8, uint16 or float32), with the voxel size's z spacing
-divided by ``F``. Large slices are processed in overlapping tiles blended back seamlessly
+Slices are normalised by their dtype's range, never per slice (float data outside ``[0, 1]`` by
+the volume's own range; see :mod:`emzoo.data.volumes.base`), and written back in the input dtype
+(uint8, uint16 or float32) and range, with the voxel size's z spacing divided by ``F``. The output
+size is checked before any work (:func:`~emzoo.engine.sources.check_output_size`). Large slices are processed in overlapping tiles blended back seamlessly
 (``tile``, ``overlap``). Jobs stream: input slices are read as needed and output slices written in
 order, so memory does not grow with the number of slices. Outputs go through
 :func:`emzoo.data.volumes.create_volume`: a temporary name renamed when complete; an existing
@@ -45,8 +46,8 @@ Example:
     >>> import emzoo, numpy as np
     >>> model = emzoo.load("default")                                   # doctest: +SKIP
     >>> stack = np.zeros((5, 64, 96), np.uint8)
-    >>> out = emzoo.upscale_volume(stack, model, factor=4)              # doctest: +SKIP
-    >>> out.shape                                                       # doctest: +SKIP
+    >>> result = emzoo.upscale_volume(stack, model, factor=4)           # doctest: +SKIP
+    >>> result["array"].shape                                           # doctest: +SKIP
     (17, 64, 96)
     >>> emzoo.upscale_volume("stack.tif", "default", isotropic=True, output="iso.tif")  # doctest: +SKIP
 """

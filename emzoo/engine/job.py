@@ -1,19 +1,20 @@
 """What upscaling and repair share: the checked input and output, resampling, writing, reporting.
 
-A :class:`Job` opens and checks its input and output before any work. The orchestrators then
-produce ``(z, raw slice)`` pairs in output order; :meth:`Job.write` streams them to the output
-(or into an array), draws the progress bar and returns the result.
+A :class:`Job` opens and checks its input and output before any work (:meth:`Job.ready` once the
+output shape is known). The orchestrators then produce ``(z, raw slice)`` pairs in output order;
+:meth:`Job.write` streams them to the output (or into an array), draws the progress bar and
+returns the result: the same summary dict whether or not there is an output path.
 """
 
 import errno
 import math
-import sys
 
 import numpy as np
 
 from emzoo.data.volumes import create_volume, denormalise
 from emzoo.engine.progress import Progress
-from emzoo.engine.sources import check_output, check_volume, open_source, source_voxel_size
+from emzoo.engine.sources import (check_output, check_output_size, check_volume, open_source,
+                                  source_voxel_size)
 from emzoo.errors import VolumeError, describe
 
 
@@ -22,10 +23,10 @@ class Job:
 
     Args:
         volume: a path (TIFF, HDF5, slice folder), a NumPy array (Z, Y, X) or a Volume.
-        output: path to write; ``None`` returns the array.
+        output: path to write; ``None`` keeps the result in memory (the result's ``array``).
         overwrite: replace an existing ``output``.
         voxel_size: (z, y, x) in nm replacing the file's, or ``None``.
-        progress: show a progress bar and print a summary line (stderr).
+        progress: show a progress bar (stderr); the summary line is returned, not printed.
         minimum_slices: the fewest input slices the job can work with.
     """
 
@@ -36,6 +37,14 @@ class Job:
         self.shape = check_volume(self.source, minimum_slices)
         self.dtype = np.dtype(self.source.dtype)
         self.voxel_size = source_voxel_size(self.source, voxel_size)
+
+    def ready(self, shape, remedy="a smaller factor"):
+        """Checks, before any work, that an output of ``shape`` can be made, then reads what the
+        input's normalisation needs (a float volume's value range, which refuses NaN / Inf)."""
+        check_output_size(shape, self.dtype, self.output, remedy)
+        value_range = getattr(self.source, "value_range", None)
+        if callable(value_range):
+            value_range()
 
     def unit(self, z):
         """Input slice ``z`` as the engine's (H, W, 1) float32 in [0, 1]."""
@@ -51,15 +60,18 @@ class Job:
         weight = float(position - below)
         unit = dense[below] if weight == 0 else (
             (1.0 - weight) * dense[below] + weight * dense[below + 1])
-        return np.asarray(denormalise(unit[..., 0], self.dtype)).astype(self.dtype, copy=False)
+        back = getattr(self.source, "denormalise_raw", None)  # the inverse of the source's mapping
+        raw = back(unit[..., 0]) if callable(back) else denormalise(unit[..., 0], self.dtype)
+        return np.asarray(raw).astype(self.dtype, copy=False)
 
     def write(self, slices, shape, voxel_size, label, kind, **extra):
         """Writes the ``(z, raw)`` pairs of ``slices``; I/O errors become one VolumeError.
 
-        Returns the array when the job has no output, else the summary dict (``output``,
+        Returns the summary dict, with or without an output path: ``output`` (the path, or
+        ``None``), ``array`` (the result when there is no output path, else ``None``),
         ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``, then ``extra``, ``seconds``
-        and ``summary``: the line printed). ``label`` names the progress bar, ``kind`` the job in
-        the summary line.
+        and ``summary`` (a one-line description of the job). ``label`` names the progress bar,
+        ``kind`` the job in the summary line.
         """
         bar = Progress(shape[0], label, enabled=self.progress)
         writer = _open_writer(self.output, shape, self.dtype, voxel_size, self.overwrite)
@@ -73,13 +85,9 @@ class Job:
         bar.close()
         line = _summary(kind, self.shape, shape, self.dtype, self.voxel_size, voxel_size,
                         bar.seconds, self.output)
-        if self.progress:
-            print(line, file=sys.stderr)
-        if self.output is None:
-            return writer.array
-        return {"output": self.output, "input_shape": self.shape, "output_shape": shape,
-                "dtype": self.dtype.name, "voxel_size": voxel_size, **extra,
-                "seconds": bar.seconds, "summary": line}
+        return {"output": self.output, "array": writer.array if self.output is None else None,
+                "input_shape": self.shape, "output_shape": shape, "dtype": self.dtype.name,
+                "voxel_size": voxel_size, **extra, "seconds": bar.seconds, "summary": line}
 
 
 class _ArrayWriter:

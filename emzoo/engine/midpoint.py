@@ -20,7 +20,12 @@ from emzoo.errors import EmzooError, check_integer, describe
 
 def resolve_model(model):
     """``model`` as an interpolator: a registered name or saved folder is loaded with its trained
-    weights (one without them is refused: see :func:`emzoo.zoo.load_trained`)."""
+    weights (one without them is refused: see :func:`emzoo.zoo.load_trained`); ``"flow"`` is the
+    optical-flow baseline (:class:`emzoo.flow.FlowInterpolator`)."""
+    if isinstance(model, str) and model == "flow":  # the optical-flow baseline: no weights
+        from emzoo.flow import FlowInterpolator
+
+        return FlowInterpolator()
     if isinstance(model, (str, os.PathLike)):
         from emzoo import zoo
 

@@ -93,7 +93,8 @@ def compiled_function(model, what, jit_compile):
         else:
             def function(f0, f1, t):
                 return image_of(model.interpolate_from_features(f0, f1, t))
-        if keras.backend.backend() == "tensorflow":
+        # Keras models are traced; other interpolators (the NumPy/OpenCV flow baseline) run as they are.
+        if keras.backend.backend() == "tensorflow" and isinstance(model, keras.Model):
             import tensorflow as tf
 
             function = tf.function(function, reduce_retracing=True, jit_compile=bool(jit_compile))

@@ -4,9 +4,12 @@ Positions are exact fractions in input-slice units (z = 0 is the first input sli
 second), so whether a position falls on the dense grid is decided without rounding. The dense grid
 of a factor ``F`` has ``P`` slices per input step, ``P`` the smallest power of two >= ``F``.
 
-The factor is parsed and checked here, once, for the engine and for evaluation alike.
+The factor is parsed and checked here, once, for the engine and for evaluation alike. Output
+positions are computed on demand (:class:`Positions`), never listed, so a huge factor costs nothing
+before the output size is checked.
 """
 
+import collections.abc
 import fractions
 import math
 
@@ -48,11 +51,52 @@ def parse_factor(text):
     return float(check_factor(text))
 
 
+class Positions(collections.abc.Sequence):
+    """The output positions ``j / factor``, ``j = 0 .. count - 1``, computed when asked for.
+
+    A read-only sequence of fractions (indexing, iteration, ``len``); ``count`` is the number of
+    positions as a Python int, which stays usable where ``len()`` would overflow.
+
+    Example:
+        >>> Positions(fractions.Fraction(5, 2), 3)[1]
+        Fraction(2, 5)
+    """
+
+    def __init__(self, factor, count):
+        self.factor, self.count = fractions.Fraction(factor), int(count)
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[j] for j in range(*index.indices(self.count))]
+        index = int(index)
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError("position index out of range")
+        return fractions.Fraction(index) / self.factor
+
+    def __eq__(self, other):
+        if isinstance(other, Positions):
+            return (self.factor, self.count) == (other.factor, other.count)
+        if isinstance(other, (list, tuple)):
+            return len(other) == self.count and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Positions(factor={self.factor}, count={self.count})"
+
+
 def upscale_positions(num_slices, factor):
     """Output slice positions (in input-slice units) and the dense power-of-two grid used.
 
-    Returns ``(positions, grid)``: ``positions`` is a list of fractions ``j / factor`` for
-    ``j = 0 .. floor((num_slices - 1) * factor)``; ``grid`` is the power of two ``P >= factor``.
+    Returns ``(positions, grid)``: ``positions`` is a :class:`Positions` sequence of the fractions
+    ``j / factor`` for ``j = 0 .. floor((num_slices - 1) * factor)`` (computed on demand);
+    ``grid`` is the power of two ``P >= factor``.
 
     Example:
         >>> positions, grid = upscale_positions(3, 2.5)
@@ -64,7 +108,7 @@ def upscale_positions(num_slices, factor):
     grid = 1 << max(0, math.ceil(math.log2(factor)))
     if grid // 2 >= factor:  # guard against float error in log2 for exact powers of two
         grid //= 2
-    return [fractions.Fraction(j) / factor for j in range(count)], grid
+    return Positions(factor, count), grid
 
 
 def repair_positions(count):

@@ -1,12 +1,35 @@
-"""The progress bar the volume jobs draw on stderr."""
+"""The progress the volume jobs report on stderr: a tqdm bar on a terminal, plain lines in logs."""
 
-import math
 import sys
 import time as time_lib
 
+# tqdm's format for both: label, count, rate and time left.
+_BAR_FORMAT = ("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} slices  {rate_fmt}  "
+               "ETA {remaining}")
+_LINE_FORMAT = "{desc} {n_fmt}/{total_fmt} slices ({percentage:.0f}%)  {rate_fmt}  ETA {remaining}"
+
+
+def _is_terminal(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
 
 class Progress:
-    """A one-line progress bar on stderr: slices done, slices/s and time left.
+    """Slices done, slices/s and time left, on stderr.
+
+    On a terminal this is a tqdm bar redrawn in place. Elsewhere (a log file, a pipe) redraws
+    would pile up into one long line, so it writes a plain line every ``log_interval`` seconds,
+    and a last one at :meth:`close` if it wrote any (short jobs write nothing).
+
+    Args:
+        total: slices the job writes.
+        label: what the job is (``upscale``, ``repair``).
+        enabled: ``False`` reports nothing (the counts are still kept).
+        stream: where to write (default ``sys.stderr``).
+        interval: least seconds between two redraws of the bar.
+        log_interval: seconds between two plain lines when ``stream`` is not a terminal.
 
     Example:
         >>> bar = Progress(10, "upscale", enabled=False)
@@ -14,47 +37,48 @@ class Progress:
         3
     """
 
-    def __init__(self, total, label, enabled=True, stream=None, interval=0.25):
+    def __init__(self, total, label, enabled=True, stream=None, interval=0.25, log_interval=30.0):
         self.total, self.label, self.enabled = int(total), label, enabled
         self.stream = stream or sys.stderr
-        self.interval = interval
+        self.interval, self.log_interval = interval, log_interval
         self.done = 0
         self.start = time_lib.perf_counter()
-        self._last_draw = 0.0
-        self._drawn = -1
+        self._bar = None
+        self._last_line = self.start
+        self._lines = 0
+        if enabled and _is_terminal(self.stream):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=label, file=self.stream, unit=" slices",
+                             mininterval=interval, bar_format=_BAR_FORMAT, dynamic_ncols=True,
+                             leave=True)
 
     def update(self, count=1):
         self.done += count
-        now = time_lib.perf_counter()
-        if self.enabled and (now - self._last_draw >= self.interval or self.done >= self.total):
-            self._last_draw = now
-            self._draw(now)
+        if self._bar is not None:
+            self._bar.update(count)
+        elif self.enabled:
+            now = time_lib.perf_counter()
+            if now - self._last_line >= self.log_interval and self.done < self.total:
+                self._write_line(now)
 
-    def _draw(self, now):
-        self._drawn = self.done
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta = _clock(left) if math.isfinite(left) else "?"
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        bar = "#" * filled + "." * (width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} slices  "
-                          f"{rate:.2f} slices/s  ETA {eta}  ")
+    def _write_line(self, now):
+        from tqdm import tqdm
+
+        self._last_line = now
+        self._lines += 1
+        text = tqdm.format_meter(min(self.done, self.total), self.total, now - self.start,
+                                 prefix=self.label, unit=" slices", bar_format=_LINE_FORMAT)
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self):
-        if self.enabled:
-            if self._drawn != self.done:
-                self._draw(time_lib.perf_counter())
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self.enabled and self._lines:
+            self._write_line(time_lib.perf_counter())
 
     @property
     def seconds(self):
         return time_lib.perf_counter() - self.start
-
-
-def _clock(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -10,6 +10,8 @@ from emzoo.engine.midpoint import MidpointEngine, resolve_model
 from emzoo.engine.positions import repair_positions
 from emzoo.errors import EmzooError, describe
 
+_MAX_RANGE = 1_000_000  # slices in one START-END range of parse_slices (no volume is longer)
+
 
 def parse_slices(text):
     """Slice indices from ``"12,37,40-42"`` (0-based; ranges inclusive), sorted and unique.
@@ -25,14 +27,21 @@ def parse_slices(text):
             continue
         try:
             if "-" in part.lstrip("-"):
-                start, end = part.split("-", 1)
-                indices.update(range(int(start), int(end) + 1))
+                start, end = (int(value) for value in part.split("-", 1))
             else:
-                indices.add(int(part))
+                start = end = int(part)
         except ValueError:
             raise EmzooError(describe("Invalid value for argument `slices`.",
                                       "comma-separated slice indices or ranges, e.g. 12,37,40-42",
                                       slices=text)) from None
+        if end - start >= _MAX_RANGE:
+            raise EmzooError(describe(f"Invalid value for argument `slices`: range {part} is longer "
+                                      "than any volume.", f"ranges of at most {_MAX_RANGE} slices",
+                                      slices=text))
+        if start > end:
+            raise EmzooError(describe(f"Invalid value for argument `slices`: reversed range {part}.",
+                                      "START-END with START <= END, e.g. 40-42", slices=text))
+        indices.update(range(start, end + 1))
     if not indices:
         raise EmzooError(describe("Invalid value for argument `slices`.",
                                   "at least one slice index", slices=text))
@@ -89,14 +98,16 @@ def repair_volume(volume, slices, model, output=None, tile=None, overlap=32, bat
         reuse_features, jit_compile: as in :func:`~emzoo.engine.upscale_volume`.
 
     Returns:
-        The repaired array when ``output`` is None, else a dict summary (as upscale_volume's,
-        plus ``repaired``: the list of replaced indices).
+        The same kind of result with or without ``output``: the dict upscale_volume returns
+        (``output``, ``array`` (the repaired volume when ``output`` is ``None``), shapes, ``dtype``,
+        ``voxel_size``, ``seconds``, ``summary``), plus ``repaired``: the list of replaced indices.
 
     Example:
-        >>> fixed = repair_volume(stack, [12, 13], "default")      # doctest: +SKIP
+        >>> fixed = repair_volume(stack, [12, 13], "default")["array"]      # doctest: +SKIP
     """
     job = Job(volume, output, overwrite, voxel_size, progress, minimum_slices=3)
     runs = _damaged_runs(slices, job.shape[0])
+    job.ready(job.shape, remedy="a smaller input")
     engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
                             batch_size, reuse_features, jit_compile,
                             expected_pairs=sum(last - first + 1 for first, last in runs))

@@ -1,18 +1,26 @@
-"""The checks a volume job makes before any work: its input volume, voxel size and output path.
+"""The checks a volume job makes before any work: its input volume, voxel size, output path and size.
 
 Inputs are paths (TIFF, HDF5, slice folder), NumPy arrays (Z, Y, X) or Volume-like objects
 (``shape``, ``dtype``, ``voxel_size``, ``read``, ``slice``; see :mod:`emzoo.data.volumes`). Voxel
 sizes are (z, y, x) in nm. Every check raises one :class:`~emzoo.errors.EmzooError` (usually a
 :class:`~emzoo.errors.VolumeError`) saying what is wrong and what is expected.
+
+An output may be at most :data:`MAX_OUTPUT_BYTES` (1 TiB; the environment variable
+``EMZOO_MAX_OUTPUT_BYTES`` sets another limit, in bytes), and no larger than the free space of its
+folder (or, for an array result, than the machine's memory).
 """
 
 import os
+import shutil
 
 import numpy as np
 
 from emzoo.data.volumes import (SUPPORTED_DTYPES, ArrayVolume, check_voxel_size, open_volume,
                                 split_hdf5_path)
 from emzoo.errors import EmzooError, VolumeError, describe
+
+MAX_OUTPUT_BYTES = 2**40  # the largest output written without EMZOO_MAX_OUTPUT_BYTES saying more
+MAX_OUTPUT_ENV = "EMZOO_MAX_OUTPUT_BYTES"
 
 
 def parse_voxel_size(text):
@@ -91,3 +99,90 @@ def check_output(output, overwrite):
         raise VolumeError(describe(f"The output folder {parent} does not exist.",
                                    "an existing folder", output=path))
     return path
+
+
+def human_bytes(count):
+    """``count`` bytes in binary units, e.g. ``"1.5 GiB"``.
+
+    Example:
+        >>> human_bytes(3 * 2**40)
+        '3 TiB'
+    """
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            break
+        value /= 1024
+    if unit == "PiB" and value >= 1024:
+        return f"{value:.3g} PiB"
+    if unit == "bytes":
+        return f"{int(value)} bytes"
+    return f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
+
+
+def max_output_bytes():
+    """The output size limit: ``$EMZOO_MAX_OUTPUT_BYTES`` (bytes) when set, else :data:`MAX_OUTPUT_BYTES`."""
+    text = os.environ.get(MAX_OUTPUT_ENV, "").strip()
+    if not text:
+        return MAX_OUTPUT_BYTES
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise EmzooError(describe(f"Invalid value for the environment variable {MAX_OUTPUT_ENV}.",
+                                  "a positive number of bytes, e.g. 2e12",
+                                  **{MAX_OUTPUT_ENV: text}))
+    return int(value)
+
+
+def check_output_size(shape, dtype, output, remedy="a smaller factor"):
+    """Refuses an output of ``shape`` (Z, Y, X) and ``dtype`` that is too large to make.
+
+    Too large means over :func:`max_output_bytes`, or over the free space of the output's folder
+    (``output`` a path), or over the machine's memory (``output=None``: the result is an array).
+    Only arithmetic: nothing is allocated or written. ``remedy`` starts the "Expected" part of
+    the message. Returns the size in bytes.
+
+    Example:
+        >>> check_output_size((9, 64, 64), "uint8", None)
+        36864
+    """
+    shape = tuple(int(s) for s in shape)
+    size = np.dtype(dtype).itemsize
+    for extent in shape:
+        size *= extent  # Python ints: no overflow however large the factor
+    what = f"{' x '.join(str(s) for s in shape)} {np.dtype(dtype).name}"
+    limit = max_output_bytes()
+    if size > limit:
+        raise VolumeError(describe(
+            f"The output would be {human_bytes(size)} ({what}), more than the limit of "
+            f"{human_bytes(limit)} ({MAX_OUTPUT_ENV}).",
+            f"{remedy}, or {MAX_OUTPUT_ENV} set to a larger number of bytes", output_shape=shape))
+    if output is None:
+        room = _memory_bytes()
+        if room is not None and size > room:
+            raise VolumeError(describe(
+                f"The output would be {human_bytes(size)} ({what}), more than this machine's memory "
+                f"({human_bytes(room)}).", f"{remedy}, or an output path to write to",
+                output_shape=shape))
+        return size
+    folder = os.path.dirname(os.path.abspath(split_hdf5_path(os.fspath(output))[0]))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return size
+    if size > free:
+        raise VolumeError(describe(
+            f"The output would be {human_bytes(size)} ({what}), more than the free space in "
+            f"{folder} ({human_bytes(free)}).", f"{remedy}, or an output folder with more free "
+            "space", output=os.fspath(output)))
+    return size
+
+
+def _memory_bytes():
+    """The machine's physical memory in bytes, or ``None`` where it cannot be asked."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None

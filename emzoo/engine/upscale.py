@@ -25,7 +25,8 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
         volume: a path (TIFF, HDF5, slice folder), a NumPy array (Z, Y, X) or a Volume.
         model: an emzoo interpolator, or a registered name / saved model folder to load.
         factor: number >= 1 (2, 4, 8, 3, 2.5, ...). Ignored when ``isotropic``.
-        output: path to write (TIFF or HDF5, by extension); ``None`` returns the array.
+        output: path to write (TIFF, HDF5 or a folder, by the name); ``None`` keeps the result in
+            memory (``result["array"]``).
         isotropic: use factor = z spacing / x spacing (needs a voxel size in the file or
             ``voxel_size``).
         tile, overlap: process slices larger than ``tile`` pixels in tiles overlapping by
@@ -34,35 +35,60 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
             :func:`~emzoo.engine.policy.default_batch_size` (4 with a GPU, 1 on CPU).
         voxel_size: (z, y, x) in nm, replacing the file's.
         overwrite: replace an existing ``output``.
-        progress: show a progress bar and print a summary line (stderr).
+        progress: show a progress bar (stderr).
         reuse_features: compute FILM features once per slice (default: when the model can).
         jit_compile: XLA-compile model calls (TensorFlow backend): True, False or ``"auto"``
             (XLA for FILM on long jobs, where it is faster; see
             :func:`~emzoo.engine.policy.resolve_jit_compile`).
 
     Returns:
-        The upscaled array (input dtype) when ``output`` is None, else a dict summary with
-        ``output``, ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``, ``factor``,
-        ``seconds`` and ``summary`` (the line printed).
+        The same kind of result with or without ``output``: a dict with ``output`` (the path
+        written, or ``None``), ``array`` (the upscaled volume in the input dtype when ``output``
+        is ``None``, else ``None``), ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``
+        (the output's, or ``None``), ``factor``, ``seconds`` and ``summary`` (one line).
+
+    Raises:
+        EmzooError: bad arguments or input, or an output too large to make (over 1 TiB, see
+            :func:`~emzoo.engine.sources.check_output_size`, or over the free disk space), all
+            checked before any work.
 
     Example:
-        >>> out = upscale_volume(np.zeros((3, 32, 48), np.uint8), model, factor=2.5)  # doctest: +SKIP
-        >>> out.shape                                                                  # doctest: +SKIP
-        (6, 32, 48)
+        >>> result = upscale_volume(np.zeros((3, 32, 48), np.uint8), model, factor=2.5)  # doctest: +SKIP
+        >>> result["array"].shape, result["output"]                                      # doctest: +SKIP
+        ((6, 32, 48), None)
+        >>> upscale_volume("stack.tif", model, factor=4, output="iso.tif")["output_shape"]  # doctest: +SKIP
+        (117, 512, 512)
+    """
+    job, positions, grid, factor, shape = plan_upscale(volume, factor, output, isotropic,
+                                                       voxel_size, overwrite, progress)
+    voxel_in = job.voxel_size
+    voxel_out = None if voxel_in is None else (voxel_in[0] / float(factor),) + voxel_in[1:]
+    engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
+                            batch_size, reuse_features, jit_compile,
+                            expected_pairs=(job.shape[0] - 1) * (grid - 1))
+    return job.write(_upscaled_slices(job, engine, positions, grid), shape, voxel_out, "upscale",
+                     f"upscale x{float(factor):g}", factor=float(factor))
+
+
+def plan_upscale(volume, factor=2, output=None, isotropic=False, voxel_size=None,
+                 overwrite=False, progress=False):
+    """What :func:`upscale_volume` checks before any work: input, output, factor and size.
+
+    Returns ``(job, positions, grid, factor, output_shape)``. The command-line app calls it
+    before loading a model, so a bad input or an output too large to make costs no start-up.
+
+    Example:
+        >>> plan_upscale(np.zeros((3, 8, 8), np.uint8), factor=4)[-1]    # doctest: +SKIP
+        (9, 8, 8)
     """
     job = Job(volume, output, overwrite, voxel_size, progress, minimum_slices=2)
     if isotropic:
         factor = isotropic_factor(job.voxel_size)
     positions, grid = upscale_positions(job.shape[0], factor)
     factor = check_factor(factor)
-    voxel_in = job.voxel_size
-    voxel_out = None if voxel_in is None else (voxel_in[0] / float(factor),) + voxel_in[1:]
-    engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
-                            batch_size, reuse_features, jit_compile,
-                            expected_pairs=(job.shape[0] - 1) * (grid - 1))
-    return job.write(_upscaled_slices(job, engine, positions, grid),
-                     (len(positions),) + job.shape[1:], voxel_out, "upscale",
-                     f"upscale x{float(factor):g}", factor=float(factor))
+    shape = (positions.count,) + job.shape[1:]
+    job.ready(shape)
+    return job, positions, grid, factor, shape
 
 
 def _upscaled_slices(job, engine, positions, grid):
@@ -79,7 +105,7 @@ def _upscaled_slices(job, engine, positions, grid):
             dense[z * grid] = job.unit(z)
         engine.fill_grid(dense, first * grid, last * grid, levels)
         final_chunk = last == num_slices - 1
-        while next_out < len(positions):
+        while next_out < positions.count:
             position = positions[next_out] * grid  # in dense-grid units
             if position >= last * grid and not (final_chunk and position == last * grid):
                 break

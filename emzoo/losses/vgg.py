@@ -284,7 +284,9 @@ def resolve_imagenet_file(variant):
 
 
 def _eager_scope():
-    """``tf.init_scope()`` under TensorFlow (leaves any graph being traced), else a no-op."""
+    """A scope where the weights become concrete tensors even while a train step is traced:
+    ``tf.init_scope()`` under TensorFlow, ``jax.ensure_compile_time_eval()`` under JAX (else a
+    tracer would be kept past its trace); a no-op elsewhere."""
     import contextlib
 
     import keras
@@ -293,6 +295,10 @@ def _eager_scope():
         import tensorflow as tf
 
         return tf.init_scope()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.ensure_compile_time_eval()
     return contextlib.nullcontext()
 
 

@@ -7,7 +7,10 @@ A model is a ``keras.Model`` called with a dict::
 and returning a dict with at least ``"image": (B, H, W, C)``. ``C`` is the model's ``channels``.
 ``size_multiple`` is the multiple H and W must have; models or engines pad and crop for it
 (:func:`pad_to_multiple` / :func:`crop_padding`). Models trained only on midpoints document that
-``time`` must be 0.5; more frames come from recursion.
+``time`` must be 0.5; more frames come from recursion. Outputs are float32 under every dtype
+policy (mixed precision runs the convs in float16 / bfloat16; see :func:`float32_outputs`).
+Unsigned integer frames (uint8, uint16) are scaled by their dtype's range; signed integer frames
+raise an :class:`~emzoo.errors.EmzooError` (see :func:`normalise_frames`).
 
 Training goes through standard Keras: ``compile()`` with no arguments uses the architecture's paper
 loss (with its weight schedule), Adam, and the PSNR / SSIM / IE metrics, so ``fit``, ``evaluate`` and
@@ -64,6 +67,56 @@ def crop_padding(x, window):
     return x[:, top:top + height, left:left + width, :]
 
 
+def float32_outputs(outputs):
+    """``outputs`` (a dict / list tree of tensors) with every tensor cast to float32.
+
+    Every architecture returns this, so engines, losses and metrics see float32 under a
+    ``mixed_float16`` or ``mixed_bfloat16`` policy too. Layers whose output is the image itself
+    (last convs) are created with ``dtype="float32"`` so the grey levels keep float32 precision.
+    """
+    return keras.tree.map_structure(lambda t: ops.cast(t, "float32"), outputs)
+
+
+def normalise_frames(inputs):
+    """``inputs`` with integer ``x0`` / ``x1`` scaled to float32 in [0, 1] by their dtype's range.
+
+    Unsigned integers (uint8, uint16 ...) are divided by the dtype's maximum, as the volume
+    readers normalise; signed integers are refused (their range says nothing about the data's).
+    Every :class:`Interpolator` applies this before its ``call``, so ``model.predict`` on uint8
+    arrays works.
+    """
+    if not isinstance(inputs, dict):
+        return inputs
+    import numpy as np
+
+    frames = {}
+    for key in ("x0", "x1"):
+        value = inputs.get(key)
+        if value is None or not hasattr(value, "dtype"):
+            continue
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        if dtype.startswith("uint"):
+            frames[key] = ops.cast(value, "float32") / float(np.iinfo(dtype).max)
+        elif dtype.startswith("int") or dtype == "bool":
+            raise EmzooError(describe(
+                f"Interpolator input `{key}` has dtype {dtype}.",
+                "float32 frames in [0, 1] (or unsigned integers, scaled by their dtype's range)",
+                dtype=dtype))
+    return {**inputs, **frames} if frames else inputs
+
+
+def _normalising(call):
+    import inspect
+
+    def call_with_frames_normalised(self, inputs, *args, **kwargs):
+        return call(self, normalise_frames(inputs), *args, **kwargs)
+
+    # Not functools.wraps: TF's autograph follows ``__wrapped__`` and then drops ``self``.
+    call_with_frames_normalised.__signature__ = inspect.signature(call)
+    call_with_frames_normalised.__doc__ = call.__doc__
+    return call_with_frames_normalised
+
+
 def image_of(outputs):
     """The ``image`` tensor of a model's output dict (or the tensor itself)."""
     return outputs["image"] if isinstance(outputs, dict) else outputs
@@ -81,6 +134,13 @@ class Interpolator(keras.Model):
     size_multiple = 1
     weight_formats = ("keras",)  # formats :meth:`load_weights_file` reads besides .weights.h5
 
+    def __init_subclass__(cls, **kwargs):
+        """Wraps each subclass's ``call`` so integer frames are normalised first
+        (:func:`normalise_frames`) on every path: eager, fit, predict, stateless_call."""
+        super().__init_subclass__(**kwargs)
+        if "call" in cls.__dict__:
+            cls.call = _normalising(cls.__dict__["call"])
+
     def __init__(self, channels=1, **kwargs):
         super().__init__(**kwargs)
         if int(channels) not in (1, 3):
@@ -88,6 +148,12 @@ class Interpolator(keras.Model):
                                       channels=channels))
         self.channels = int(channels)
         self._frame_loss = None
+
+    @property
+    def input_dtype(self):
+        """float32 under every dtype policy: frames keep their grey levels under mixed precision
+        (the sub-layers cast to their compute dtype themselves)."""
+        return "float32"
 
     # ----------------------------------------------------------------------------- configuration
     @classmethod
@@ -129,6 +195,42 @@ class Interpolator(keras.Model):
         if not self.built or not self.weights:
             self(self.example_inputs(), training=False)
         return self
+
+    def summary(self, *args, **kwargs):
+        """Keras' summary, with each layer's output shape for a 256 x 256 input (batch None).
+
+        A subclassed model's layers have no recorded outputs, so Keras would print "?": the shapes
+        are taken from one symbolic call (:meth:`keras.Model.compute_output_spec`; no compute).
+        """
+        self.build_for_weights()
+        self._record_output_shapes()
+        return super().summary(*args, **kwargs)
+
+    def _record_output_shapes(self, size=256):
+        size = max(self.padded_size(size, size)[0], self.min_size())
+        shapes = {}
+
+        def recording(layer, call):
+            def wrapper(*args, **kwargs):
+                outputs = call(*args, **kwargs)
+                shapes[id(layer)] = keras.tree.map_structure(  # JAX: symbolic batch -> None
+                    lambda t: tuple(d if isinstance(d, int) else None for d in t.shape), outputs)
+                return outputs
+            return wrapper
+
+        layers = list(self.layers)
+        for layer in layers:
+            object.__setattr__(layer, "call", recording(layer, layer.call))
+        try:
+            spec = keras.KerasTensor((None, size, size, self.channels), "float32")
+            self.compute_output_spec({"x0": spec, "x1": spec,
+                                      "time": keras.KerasTensor((None, 1), "float32")})
+        finally:
+            for layer in layers:
+                object.__delattr__(layer, "call")
+        for layer in layers:
+            if id(layer) in shapes:
+                object.__setattr__(layer, "output_shape", shapes[id(layer)])
 
     def load_weights_file(self, path, fmt):
         """Loads weights stored in a format other than Keras' (``fmt`` in :attr:`weight_formats`).

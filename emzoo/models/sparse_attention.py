@@ -48,14 +48,14 @@ from emzoo.errors import EmzooError, describe
 from emzoo.layers.attention import HierarchicalSparseAttention
 from emzoo.layers.blocks import ResidualDenseNetwork
 from emzoo.models.base import Interpolator
-from emzoo.models.base import crop_padding, pad_to_multiple
+from emzoo.models.base import crop_padding, float32_outputs, pad_to_multiple
 
 _SIAMESE_INPUTS = ("pair", "single")
 
 
-def conv(filters, kernel_size, name, activation=None, use_bias=True):
+def conv(filters, kernel_size, name, activation=None, use_bias=True, dtype=None):
     return keras.layers.Conv2D(filters, kernel_size, padding="same", activation=activation,
-                               use_bias=use_bias, name=name)
+                               use_bias=use_bias, name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="emzoo")
@@ -176,13 +176,16 @@ class SparseAttentionInterpolator(Interpolator):
         else:
             encoder_input = frames
         attended, warped = self.attention_aware(self.encoder(encoder_input), frames)
+        head_input = ops.concatenate([warped[:batch], warped[batch:], attended[:batch],
+                                      attended[batch:]], axis=-1)
+        # The heads blend the warped frames in float32 (mixed precision: convs only are 16-bit).
+        warped = ops.cast(warped, "float32")
         warped0, warped1 = warped[:batch], warped[batch:]
-        head_input = ops.concatenate([warped0, warped1, attended[:batch], attended[batch:]],
-                                     axis=-1)
-        time = ops.reshape(ops.cast(inputs["time"], x0.dtype), (-1, 1, 1, 1))
+        time = ops.reshape(ops.cast(inputs["time"], "float32"), (-1, 1, 1, 1))
         outputs = self.fuse(head_input, warped0, warped1, time)
         outputs.update(warped0=warped0, warped1=warped1)
-        return {key: crop_padding(value, window) for key, value in outputs.items()}
+        return float32_outputs({key: crop_padding(value, window)
+                                for key, value in outputs.items()})
 
     def fuse(self, head_input, warped0, warped1, time):
         """Returns a dict with ``"image"`` (and any extra maps) from the two warped frames."""

@@ -71,10 +71,92 @@ def keras_loss(loss):
 
 
 def check_loss(loss):
-    """Raises :class:`EmzooError` unless ``loss`` is ``paper``, a pixel loss or a Keras loss name."""
-    if loss != "paper" and loss not in PIXEL_LOSSES:
+    """Raises :class:`EmzooError` unless ``loss`` is ``auto``, ``paper``, a pixel loss or a Keras
+    loss name."""
+    if loss not in ("auto", "paper") and loss not in PIXEL_LOSSES:
         keras_loss(loss)
     return loss
+
+
+def recorded_loss(entry):
+    """The loss an entry's weights were trained with, when its metadata records it, else None.
+
+    ``metadata.training_loss`` (named entries such as ``default``) or ``metadata.training.loss``
+    (folders written by ``emzoo train``).
+
+    Example:
+        >>> recorded_loss({"metadata": {"training_loss": "l2"}})
+        'l2'
+        >>> recorded_loss({"metadata": {}}) is None
+        True
+    """
+    metadata = entry.get("metadata") or {}
+    loss = metadata.get("training_loss")
+    if loss is None and isinstance(metadata.get("training"), dict):
+        loss = metadata["training"].get("loss")
+    return loss if isinstance(loss, str) and loss not in ("", "auto") else None
+
+
+def _entry(model):
+    """The zoo entry of a name or folder, or None for an architecture without an entry."""
+    from emzoo import zoo
+
+    try:
+        return zoo.describe_model(model)
+    except zoo.UnknownModelError:
+        return None
+
+
+def initial_weights(model, weights="auto", overrides=None):
+    """``(weights, how)``: the starting weights of a run and the start line's words for them.
+
+    ``weights``: ``"auto"`` (the default) means the entry's trained weights when they are
+    available (bundled, cached or downloadable; see :func:`emzoo.zoo.check_trained`) and the
+    overrides keep the entry's configuration, else random weights; ``"default"`` insists on the
+    entry's weights; ``None`` (``--from-scratch``) means random weights; a path, that weights file.
+    The first value is what :func:`emzoo.load` takes (``"default"``, None or a path).
+
+    Example:
+        >>> initial_weights("default")
+        ('default', 'fine-tuning default from its bundled weights')
+        >>> initial_weights("default", None)
+        (None, 'training default from scratch (random weights: --from-scratch)')
+    """
+    from emzoo import weights as weights_lib
+
+    text = os.fspath(model)
+    if weights is not None and weights not in ("auto", "default"):
+        return str(weights), f"fine-tuning {text} from the weights {weights}"
+    if weights is None:
+        return None, f"training {text} from scratch (random weights: --from-scratch)"
+    entry = _entry(text)
+    source = "none"
+    if entry is not None:
+        base_dir = entry.get("_dir") or os.path.dirname(entry["_source"])
+        source = weights_lib.source(entry.get("weights"), entry["name"], base_dir)
+    available = source in ("bundled", "cached", "download")
+    if not available:
+        if weights == "default":
+            raise EmzooError(describe(f"`{text}` has no trained weights to fine-tune from.",
+                                      "--from-scratch (random weights) or --weights PATH",
+                                      model=text, weights_source=source))
+        return None, f"training {text} from scratch (random weights: it has no trained weights)"
+    changed = sorted(k for k, v in (overrides or {}).items() if entry["config"].get(k) != v)
+    if changed and weights == "auto":
+        return None, (f"training {text} from scratch (random weights: --set changes its "
+                      f"configuration: {', '.join(changed)})")
+    where = {"bundled": "its saved weights" if entry.get("_dir") else "its bundled weights",
+             "cached": "its cached weights", "download": "its downloaded weights"}[source]
+    return "default", f"fine-tuning {text} from {where}"
+
+
+def resolve_loss(model, loss="auto"):
+    """``loss``, or for ``"auto"``: the loss the model's entry was trained with when recorded
+    (:func:`recorded_loss`), else ``"paper"``."""
+    if loss not in (None, "auto"):
+        return str(loss)
+    entry = _entry(os.fspath(model))
+    return (recorded_loss(entry) if entry is not None else None) or "paper"
 
 
 def _positive(name, value):
@@ -169,7 +251,7 @@ class TrainConfig:
     gaps: tuple = (1, 2, 4)
     strategy: str = "default"
     overrides: dict = dataclasses.field(default_factory=dict)
-    loss: str = "paper"
+    loss: str = "auto"
     learning_rate: float = None
     optimizer: str = "adam"
     checkpoint_every: int = 500
@@ -212,7 +294,18 @@ class TrainConfig:
                                       "a number between 0 and 1", val_fraction=val_fraction))
         model_text = check_model(model)
         check_loss(s["loss"])
+        overrides = parse_overrides(s["overrides"])
         weights = s["weights"]
+        if isinstance(weights, str) and weights.lower() == "none":
+            weights = None
+        if weights not in ("auto", None, "default"):
+            path = pathlib.Path(os.fspath(weights)).expanduser()
+            if not path.exists():
+                raise EmzooError(describe(f"The weights path {path} does not exist.",
+                                          "auto, none, default or a .weights.h5 file",
+                                          weights=str(weights)))
+            weights = str(path.resolve())
+        initial_weights(model_text, weights, overrides)  # raises for weights it cannot use
         config = cls(
             model=model_text,
             data=tuple(str(pathlib.Path(p).resolve()) if ":" not in p else p
@@ -222,8 +315,8 @@ class TrainConfig:
             crop=_positive("crop", s["crop"]),
             gaps=gaps,
             strategy=s["strategy"],
-            overrides=parse_overrides(s["overrides"]),
-            loss=str(s["loss"]),
+            overrides=overrides,
+            loss=resolve_loss(model_text, s["loss"]),
             learning_rate=None if learning_rate is None else float(learning_rate),
             optimizer=s["optimizer"],
             checkpoint_every=_positive("checkpoint_every", s["checkpoint_every"]),
@@ -231,7 +324,7 @@ class TrainConfig:
             val_batches=_positive("val_batches", s["val_batches"]),
             seed=int(s["seed"]),
             mixed_precision=bool(s["mixed_precision"]),
-            weights=weights if weights in ("auto", None, "default") else str(weights),
+            weights=weights,
             log_every=_positive("log_every", s["log_every"]),
             logical_cpus=None if not s["logical_cpus"] else int(s["logical_cpus"]),
             jit_compile=s["jit_compile"],

@@ -1,9 +1,11 @@
 """The fit loop of ``emzoo train``: build, compile, data, checkpoints, exact resume, final save.
 
-* The model is a registered name (random weights) or a folder written by :func:`emzoo.save`
-  (whose weights are the starting point for fine-tuning); it is compiled with the loss (the
-  architecture's paper loss, whose weight schedules follow the optimizer's step counter), Adam
-  and the PSNR / SSIM / IE metrics, all inside the strategy's scope.
+* The model is a registered name or a folder written by :func:`emzoo.save`; it starts from its
+  trained weights when it has them (fine-tuning; random weights otherwise or with
+  ``weights=None``, see :func:`emzoo.training.config.initial_weights`) and is compiled with the
+  loss (by default the one its entry records it was trained with, else the architecture's paper
+  loss, whose weight schedules follow the optimizer's step counter), Adam and the PSNR / SSIM /
+  IE metrics, all inside the strategy's scope.
 * ``model.fit`` runs on :func:`emzoo.data.triplets.triplet_dataset` in epochs of
   ``checkpoint_every`` steps; each epoch ends with a checkpoint (model and optimizer state, hence
   the step counter and the schedule position).
@@ -22,31 +24,32 @@ import time
 
 from emzoo.errors import EmzooError, describe
 from emzoo.training import strategies
-from emzoo.training.config import RUN_CONFIG, TrainConfig, keras_loss
+from emzoo.training.config import (RUN_CONFIG, TrainConfig, initial_weights, keras_loss,
+                                   recorded_loss)
 from emzoo.training.summaries import run_callback, write_scalar_summary
 
 LATEST = "latest"
 # The settings recorded in the final model's metadata, under "training".
 _RECORDED = ("batch_size", "crop", "gaps", "loss", "optimizer", "learning_rate", "strategy", "seed",
-             "mixed_precision", "val_fraction", "overrides")
+             "mixed_precision", "val_fraction", "overrides", "weights")
 
 
 def build_model(model, weights="auto", overrides=None):
-    """The model for a name or a saved folder; folders keep their weights (fine-tuning).
+    """The model for a name or a saved folder, with its starting weights.
 
-    ``weights="auto"`` means random weights for names and the folder's weights for folders.
+    ``weights="auto"`` means the trained weights of the entry or folder when it has them, else
+    random weights (:func:`emzoo.training.config.initial_weights`); ``"default"``, None (random)
+    or a weights path as for :func:`emzoo.load`.
     """
     import emzoo
     from emzoo import zoo
 
     overrides = dict(overrides or {})
     path = pathlib.Path(os.fspath(model)).expanduser()
-    if path.is_dir():
-        chosen = "default" if weights == "auto" else weights
-        return emzoo.load(str(path), weights=chosen, compile=False, **overrides)
-    chosen = None if weights == "auto" else weights
+    model = str(path) if path.is_dir() else str(model)
+    chosen = initial_weights(model, weights, overrides)[0] if weights == "auto" else weights
     try:
-        return emzoo.load(str(model), weights=chosen, compile=False, **overrides)
+        return emzoo.load(model, weights=chosen, compile=False, **overrides)
     except zoo.UnknownModelError:
         if str(model) not in zoo.architectures():
             raise
@@ -55,6 +58,10 @@ def build_model(model, weights="auto", overrides=None):
     net = zoo.build_model(entry, **overrides)
     net.zoo_entry = {"name": str(model), "architecture": str(model), "config": net.get_config(),
                      "weights": None, "metadata": {}}
+    if chosen not in (None, "default"):
+        from emzoo import weights as weights_lib
+
+        weights_lib.load_into(net, chosen, weights_lib.guess_format(chosen), entry=net.zoo_entry)
     return net
 
 
@@ -63,10 +70,13 @@ def compile_model(model, loss="paper", optimizer="adam", learning_rate=None, jit
     """Compiles ``model`` the way ``emzoo train`` does and builds its optimizer's slots.
 
     ``loss="paper"`` is the model's :meth:`paper_loss` (with its zoo entry's loss variant, e.g.
-    ``film-l1``'s L1 only) whose schedule boundaries are multiplied by ``schedule_scale``.
+    ``film-l1``'s L1 only) whose schedule boundaries are multiplied by ``schedule_scale``;
+    ``loss="auto"`` the loss its zoo entry records it was trained with, else ``paper``.
     """
     import keras
 
+    if loss == "auto":
+        loss = recorded_loss(getattr(model, "zoo_entry", None) or {}) or "paper"
     if optimizer == "adam":
         opt = (model.default_optimizer() if learning_rate is None
                else keras.optimizers.Adam(learning_rate=learning_rate))
@@ -84,19 +94,49 @@ def compile_model(model, loss="paper", optimizer="adam", learning_rate=None, jit
     return model
 
 
-def datasets(config, channels, initial_batch):
-    """(train dataset: endless, a pure function of (seed, batch index), starting at
-    ``initial_batch``; validation dataset: fixed centre crops of the validation z-range)."""
+def validation_dataset(config, channels, replicas=1):
+    """The validation batches scored at the end: the first ``val_batches`` batches of the fixed
+    centre crops of the validation z-range.
+
+    With several replicas every batch must split evenly across them (Keras sums the replicas'
+    per-sample values, and a replica with a smaller or empty share fails there). When the number
+    of triplets ``n`` is not a multiple of ``replicas``, each triplet is therefore repeated
+    ``replicas / gcd(n, replicas)`` times in a row: every batch (a multiple of ``replicas``, as is
+    the batch size) then splits evenly, and the means over triplets (loss, PSNR, SSIM, IE) are
+    those of the triplets themselves.
+    """
     import tensorflow as tf
 
-    from emzoo.data.triplets import triplet_dataset, validation_triplets
+    from emzoo.data.triplets import validation_triplets
 
     extra = {} if config.val_fraction is None else {"val_fraction": config.val_fraction}
-    common = dict(gaps=tuple(config.gaps), crop=config.crop, batch_size=config.batch_size,
-                  channels=channels, **extra)
+    common = dict(gaps=tuple(config.gaps), crop=config.crop, channels=channels, **extra)
+    batch, batches = config.batch_size, config.val_batches
+    validation = validation_triplets(list(config.data), batch_size=batch, **common).take(batches)
+    if replicas <= 1:
+        return validation
+    singles = validation_triplets(list(config.data), batch_size=1, **common).take(batch * batches)
+    count = int(singles.cardinality())
+    repeats = replicas // math.gcd(count, replicas) if count > 0 else 1
+    if repeats == 1:
+        return validation
+    return (singles.unbatch()
+            .flat_map(lambda inputs, y: tf.data.Dataset.from_tensors((inputs, y)).repeat(repeats))
+            .batch(batch))
+
+
+def datasets(config, channels, initial_batch, replicas=1):
+    """(train dataset: endless, a pure function of (seed, batch index), starting at
+    ``initial_batch``; validation dataset: :func:`validation_dataset`)."""
+    import tensorflow as tf
+
+    from emzoo.data.triplets import triplet_dataset
+
+    extra = {} if config.val_fraction is None else {"val_fraction": config.val_fraction}
     train = triplet_dataset(list(config.data), split="train", seed=config.seed,
-                            initial_batch=initial_batch, **common)
-    validation = validation_triplets(list(config.data), **common).take(config.val_batches)
+                            initial_batch=initial_batch, gaps=tuple(config.gaps), crop=config.crop,
+                            batch_size=config.batch_size, channels=channels, **extra)
+    validation = validation_dataset(config, channels, replicas)
     options = tf.data.Options()
     # Elements are generated, not read from files: each worker computes the global batch and
     # keeps its share of it, so a distributed run sees exactly the single-device batches.
@@ -148,7 +188,7 @@ def _write_run_config(output, config, command, policy, replicas):
     os.replace(tmp, output / RUN_CONFIG)
 
 
-def _final_metadata(net, config, command, done, validation):
+def _final_metadata(net, config, command, done, validation, start):
     import emzoo
 
     recorded = config.to_json()
@@ -158,22 +198,23 @@ def _final_metadata(net, config, command, done, validation):
         "trained_on": list(config.data),
         "training": {"command": " ".join(command), "steps": done,
                      **{k: recorded[k] for k in _RECORDED},
-                     "initial_model": config.model, "emzoo_version": emzoo.__version__},
+                     "initial_model": config.model, "initial_weights": start,
+                     "emzoo_version": emzoo.__version__},
         "validation": validation,
     }
 
 
 def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="default",
           output="runs/emzoo", overrides=None, resume=False, mixed_precision=False,
-          learning_rate=None, checkpoint_every=500, loss="paper", val_fraction=None,
+          learning_rate=None, checkpoint_every=500, loss="auto", val_fraction=None,
           val_batches=4, seed=0, weights="auto", optimizer="adam", log_every=50,
           logical_cpus=None, jit_compile="auto", schedule_scale=1.0, callbacks=None, command=None,
           verbose=True):
     """Trains (or fine-tunes, or resumes) a model; see :mod:`emzoo.training`.
 
     Args:
-        model: architecture / entry name (random initial weights) or a folder written by
-            :func:`emzoo.save` (its weights are the starting point).
+        model: architecture / entry name or a folder written by :func:`emzoo.save`; its trained
+            weights are the starting point when it has them (see ``weights``).
         data: volume path(s) (list or comma-separated string).
         steps: total optimizer steps of the run (a resumed run continues up to it).
         batch_size: global batch size (split across replicas).
@@ -186,14 +227,16 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
         mixed_precision: ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU.
         learning_rate: Adam learning rate (default: the architecture's).
         checkpoint_every: steps between checkpoints (the length of one Keras epoch).
-        loss: ``paper`` (the architecture's paper loss with its schedule), ``l1``, ``l2`` or a
-            Keras loss name.
+        loss: ``auto`` (the loss the entry records it was trained with, e.g. ``default``'s
+            ``l2``, else ``paper``), ``paper`` (the architecture's paper loss with its
+            schedule), ``l1``, ``l2`` or a Keras loss name.
         val_fraction: fraction of each volume's z-range kept for validation (pipeline default
             when None).
         val_batches: validation batches scored at the end.
         seed: seed of the data pipeline and of the initial weights.
-        weights: ``auto`` (random for names, the folder's for folders), ``default`` (the entry's
-            weights), None (random) or a weights path.
+        weights: ``auto`` (the entry's or folder's trained weights when available, else
+            random), ``default`` (the entry's weights, an error without them), None or ``"none"``
+            (random: from scratch) or a weights path.
         optimizer: ``adam`` (default) or ``sgd``.
         log_every: steps between TensorBoard scalar summaries.
         logical_cpus: split the CPU into this many logical devices (testing ``mirrored``).
@@ -243,8 +286,9 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
     # Non-chief workers take part in saving, into a scratch folder.
     checkpoint_dir = output / "checkpoints" if chief else strategies.scratch_folder(output)
 
+    chosen, start = initial_weights(config.model, config.weights, config.overrides)
     with strategy.scope():
-        net = build_model(config.model, config.weights, config.overrides)
+        net = build_model(config.model, chosen, config.overrides)
         compile_model(net, config.loss, config.optimizer, config.learning_rate, config.jit_compile,
                       config.schedule_scale)
         checkpoint = tf.train.Checkpoint(model=net, optimizer=net.optimizer)
@@ -257,7 +301,7 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
         print(f"emzoo: no checkpoint in {checkpoint_dir}; starting from step 0.", file=sys.stderr)
     total, every = config.steps, config.checkpoint_every
 
-    train_ds, val_ds = datasets(config, net.channels, resumed_from)
+    train_ds, val_ds = datasets(config, net.channels, resumed_from, replicas)
     if chief:
         _write_run_config(output, config, command, policy, replicas)
     image_batch = None
@@ -267,9 +311,9 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
     if chief:
         writer = tf.summary.create_file_writer(str(output / "logs"))
     if verbose and chief:
-        print(f"emzoo: training {config.model} for {total} steps "
+        print(f"emzoo: {start}, {total} steps "
               f"({'resuming at step ' + str(resumed_from) if resumed_from else 'from step 0'}), "
-              f"{replicas} replica(s), batch {config.batch_size}, crop {config.crop}, "
+              f"loss {config.loss}, {replicas} replica(s), batch {config.batch_size}, crop {config.crop}, "
               f"gaps {list(config.gaps)}, {policy}; run folder {output}", file=sys.stderr)
     if config.strategy == "multi_worker":
         strategies.prebuild_for_multi_worker(net, train_ds, strategy)
@@ -279,7 +323,8 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
             # works while the run goes on or after it was stopped.
             emzoo.save(net, output / LATEST, name=f"{output.name}-step-{step}",
                        metadata={"training": {"command": " ".join(command), "steps": step,
-                                              "initial_model": config.model}},
+                                              "initial_model": config.model,
+                                              "loss": config.loss}},
                        overwrite=True)
 
         callback = run_callback(total, manager, writer, image_batch, config.log_every,
@@ -300,7 +345,7 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
         writer.flush()
     if chief:
         emzoo.save(net, output, name=output.name,
-                   metadata=_final_metadata(net, config, command, done, validation), overwrite=True)
+                   metadata=_final_metadata(net, config, command, done, validation, start), overwrite=True)
     else:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     seconds = time.time() - started

@@ -10,17 +10,42 @@ import textwrap
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+# A prelude that makes `import tensorflow` fail as on a plain `pip install emzoo` (no extra).
+NO_TENSORFLOW = """
+import sys
+class _NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
+def _command(args, prelude, env_vars):
+    code = (textwrap.dedent(prelude) + "\nimport sys\nfrom emzoo.apps.main import run\n"
+            "sys.exit(run(['emzoo'] + sys.argv[1:]))\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", EMZOO_VGG_WEIGHTS="random")
+    env.update(env_vars)
+    env = {name: value for name, value in env.items() if value is not None}
+    return [sys.executable, "-c", code] + [str(a) for a in args], env
+
+
 def run_emzoo(args, cwd=None, prelude="", timeout=600, **env_vars):
     """Runs ``emzoo ARGS`` (the console script's code) after ``prelude`` (e.g. a monkeypatch).
 
     The installed emzoo runs (as the ``emzoo`` command would); ``env_vars`` are added to the
-    environment.
+    environment (a value of ``None`` removes the variable).
     """
-    code = (textwrap.dedent(prelude) + "\nimport sys\nfrom emzoo.apps.main import run\n"
-            "sys.exit(run(['emzoo'] + sys.argv[1:]))\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", EMZOO_VGG_WEIGHTS="random", **env_vars)
-    return subprocess.run([sys.executable, "-c", code] + [str(a) for a in args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    command, env = _command(args, prelude, env_vars)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_emzoo(args, cwd=None, prelude="", **env_vars):
+    """Starts ``emzoo ARGS`` like :func:`run_emzoo` without waiting (a ``subprocess.Popen``)."""
+    command, env = _command(args, prelude, env_vars)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def error_lines(done):

@@ -57,6 +57,8 @@ def test_convert_then_load_then_export(tmp_path, monkeypatch):
     done = run_offline(["export", home / "my-film", "-o", exported], home)
     assert done.returncode == 0, done.stderr
     assert (exported / "saved_model.pb").is_file()
+    # TensorFlow's INFO lines while saving (signature input names, fingerprint) stay hidden.
+    assert "signature_serialization" not in done.stderr and "fingerprint" not in done.stderr
 
 
 def test_convert_errors_are_one_line(tmp_path):

@@ -111,6 +111,7 @@ def test_saved_model_folder_is_scored_beside_the_baselines(tmp_path, stack_path,
     # Random weights: the scores are its own, not the baseline's.
     assert rows != report["methods"]["linear"]["per_slice"]
     assert any(line.startswith(tiny_model) for line in done.stdout.splitlines())
+    assert "(array)" not in done.stdout + done.stderr  # the engine's internal summary line
     check_png(tmp_path / "fig.png")
 
 

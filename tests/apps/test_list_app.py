@@ -26,3 +26,27 @@ def test_list_reports_converted_weights_as_cached(tmp_path):
     done = run_emzoo(["list", "film-l1"], cwd=tmp_path, EMZOO_HOME=str(cache))
     assert done.returncode == 0, done.stderr
     assert _sources(done) == {"film-l1": "cached"}
+
+
+def test_long_listing_shows_training_data_licence_weights_and_convert_command(tmp_path):
+    done = run_emzoo(["list", "--long"], cwd=tmp_path, EMZOO_HOME=str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    blocks, name = {}, None
+    for line in done.stdout.splitlines()[1:]:
+        if line.startswith("    "):
+            label, _, text = line.strip().partition(": ")
+            blocks[name][label] = text
+        elif line.strip():
+            name = line.split()[0]
+            blocks[name] = {}
+    assert set(blocks["default"]) >= {"paper", "trained on", "licence", "weights"}
+    assert "FIB-SEM" in blocks["default"]["trained on"] and "CC BY" in blocks["default"]["licence"]
+    assert blocks["default"]["weights"].startswith("bundled")
+    vimeo = blocks["film-vimeo"]
+    assert "Vimeo-90K" in vimeo["trained on"] and "Apache-2.0" in vimeo["licence"]
+    assert "frame-interpolation" in vimeo["weights"]
+    assert vimeo["convert"] == ("emzoo convert film /path/to/film_net/Style/saved_model "
+                                "--name film-vimeo")
+    assert blocks["tsain"]["weights"].startswith("none")
+    assert "emzoo train tsain" in blocks["tsain"]["weights"]
+    assert "convert" not in blocks["tsain"]

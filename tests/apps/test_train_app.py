@@ -42,10 +42,13 @@ def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
     import emzoo
 
     run = tmp_path / "run"
-    done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "--output", str(run)]
+    done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "-o", str(run)]
                      + TINY_FILM_FLAGS + TINY_RUN, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    # `film` has no trained weights: the start line says it starts from scratch, with its loss.
+    assert "emzoo: training film from scratch (random weights: it has no trained weights)" in done.stderr
+    assert "loss l1" in done.stderr
     assert "2 steps done" in done.stderr and "emzoo.load(" in done.stderr
     for name in ("run_config.json", "config.json", "model.weights.h5"):
         assert (run / name).is_file(), sorted(os.listdir(run))
@@ -102,3 +105,56 @@ def test_existing_run_folder_is_left_untouched(tmp_path, data):
                      + TINY_FILM_FLAGS + TINY_RUN, cwd=tmp_path)
     assert_one_line_error(done, "not empty", tmp_path, before)
     assert sorted(os.listdir(run)) == ["notes.txt"] and (run / "notes.txt").read_text() == "precious"
+
+
+def test_default_is_fine_tuned_from_its_bundled_weights_with_its_loss(tmp_path, data):
+    """``emzoo train default`` starts from the bundled weights (one step at a negligible learning
+    rate leaves them unchanged) and continues with the loss the entry was trained with (l2)."""
+    import emzoo
+
+    run = tmp_path / "run"
+    done = run_emzoo(["train", "default", "--data", str(data / "stack.tif"), "-o", str(run),
+                      "--steps", "1", "--checkpoint-every", "1", "--crop", "16", "--batch-size", "2",
+                      "--gaps", "1", "--learning-rate", "1e-12"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "emzoo: fine-tuning default from its bundled weights, 1 steps" in done.stderr
+    assert "loss l2" in done.stderr
+    record = json.loads((run / "run_config.json").read_text())
+    assert record["config"]["loss"] == "l2" and record["config"]["weights"] == "auto"
+    entry = json.loads((run / "config.json").read_text())
+    assert entry["metadata"]["training"]["initial_weights"] == (
+        "fine-tuning default from its bundled weights")
+    bundled = emzoo.load("default", compile=False).get_weights()
+    tuned = emzoo.load(str(run), compile=False).get_weights()
+    for a, b in zip(bundled, tuned):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+
+
+def test_from_scratch_contradicting_weights_is_one_line(tmp_path, data):
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["train", "default", "--data", str(data / "stack.tif"), "-o",
+                      str(tmp_path / "run"), "--from-scratch", "--weights", "x.weights.h5"]
+                     + TINY_RUN, cwd=tmp_path)
+    assert_one_line_error(done, "--from-scratch and --weights", tmp_path, before)
+
+
+def test_inference_commands_share_one_default_batch_size():
+    """upscale, repair and evaluate take the engine's default batch size (no number of their own,
+    in the CLI or the library); train's --batch-size is a different quantity and says so."""
+    import inspect
+
+    from emzoo.engine import repair_volume, upscale_volume
+    from emzoo.evaluate import evaluate_volume
+
+    for function in (upscale_volume, repair_volume, evaluate_volume):
+        assert inspect.signature(function).parameters["batch_size"].default is None, function
+    for command in ("upscale", "repair", "evaluate"):
+        done = run_emzoo([command, "--help"])
+        block = done.stdout.split("--batch-size:", 1)[1].split("--batch_size", 1)[0]
+        assert "4 with a GPU, 1 on CPU" in " ".join(block.split()), (command, block)
+        assert "(default: '" not in block, (command, block)  # absl's line for a set default
+    done = run_emzoo(["train", "--help"])
+    block = " ".join(done.stdout.split("--batch-size:", 1)[1].split("--batch_size", 1)[0].split())
+    assert "unlike the --batch-size of upscale, repair and evaluate" in block
+    assert "-o,--output" in done.stdout

@@ -39,7 +39,8 @@ def test_sample_shortcut_upscales_and_says_where(tmp_path, tiny_model):
     with open_volume(str(tmp_path / "out.tif")) as out:
         assert out.shape == (33, 256, 256) and out.dtype == np.uint8
         assert out.voxel_size == pytest.approx((5, 10, 10))
-    assert "upscale x2" in done.stderr  # the summary line
+    assert len(done.stdout.splitlines()) == 1  # one summary line, on stdout
+    assert "upscale x2" not in done.stderr  # not repeated on stderr by the engine
 
 
 def test_isotropic_with_voxel_size_flag_tiles_and_hdf5(tmp_path, tiny_model, stack):
@@ -83,6 +84,7 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, stack):
     before = sorted(os.listdir(tmp_path))
     done = run_emzoo(["upscale", str(stack), "-o", str(target)], cwd=tmp_path)
     assert_one_line_error(done, "--overwrite", tmp_path, before)
+    assert "overwrite=True" not in done.stderr  # the CLI's flag, not the Python argument
     assert target.read_bytes() == b"precious"
 
 

@@ -111,3 +111,20 @@ def test_app_one_line_error_and_no_output(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "missing.hdf" in result.stderr
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_float_volume_outside_unit_range_is_prepared_like_its_integer_twin(tmp_path):
+    # Float data in about [-1.6, 2.7] is normalised by its own range (emzoo.data.volumes.base):
+    # its tiles are not taken for blank because raw values fall outside [0, 1].
+    counts = {}
+    for name, scale in (("uint8", None), ("float", 1 / 50)):
+        path = tmp_path / f"{name}.h5"
+        raw = _shifted_cremi_file(path)
+        if scale is not None:
+            with h5py.File(path, "a") as f:
+                del f["volumes/raw"]
+                f.create_dataset("volumes/raw", data=(raw * scale - 2).astype(np.float32))
+        summary = P.prepare_triplets([str(path)], tmp_path / f"out_{name}", format="hdf5", size=32,
+                                     stride=16, max_shift=12, split=(1, 0, 0))
+        counts[name] = summary["counts"]["train"]
+    assert counts["float"] == counts["uint8"] > 0

@@ -12,7 +12,7 @@ from emzoo.testing import MeanModel, TinyConvModel, TinyFeatureModel, random_vol
 # ------------------------------------------------------------------------------------ channels
 def test_rgb_model_gets_replicated_grey_and_is_averaged_back():
     volume = random_volume((3, 8, 16))
-    out = upscale_volume(volume, MeanModel(channels=3), factor=2, progress=False)
+    out = upscale_volume(volume, MeanModel(channels=3), factor=2, progress=False)["array"]
     np.testing.assert_allclose(out[1], (volume[0] + volume[1]) / 2, atol=1e-6)
 
 
@@ -27,10 +27,10 @@ def test_model_with_unusable_channels_is_refused():
 def test_batch_size_does_not_change_the_result():
     volume = random_volume((4, 40, 24), seed=5)
     model = TinyConvModel()
-    one = upscale_volume(volume, model, factor=4, batch_size=1, progress=False)
+    one = upscale_volume(volume, model, factor=4, batch_size=1, progress=False)["array"]
     many = upscale_volume(volume, model, factor=4, batch_size=5, tile=16, overlap=8,
-                          progress=False)
-    batched = upscale_volume(volume, model, factor=4, batch_size=5, progress=False)
+                          progress=False)["array"]
+    batched = upscale_volume(volume, model, factor=4, batch_size=5, progress=False)["array"]
     np.testing.assert_allclose(one, batched, atol=1e-5)
     assert many.shape == one.shape
 
@@ -56,8 +56,8 @@ def test_feature_reuse_through_upscale_volume_with_tiles():
     volume = random_volume((4, 40, 56), seed=7)
     model = TinyFeatureModel()
     args = dict(factor=4, tile=24, overlap=8, batch_size=4, progress=False)
-    np.testing.assert_allclose(upscale_volume(volume, model, reuse_features=True, **args),
-                               upscale_volume(volume, model, reuse_features=False, **args),
+    np.testing.assert_allclose(upscale_volume(volume, model, reuse_features=True, **args)["array"],
+                               upscale_volume(volume, model, reuse_features=False, **args)["array"],
                                atol=1e-5)
 
 
@@ -72,8 +72,8 @@ def test_small_film_feature_reuse_equals_pairwise():
                       sub_levels=2, filters=4, flow_convs=[1, 1], flow_filters=[4, 4], channels=1)
     volume = random_volume((3, 18, 34), np.uint8, seed=8)  # not multiples of 4: padded
     args = dict(factor=4, batch_size=2, progress=False)
-    reused = upscale_volume(volume, model, reuse_features=True, **args)
-    naive = upscale_volume(volume, model, reuse_features=False, **args)
+    reused = upscale_volume(volume, model, reuse_features=True, **args)["array"]
+    naive = upscale_volume(volume, model, reuse_features=False, **args)["array"]
     np.testing.assert_array_equal(reused, naive)
     # And each engine midpoint equals one plain model call on the padded pair.
     engine = MidpointEngine(model, 18, 34, reuse_features=True)

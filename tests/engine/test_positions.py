@@ -26,7 +26,8 @@ def test_parse_factor_takes_any_number_from_one(text, value):
     assert check_factor(text) == fractions.Fraction(value)
 
 
-@pytest.mark.parametrize("bad", [0.5, 0, "abc", float("nan"), float("inf"), None, True, "2,5"])
+@pytest.mark.parametrize("bad", [0.5, 0, "abc", float("nan"), float("inf"), None, True, "2,5",
+                                 "inf", "nan", "-inf", "1e400"])
 def test_bad_factors_say_what_a_factor_must_be(bad):
     with pytest.raises(EmzooError, match=r"`factor`\. Expected a number >= 1\. Received: factor="):
         check_factor(bad)
@@ -45,3 +46,12 @@ def test_isotropic_factor_needs_a_coarser_z():
         isotropic_factor(None)
     with pytest.raises(VolumeError, match="finer"):
         isotropic_factor((2.0, 4.0, 4.0))
+
+
+def test_positions_of_a_huge_factor_are_computed_on_demand():
+    positions, grid = upscale_positions(3, 1e9)  # returns at once: nothing is listed
+    assert positions.count == 2_000_000_001 and grid == 2**30
+    assert positions[1] == fractions.Fraction(1, 10**9) and positions[-1] == 2
+    with pytest.raises(IndexError):
+        positions[positions.count]
+    assert list(upscale_positions(3, 2.5)[0][1:3]) == [fractions.Fraction(2, 5), fractions.Fraction(4, 5)]

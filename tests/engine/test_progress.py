@@ -1,15 +1,49 @@
-"""Tests of emzoo.engine.progress: the progress line."""
+"""Tests of emzoo.engine.progress: a bar on a terminal, plain lines (or nothing) in logs."""
 
 import io
 
 from emzoo.engine import Progress
 
 
-def test_progress_line_shows_done_rate_and_eta():
-    stream = io.StringIO()
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_terminal_bar_shows_done_rate_and_eta():
+    stream = _Terminal()
     bar = Progress(10, "upscale", stream=stream, interval=0)
     bar.update(4)
     bar.close()
     text = stream.getvalue()
     assert "4/10 slices" in text and "slices/s" in text and "ETA" in text
     assert bar.done == 4 and text.endswith("\n")
+
+
+def test_log_gets_plain_lines_not_redraws():
+    stream = io.StringIO()  # not a terminal, like stderr sent to a file or a pipe
+    bar = Progress(100, "upscale", stream=stream, log_interval=0)
+    for _ in range(100):
+        bar.update()
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert lines[-1].startswith("upscale 100/100 slices (100%)") and "ETA" in lines[-1]
+    assert all(line.startswith("upscale ") for line in lines)
+
+
+def test_short_job_in_a_log_writes_nothing():
+    stream = io.StringIO()
+    bar = Progress(100, "repair", stream=stream)  # a line every 30 s: this job is shorter
+    for _ in range(100):
+        bar.update()
+    bar.close()
+    assert stream.getvalue() == "" and bar.done == 100 and bar.seconds >= 0
+
+
+def test_disabled_progress_writes_nothing_anywhere():
+    stream = _Terminal()
+    bar = Progress(5, "upscale", enabled=False, stream=stream)
+    bar.update(5)
+    bar.close()
+    assert stream.getvalue() == "" and bar.done == 5

@@ -18,8 +18,8 @@ def test_tiler_split_merge_round_trip_and_padding():
 def test_tiled_equals_untiled_for_a_model_with_small_receptive_field():
     volume = random_volume((2, 1024, 1024), np.uint8, seed=4)
     model = TinyConvModel()
-    whole = upscale_volume(volume, model, factor=2, progress=False)
-    tiled = upscale_volume(volume, model, factor=2, tile=256, overlap=32, progress=False)
+    whole = upscale_volume(volume, model, factor=2, progress=False)["array"]
+    tiled = upscale_volume(volume, model, factor=2, tile=256, overlap=32, progress=False)["array"]
     inner = (slice(None), slice(16, -16), slice(16, -16))
     difference = np.abs(whole[inner].astype(int) - tiled[inner].astype(int))
     assert difference.max() <= 1  # 1/255; in fact identical but for float rounding

@@ -21,7 +21,7 @@ from emzoo.testing import MeanModel, TinyConvModel, linear_along_z, random_volum
 @pytest.mark.parametrize("factor", [2, 4, 8])
 def test_power_of_two_factors_are_linear_for_the_average_model(factor):
     volume = random_volume((4, 16, 24))
-    out = upscale_volume(volume, MeanModel(), factor=factor, progress=False)
+    out = upscale_volume(volume, MeanModel(), factor=factor, progress=False)["array"]
     assert out.shape == ((4 - 1) * factor + 1, 16, 24) and out.dtype == np.float32
     expected = linear_along_z(volume, np.arange(out.shape[0]) / factor)
     np.testing.assert_allclose(out, expected, atol=1e-6)
@@ -31,7 +31,7 @@ def test_power_of_two_factors_are_linear_for_the_average_model(factor):
 @pytest.mark.parametrize("factor", [3, 5, 2.5, 1.5, 6.25])
 def test_other_factors_resample_at_exact_positions_on_non_square_slices(factor):
     volume = random_volume((5, 16, 40), seed=1)  # non-square: the original tool resized H to W
-    out = upscale_volume(volume, MeanModel(), factor=factor, progress=False)
+    out = upscale_volume(volume, MeanModel(), factor=factor, progress=False)["array"]
     count = int(np.floor(4 * factor + 1e-9)) + 1
     assert out.shape == (count, 16, 40)
     expected = linear_along_z(volume, np.arange(count) / factor)
@@ -42,8 +42,8 @@ def test_other_factors_resample_at_exact_positions_on_non_square_slices(factor):
 def test_non_linear_model_is_resampled_between_the_dense_grid_slices():
     volume = random_volume((3, 16, 16), seed=2)
     model = TinyConvModel()
-    dense = upscale_volume(volume, model, factor=4, progress=False)  # grid of quarters
-    out = upscale_volume(volume, model, factor=3, progress=False)   # positions j / 3
+    dense = upscale_volume(volume, model, factor=4, progress=False)["array"]  # grid of quarters
+    out = upscale_volume(volume, model, factor=3, progress=False)["array"]  # positions j / 3
     expected = linear_along_z(dense, np.arange(out.shape[0]) * 4 / 3)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -55,7 +55,7 @@ def test_dtype_kept_and_normalised_by_dtype_range(dtype):
     else:
         # Small values in a wide dtype: per-slice min-max would stretch them, dtype range must not.
         volume = np.stack([np.full((8, 8), v, dtype) for v in (10, 30, 90)])
-    out = upscale_volume(volume, MeanModel(), factor=2, progress=False)
+    out = upscale_volume(volume, MeanModel(), factor=2, progress=False)["array"]
     assert out.dtype == dtype
     np.testing.assert_allclose(out[1].astype(float), (volume[0].astype(float) + volume[1]) / 2,
                                atol=1e-6)
@@ -64,7 +64,7 @@ def test_dtype_kept_and_normalised_by_dtype_range(dtype):
 
 def test_uint8_matches_rounded_linear_reference():
     volume = random_volume((4, 24, 32), np.uint8, seed=3)
-    out = upscale_volume(volume, MeanModel(), factor=3, progress=False)
+    out = upscale_volume(volume, MeanModel(), factor=3, progress=False)["array"]
     expected = linear_along_z(volume.astype(float) / 255, np.arange(out.shape[0]) / 3) * 255
     assert np.abs(out.astype(float) - expected).max() <= 0.5 + 1e-3
 
@@ -72,7 +72,7 @@ def test_uint8_matches_rounded_linear_reference():
 def test_factor_one_copies_the_volume():
     volume = random_volume((3, 8, 8), np.uint8)
     np.testing.assert_array_equal(upscale_volume(volume, MeanModel(), factor=1,
-                                                 progress=False), volume)
+                                                 progress=False)["array"], volume)
 
 
 # ---------------------------------------------------------------------------- files and voxels
@@ -105,11 +105,12 @@ def test_isotropic_without_voxel_size_says_how_to_give_it():
         upscale_volume(random_volume((3, 8, 8)), MeanModel(), isotropic=True, progress=False)
 
 
-def test_summary_line_goes_to_stderr_with_the_progress_bar(capsys):
-    upscale_volume(random_volume((3, 8, 8), np.uint8), MeanModel(), factor=2)
-    err = capsys.readouterr().err
-    assert "5/5 slices" in err
-    assert "upscale x2: (3, 8, 8) -> (5, 8, 8) uint8, voxel unknown -> unknown" in err
+def test_summary_line_is_returned_not_printed(capsys):
+    # The apps print one summary line of their own (stdout); the engine prints only progress.
+    result = upscale_volume(random_volume((3, 8, 8), np.uint8), MeanModel(), factor=2)
+    captured = capsys.readouterr()
+    assert "upscale x2: (3, 8, 8) -> (5, 8, 8) uint8, voxel unknown -> unknown" in result["summary"]
+    assert "upscale x2" not in captured.err + captured.out
 
 
 def test_existing_output_is_not_overwritten(tmp_path):
@@ -193,3 +194,97 @@ def test_emzoo_upscale_volume_is_the_engine_function():
     import emzoo
 
     assert emzoo.upscale_volume is upscale_volume  # help() shows its signature and docstring
+
+
+# ------------------------------------------------------------------ float data outside [0, 1]
+def _wide_float_stack():
+    """float32 slices in [-0.46, 1.51] (each slice varies, so midpoints are not constant)."""
+    ramp = np.linspace(0.0, 1.0, 8 * 8, dtype=np.float32).reshape(8, 8)
+    return np.stack([-0.46 + 0.5 * ramp, 1.51 - 0.5 * ramp, 0.3 + 0.0 * ramp]).astype(np.float32)
+
+
+def test_float_data_outside_unit_range_keeps_its_range(tmp_path):
+    volume = _wide_float_stack()
+    path = str(tmp_path / "wide.tif")
+    write_volume(path, volume)
+    for source in (volume, path):
+        out = upscale_volume(source, MeanModel(), factor=2, progress=False)["array"]
+        assert out.dtype == np.float32
+        assert out.min() == volume.min() and out.max() == volume.max()  # range matches
+        np.testing.assert_array_equal(out[::2], volume)  # kept slices bit-identical
+        np.testing.assert_allclose(out[1::2], (volume[:-1] + volume[1:]) / 2, atol=1e-6)  # not clipped
+    result = upscale_volume(path, MeanModel(), factor=4, output=str(tmp_path / "out.tif"),
+                            progress=False)
+    with open_volume(result["output"]) as written:
+        out = written.read_range(0, 9)
+    np.testing.assert_array_equal(out[::4], volume)
+    np.testing.assert_allclose(out, linear_along_z(volume, np.arange(9) / 4), atol=1e-6)
+
+
+def test_float_nan_is_refused_before_any_output(tmp_path):
+    volume = _wide_float_stack()
+    volume[2, 3, 3] = np.nan
+    with pytest.raises(VolumeError, match="NaN or Inf"):
+        upscale_volume(volume, MeanModel(), factor=2, output=str(tmp_path / "o.tif"), progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------- bounded output size
+def test_huge_factor_is_refused_before_any_work(tmp_path, monkeypatch):
+    import emzoo.engine.upscale as upscale_module
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the model must not be prepared for an output that is refused")
+
+    monkeypatch.setattr(upscale_module, "MidpointEngine", no_engine)
+    volume = random_volume((3, 64, 64), np.uint8)
+    with pytest.raises(VolumeError) as error:
+        upscale_volume(volume, MeanModel(), factor=1e9, output=str(tmp_path / "o.tif"),
+                       progress=False)
+    assert "\n" not in str(error.value)
+    with pytest.raises(VolumeError, match=r"would be 7\.45 TiB \(2000000001 x 64 x 64 uint8\), more "
+                                          r"than the limit of 1 TiB \(EMZOO_MAX_OUTPUT_BYTES\)"):
+        upscale_volume(volume, MeanModel(), factor="1e9", output=str(tmp_path / "o.tif"),
+                       progress=False)
+    with pytest.raises(VolumeError, match="more than the limit"):  # in memory alike
+        upscale_volume(volume, MeanModel(), factor=1e300, progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_larger_than_the_free_disk_names_both_sizes(tmp_path, monkeypatch):
+    import collections
+
+    from emzoo.engine import sources
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sources.shutil, "disk_usage", lambda folder: usage(10**6, 0, 10**6))
+    with pytest.raises(VolumeError, match=r"would be 3 MiB \(3 x 512 x 512 float32\), more than "
+                                          r"the free space in .* \(977 KiB\)"):
+        upscale_volume(random_volume((2, 512, 512)), MeanModel(), factor=2,
+                       output=str(tmp_path / "o.tif"), progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_limit_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMZOO_MAX_OUTPUT_BYTES", "1000")
+    with pytest.raises(VolumeError, match=r"more than the limit of 1000 bytes"):
+        upscale_volume(random_volume((3, 16, 16), np.uint8), MeanModel(), factor=2, progress=False)
+    monkeypatch.setenv("EMZOO_MAX_OUTPUT_BYTES", "lots")
+    with pytest.raises(EmzooError, match="EMZOO_MAX_OUTPUT_BYTES"):
+        upscale_volume(random_volume((3, 16, 16), np.uint8), MeanModel(), factor=2, progress=False)
+
+
+# ----------------------------------------------------------------------------- the result
+def test_result_is_the_same_kind_with_or_without_output(tmp_path):
+    volume = random_volume((3, 8, 8), np.uint8)
+    in_memory = upscale_volume(volume, MeanModel(), factor=2, voxel_size=(40, 4, 4), progress=False)
+    on_disk = upscale_volume(volume, MeanModel(), factor=2, voxel_size=(40, 4, 4),
+                             output=str(tmp_path / "o.tif"), progress=False)
+    assert set(in_memory) == set(on_disk)
+    assert in_memory["output"] is None and on_disk["array"] is None
+    assert on_disk["output"] == str(tmp_path / "o.tif")
+    for key in ("input_shape", "output_shape", "dtype", "voxel_size", "factor"):
+        assert in_memory[key] == on_disk[key], key
+    assert in_memory["output_shape"] == (5, 8, 8) and in_memory["voxel_size"] == (20, 4, 4)
+    with open_volume(on_disk["output"]) as written:
+        np.testing.assert_array_equal(written.read_range(0, 5), in_memory["array"])

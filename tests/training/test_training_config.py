@@ -35,14 +35,16 @@ def test_train_defaults_are_the_config_defaults():
             assert parameters[field.name].default in (None, field.default_factory()), field.name
 
 
-def test_resolve_normalises_command_line_values(volume):
+def test_resolve_normalises_command_line_values(volume, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.h5").write_bytes(b"")
     config = TrainConfig.resolve("tiny-test", volume, "6", gaps="1, 2", overrides=["filters=8"],
                                  batch_size="4", crop=32, learning_rate="1e-3", val_fraction=0.25,
                                  logical_cpus=0, weights=pathlib.Path("w.h5"), schedule_scale=1)
     assert config.data == (str(pathlib.Path(volume).resolve()),)
     assert config.steps == 6 and config.batch_size == 4 and config.gaps == (1, 2)
     assert config.overrides == {"filters": 8} and config.learning_rate == 1e-3
-    assert config.logical_cpus is None and config.weights == "w.h5"
+    assert config.logical_cpus is None and config.weights == str(tmp_path.resolve() / "w.h5")
     assert isinstance(config.schedule_scale, float)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.steps = 7
@@ -81,6 +83,8 @@ def test_resume_changes_lists_only_the_fixed_settings(volume):
     (dict(overrides=["filters"]), "key=value"),
     (dict(loss="no-such-loss"), "Unknown loss"),
     (dict(model="no-such-model"), "Unknown model"),
+    (dict(weights="absent.weights.h5"), "does not exist"),
+    (dict(model="tsain", weights="default"), "`tsain` has no trained weights to fine-tune from"),
 ])
 def test_resolve_rejects_bad_settings(volume, change, message):
     settings = dict(model="tiny-test", data=[volume], steps=2, crop=32, gaps=(1, 2))
@@ -103,7 +107,7 @@ def test_resolve_rejects_unknown_settings(volume):
         TrainConfig.resolve("tiny-test", [volume], 2, no_such_setting=1)
 
 
-@pytest.mark.parametrize("loss", ["paper", "l1", "l2", "mae", "mse", "huber"])
+@pytest.mark.parametrize("loss", ["auto", "paper", "l1", "l2", "mae", "mse", "huber"])
 def test_known_losses_pass_the_check(loss):
     assert check_loss(loss) == loss
 
@@ -112,3 +116,38 @@ def test_unknown_loss_message():
     with pytest.raises(EmzooError, match=r"Unknown loss `nope`\. Expected paper, l1, l2 or a Keras "
                                          r"loss name\. Received: loss='nope'"):
         check_loss("nope")
+
+
+@pytest.mark.parametrize("model, settings, weights, start, loss", [
+    # An entry with trained weights is fine-tuned from them, with the loss it was trained with.
+    ("default", {}, "default", "fine-tuning default from its bundled weights", "l2"),
+    ("default", dict(loss="l1"), "default", "fine-tuning default from its bundled weights", "l1"),
+    ("default", dict(weights=None), None, "training default from scratch (random weights: "
+     "--from-scratch)", "l2"),
+    ("default", dict(weights="none"), None, "from scratch", "l2"),
+    ("default", dict(overrides=["filters=2"]), None, "--set changes its configuration: filters",
+     "l2"),
+    # Entries and architectures without trained weights start from scratch, with the paper loss.
+    ("film", {}, None, "training film from scratch (random weights: it has no trained weights)",
+     "paper"),
+    ("film-l1", {}, None, "training film-l1 from scratch", "paper"),
+    ("tiny-test", {}, None, "training tiny-test from scratch", "paper"),
+])
+def test_starting_weights_and_loss(volume, model, settings, weights, start, loss):
+    from emzoo.training.config import initial_weights
+
+    config = TrainConfig.resolve(model, [volume], 2, crop=32, gaps=(1,), **settings)
+    chosen, words = initial_weights(config.model, config.weights, config.overrides)
+    assert chosen == weights and start in words and config.loss == loss
+
+
+def test_recorded_loss_reads_entries_and_run_folders():
+    from emzoo import zoo
+    from emzoo.training.config import recorded_loss
+
+    assert zoo.describe_model("default")["metadata"]["training_loss"] == "l2"
+    assert recorded_loss(zoo.describe_model("default")) == "l2"
+    assert recorded_loss(zoo.describe_model("film")) is None
+    # A folder written by emzoo train records its loss under metadata.training.loss.
+    assert recorded_loss({"metadata": {"training": {"loss": "l1", "steps": 3}}}) == "l1"
+    assert recorded_loss({"metadata": {"training": {"stages": []}}}) is None

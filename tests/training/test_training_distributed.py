@@ -89,3 +89,56 @@ def test_multi_worker_with_two_local_workers_matches_one_device(volume, single_d
     assert (out / "config.json").exists()
     assert not any(p.name.startswith(".worker-") for p in out.iterdir())
     _assert_same(single_device, trained_weights(out))
+
+
+# One fresh process (two logical CPUs) trains one step on each validation set size and scores the
+# saved model again on one device: the final validation must finish and give the same means.
+_VALIDATION_SIZES_SCRIPT = r"""
+import json, sys
+import numpy as np
+from emzoo import testing, training
+from emzoo.data.triplets import validation_triplets
+import emzoo
+
+volume, folder, sizes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+results = {}
+for n in sizes:
+    # 20 slices, gap 1: a validation range of n + 2 slices holds n triplets.
+    fraction = (n + 2) / 20
+    out = f"{folder}/run-{n}"
+    kwargs = dict(testing.TINY_TRAINING_RUN, data=[volume], output=out, steps=1, checkpoint_every=1,
+                  batch_size=2, gaps=(1,), val_batches=5, val_fraction=fraction, crop=16,
+                  strategy="mirrored", logical_cpus=2)
+    summary = training.train(**kwargs)
+    model = emzoo.load(out, compile=False)
+    training.compile_model(model, "l1", "adam", 1e-3, jit_compile=False)
+    single = validation_triplets([volume], gaps=(1,), crop=16, batch_size=2, val_fraction=fraction)
+    scores = model.evaluate(single.take(5), verbose=0, return_dict=True)
+    count = sum(int(y.shape[0]) for _, y in single.take(5))
+    results[n] = dict(replicas=summary["replicas"], count=count, distributed=summary["validation"],
+                      single={k: float(v) for k, v in scores.items()})
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def test_mirrored_validation_of_every_size_ends_without_error(volume, tmp_path):
+    """Validation sets of 1 to 10 triplets (up to 5 batches of 2) against 2 replicas: a last batch
+    smaller than (or not a multiple of) the replica count used to crash Keras' cross-replica sum
+    at the very end of the run ("Inputs to operation AddN ... must have the same size")."""
+    import os
+    import subprocess
+    import sys
+
+    sizes = list(range(1, 11))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", _VALIDATION_SIZES_SCRIPT, volume, str(tmp_path),
+                           json.dumps(sizes)], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    results = json.loads(done.stdout.split("RESULTS ", 1)[1])
+    for n in sizes:
+        result = results[str(n)]
+        assert result["replicas"] == 2 and result["count"] == n
+        for name in ("loss", "psnr", "ssim", "ie"):
+            assert result["distributed"][name] == pytest.approx(result["single"][name], rel=1e-4), (
+                n, name, result)

@@ -175,3 +175,20 @@ def test_pixel_and_keras_losses_compile(volume):
         training.compile_model(net, "l1", "rmsprop")
     with pytest.raises(EmzooError, match="Unknown loss `nope`"):
         training.compile_model(net, "nope")
+
+
+def test_named_entry_starts_from_its_trained_weights_unless_from_scratch():
+    """``emzoo train default`` fine-tunes the bundled weights; ``--from-scratch`` (None) does not."""
+    import emzoo
+
+    bundled = emzoo.load("default", compile=False).get_weights()
+    for weights in ("auto", "default"):
+        net = training.build_model("default", weights, {})
+        for a, b in zip(bundled, net.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    scratch = training.build_model("default", None, {}).get_weights()
+    assert any(a.shape == b.shape and np.abs(a - b).max() > 1e-3 for a, b in zip(bundled, scratch))
+    # The loss it continues with is the one its entry records (metadata.training_loss).
+    net = training.compile_model(training.build_model("default", "auto", {}), "auto",
+                                 jit_compile=False)
+    assert net.loss is keras.losses.get("mean_squared_error")

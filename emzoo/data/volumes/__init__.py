@@ -6,7 +6,11 @@ Formats (module: addresses):
   means ``/volumes/raw`` or the file's only 3-D dataset);
 * ``tiff``: ``stack.tif``, ``stack.ome.tif`` (also ``.tiff``, ``.btf``, ``.tf8``), multi-page,
   BigTIFF, OME or ImageJ;
-* ``folder``: ``slices_dir/`` (PNG or TIFF slices, natural sort: ``2.png`` before ``10.png``).
+* ``folder``: ``slices_dir/`` (PNG or TIFF slices, natural sort: ``2.png`` before ``10.png``);
+* ``ome_zarr``: ``volume.ome.zarr`` (level 0 of its multiscale), ``volume.ome.zarr:/1`` (NGFF 0.4 / 0.5);
+* ``zarr_array``: ``volume.zarr:/path/to/array`` (Zarr v2 / v3; a bare ``volume.zarr`` means its
+  OME-Zarr level 0 or its only 3-D array);
+* ``n5``: ``volume.n5:/setup0/timepoint0/s0`` (a bare ``volume.n5`` means its only 3-D dataset or ``s0``).
 
 :mod:`~emzoo.data.volumes.base` holds the :class:`Volume` contract every reader follows and the
 conventions of the whole package (``(z, y, x)`` order, voxel sizes in nm, normalisation by the
@@ -19,13 +23,14 @@ Which format an address names is decided in one place, :data:`FORMATS` below: th
 whose ``names(address)`` is true, after refusing single 2-D pictures (``.png``, ``.jpg``); files
 with an unusual suffix are recognised by their leading bytes (each module's ``MAGIC``).
 
-Adding a format (zarr, n5, ...) is one module and one row: write ``volumes/<format>.py`` with
+Adding a format is one module and one row: write ``volumes/<format>.py`` with
 ``names(address)``, ``MAGIC`` (a tuple of leading bytes, empty for folders), ``open_address(address,
 dataset=None)`` returning a :class:`Volume` subclass, and ``Writer``, a :class:`VolumeWriter`
 subclass (``_create``, ``_store``, ``_finish``, ``_release``); then add the module to
 :data:`FORMATS`, with a test file in ``tests/data/volumes/``.
 
-This package imports NumPy, tifffile, h5py and Pillow only (never TensorFlow).
+This package imports NumPy, tifffile, h5py and Pillow, and zarr or tensorstore when a chunked volume
+is opened (never TensorFlow).
 
 Example:
     >>> vol = open_volume("stack.tif")                     # doctest: +SKIP
@@ -41,7 +46,7 @@ import os
 
 import numpy as np
 
-from emzoo.data.volumes import folder, hdf5, tiff
+from emzoo.data.volumes import folder, hdf5, n5, ome_zarr, tiff, zarr_array
 from emzoo.data.volumes.base import (SUPPORTED_DTYPES, ArrayVolume, Volume, as_zyx, check_dtype,
                                      check_voxel_size, denormalise, normalise, normalise_between)
 from emzoo.data.volumes.folder import FOLDER_METADATA, FolderVolume, FolderVolumeWriter
@@ -52,7 +57,7 @@ from emzoo.errors import VolumeError, describe
 
 # Address -> format: the first module whose names(address) is true. Order matters: an HDF5 address
 # may end in anything after its ':', and the folder row also takes new paths without a suffix.
-FORMATS = (hdf5, tiff, folder)
+FORMATS = (ome_zarr, zarr_array, n5, hdf5, tiff, folder)  # the chunked ones first: each is a folder
 _PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -78,12 +83,13 @@ def writer_class(path):
     module = format_of(os.fspath(path))
     if module is None:
         raise VolumeError(describe("Unknown output format.",
-                                   "a path ending in .tif/.tiff, .h5/.hdf5 (optionally :/dataset) or a folder",
+                                   "a path ending in .tif/.tiff, .h5/.hdf5, .zarr, .ome.zarr or .n5 (optionally "
+                                   ":/dataset) or a folder",
                                    path=os.fspath(path)))
     return module.Writer
 
 
-def open_volume(path, dataset=None, percentiles=None):
+def open_volume(path, dataset=None, percentiles=None, axes=None):
     """Opens a z-stack lazily and returns a :class:`Volume`.
 
     Args:
@@ -93,9 +99,13 @@ def open_volume(path, dataset=None, percentiles=None):
             in ``path``) ``/volumes/raw`` is used, or else the file's only 3-D dataset.
         percentiles: optional ``(lo, hi)``: normalise ``slice()`` by these percentiles of the volume
             (computed once on up to 16 slices) instead of the dtype's range.
+        axes: TIFF only: the axes of the stored array, one letter per dimension ending in ``YX``
+            (e.g. ``"ZYX"``), replacing those the file's metadata give (a 3-D array saved with
+            ``imagej=True`` and no axes reads as channels ``CYX``).
 
     Raises:
-        VolumeError: unreadable/corrupt files, 2-D images, colour stacks, unsupported dtypes, folders of
+        VolumeError: unreadable/corrupt/truncated files, 2-D images, colour stacks (naming the axes
+            the file gave and how to override them), unsupported dtypes, folders of
             mixed shapes, HDF5 addresses naming a missing dataset, bare HDF5 files with neither
             ``/volumes/raw`` nor exactly one 3-D dataset (the message lists the datasets). NaN/Inf in
             float data is reported when the slice is read.
@@ -121,15 +131,18 @@ def open_volume(path, dataset=None, percentiles=None):
             raise VolumeError(describe("A 2-D image was given where a stack of slices is needed.",
                                        "a 3-D volume: a multi-page TIFF, an HDF5 dataset or a folder of slices",
                                        shape=shape, path=path))
-        module = format_of(path)
-        volume = module.open_address(path, dataset) if module is not None else _sniff(path)
+        module = format_of(path) or _sniff(path)
+        if axes is not None and module is not tiff:
+            raise VolumeError(describe("`axes` applies to TIFF files only.", "a TIFF file, or no `axes`",
+                                       axes=axes, path=path))
+        volume = module.open_address(path, dataset, **({} if axes is None else {"axes": axes}))
     if percentiles is not None:
         volume.set_percentile_window(percentiles)
     return volume
 
 
 def _sniff(path):
-    """Opens a file with an unusual suffix by its leading bytes (each format's ``MAGIC``)."""
+    """The format module of a file with an unusual suffix, by its leading bytes (``MAGIC``)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -138,7 +151,7 @@ def _sniff(path):
                                    error=str(error))) from error
     for module in FORMATS:
         if head.startswith(module.MAGIC):
-            return module.open_address(path)
+            return module
     raise VolumeError(describe("Unknown volume format.",
                                "a TIFF (.tif), an HDF5 address (file.h5:/dataset) or a folder of PNG/TIFF slices",
                                path=path))

@@ -8,7 +8,12 @@ Conventions, stated once for the whole of :mod:`emzoo.data.volumes`:
 * Voxel sizes are ``(z, y, x)`` in **nanometres**, or ``None`` when the file does not say;
   :func:`check_voxel_size` is the one check of a voxel size given by a caller.
 * Values are normalised **by the dtype's range**, never per slice: ``uint8 / 255``,
-  ``uint16 / 65535``; ``float32`` data is taken as already in ``[0, 1]`` and passed through.
+  ``uint16 / 65535``. ``float32`` data inside ``[0, 1]`` is passed through unchanged; a float
+  volume with any value outside ``[0, 1]`` is normalised by **its own range**: its minimum and
+  maximum, computed once per volume (slice chunk by slice chunk, so a memory-mapped file is never
+  loaded whole) when it is first normalised, map to 0 and 1. Results are mapped back the same way
+  (:meth:`Volume.denormalise_raw`), so new slices lie in the input's range and copied slices stay
+  bit-identical. NaN and Inf are refused with a message naming the slices that hold them.
   Percentile normalisation is an explicit option (:func:`normalise` ``percentiles=(lo, hi)``,
   ``open_volume(..., percentiles=(lo, hi))``), computed once per volume, not per slice, so
   intensities stay comparable along z.
@@ -21,6 +26,7 @@ This module imports NumPy only.
 """
 
 import os
+import re
 
 import numpy as np
 
@@ -30,6 +36,7 @@ SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32
 _SUPPORTED_TEXT = "uint8, uint16 or float32 data"
 _PERCENTILES_TEXT = "two numbers (lo, hi) with 0 <= lo < hi <= 100"
 _VOXEL_SIZE_TEXT = "three positive numbers (z, y, x) in nm, or None"
+_RANGE_CHUNK_BYTES = 64 * 2**20  # slices read at a time when a float volume's range is computed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,11 +87,34 @@ def round_size(value):
     return float(f"{value:.6g}") if value > 0 and np.isfinite(value) else None
 
 
+# A container file or folder (HDF5, Zarr, N5), optionally followed by ``:`` and the path inside it.
+_CONTAINER = re.compile(r"^(?P<file>.*?\.(?:h5|hdf5|hdf|he5|zarr|n5))/?(?::(?P<inner>.*))?$", re.IGNORECASE)
+
+
+def split_container_path(path):
+    """Splits ``file.h5:/group/dataset``, ``volume.zarr:/path/to/array`` or ``volume.n5:/s0`` into
+    ``(file or folder, path inside or None)``; other paths give ``(path, None)``.
+
+    The first container suffix followed by ``:`` (or the end) ends the file part.
+
+    Example:
+        >>> split_container_path("volume.ome.zarr:/0")
+        ('volume.ome.zarr', '/0')
+        >>> split_container_path("stack.tif")
+        ('stack.tif', None)
+    """
+    path = os.fspath(path)
+    match = _CONTAINER.match(path)
+    if not match:
+        return path, None
+    return match.group("file"), (match.group("inner") or None)
+
 def normalise(array, dtype=None, percentiles=None):
     """Maps raw values to float32 ``[0, 1]`` by the range of their dtype.
 
     ``uint8`` is divided by 255 and ``uint16`` by 65535; ``float32`` (and ``float64``) values are
-    assumed to be in ``[0, 1]`` already and returned as float32 unchanged. ``dtype`` overrides the
+    returned as float32 unchanged (a :class:`Volume` maps float data outside ``[0, 1]`` by its own
+    range first: :meth:`Volume.normalise_raw`). ``dtype`` overrides the
     array's own dtype (useful when a slice was already cast). With ``percentiles=(lo, hi)`` the
     values at those percentiles of ``array`` (or explicit ``limits=(vmin, vmax)`` via
     :func:`normalise_between`) become 0 and 1 and the result is clipped: use this for stacks whose
@@ -124,6 +154,9 @@ def normalise_between(array, vmin, vmax):
 def denormalise(array, dtype):
     """Inverse of :func:`normalise`: clips to ``[0, 1]`` and rounds back to ``dtype``.
 
+    (A volume's own inverse, which also undoes a percentile window or a float range, is
+    :meth:`Volume.denormalise_raw`.)
+
     Example:
         >>> denormalise(np.array([0.0, 0.5, 1.2]), np.uint8).tolist()
         [0, 128, 255]
@@ -152,7 +185,7 @@ def check_finite(array, where):
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise VolumeError(describe(f"Float data contains NaN or Inf ({bad} values) in {where}.",
-                                   "finite values (float volumes are taken as [0, 1])", path=where))
+                                   "finite values", path=where))
 
 
 def as_zyx(array, path):
@@ -183,8 +216,9 @@ class Volume:
         dtype: the stored NumPy dtype (uint8, uint16 or float32).
         voxel_size: ``(z, y, x)`` in nm, or ``None`` when the file does not record it.
 
-    ``read(z)`` returns the raw slice, ``slice(z)`` the float32 slice in ``[0, 1]`` (dtype range, or
-    the volume's percentile window when opened with ``percentiles=``). Indices may be negative
+    ``read(z)`` returns the raw slice, ``slice(z)`` the float32 slice in ``[0, 1]`` (dtype range, a
+    float volume's own range when its data leaves ``[0, 1]``, or the volume's percentile window when
+    opened with ``percentiles=``); :meth:`denormalise_raw` maps such values back. Indices may be negative
     (Python style). Use as a context manager, or call :meth:`close`.
 
     Subclasses implement ``_read_raw(z)`` and, where the format can do better than slice by slice,
@@ -201,6 +235,7 @@ class Volume:
         self.dtype = np.dtype(dtype)
         self.voxel_size = voxel_size
         self._window = None  # (vmin, vmax) for percentile normalisation
+        self._range = None  # (min, max) of a float volume's data, once computed
 
     def _read_raw(self, z):
         raise NotImplementedError
@@ -276,10 +311,71 @@ class Volume:
         return self.normalise_raw(self.read_range(z0, z1))
 
     def normalise_raw(self, array):
-        """Normalises raw values of this volume to float32 [0, 1] (dtype range or percentile window)."""
-        if self._window is not None:
-            return normalise_between(array, *self._window)
+        """Normalises raw values of this volume to float32 [0, 1].
+
+        By the percentile window when one is set, else by the volume's own range for float data
+        outside ``[0, 1]`` (see :meth:`value_range`), else by the dtype's range (float data inside
+        ``[0, 1]`` is passed through unchanged).
+        """
+        window = self._mapping()
+        if window is not None:
+            return normalise_between(array, *window)
         return normalise(array, self.dtype)
+
+    def denormalise_raw(self, unit):
+        """Inverse of :meth:`normalise_raw`: float ``[0, 1]`` values back to this volume's raw values.
+
+        Values are clipped to ``[0, 1]`` first, so results stay inside the range the volume was
+        normalised by; integer dtypes are rounded.
+
+        Example:
+            >>> vol = ArrayVolume(np.array([[[-0.5]], [[1.5]]], np.float32))
+            >>> vol.denormalise_raw(np.array([0.0, 0.5, 1.0])).tolist()
+            [-0.5, 0.5, 1.5]
+        """
+        window = self._mapping()
+        if window is None:
+            return denormalise(unit, self.dtype)
+        lo, hi = window
+        unit = np.clip(np.asarray(unit, np.float64), 0.0, 1.0)
+        values = lo + unit * (hi - lo)
+        if self.dtype.kind == "f":
+            return np.clip(values, lo, hi).astype(self.dtype)
+        info = np.iinfo(self.dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(self.dtype)
+
+    def value_range(self):
+        """``(min, max)`` of the data as floats: for float volumes, computed once and cached.
+
+        Float volumes are read chunk by chunk (a bounded number of slices at a time, so a
+        memory-mapped file is never loaded whole); NaN or Inf raises :class:`VolumeError`. Integer
+        volumes give their dtype's range without reading anything.
+
+        Example:
+            >>> ArrayVolume(np.array([[[-0.25]], [[1.5]]], np.float32)).value_range()
+            (-0.25, 1.5)
+        """
+        if self.dtype.kind != "f":
+            return 0.0, float(np.iinfo(self.dtype).max)
+        if getattr(self, "_range", None) is None:
+            slice_bytes = max(1, self.shape[1] * self.shape[2] * self.dtype.itemsize)
+            step = max(1, _RANGE_CHUNK_BYTES // slice_bytes)
+            lo, hi = np.inf, -np.inf
+            for z0 in range(0, self.shape[0], step):
+                chunk = self.read_range(z0, z0 + step)  # refuses NaN / Inf
+                if chunk.size:
+                    lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+            self._range = (lo, hi)
+        return self._range
+
+    def _mapping(self):
+        """``(vmin, vmax)`` mapped to 0 and 1, or ``None`` when the dtype's range applies."""
+        if self._window is not None:
+            return self._window
+        if self.dtype.kind != "f":
+            return None
+        lo, hi = self.value_range()
+        return None if lo >= 0.0 and hi <= 1.0 else (lo, hi)
 
     def set_percentile_window(self, percentiles, max_slices=16):
         """Normalises by percentiles ``(lo, hi)`` of up to ``max_slices`` evenly spaced slices.

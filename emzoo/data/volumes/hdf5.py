@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from emzoo.data.volumes.base import Volume, check_dtype, round_size
+from emzoo.data.volumes.base import Volume, check_dtype, round_size, split_container_path
 from emzoo.data.volumes.writer import VolumeWriter
 from emzoo.errors import VolumeError, describe
 
@@ -33,12 +33,7 @@ def split_hdf5_path(path):
         >>> split_hdf5_path("stack.tif")
         ('stack.tif', None)
     """
-    path = os.fspath(path)
-    match = _PATTERN.match(path)
-    if not match:
-        return path, None
-    dataset = match.group("dataset")
-    return match.group("file"), (dataset if dataset else None)
+    return split_container_path(path)  # also splits Zarr / N5 addresses, for callers of any container
 
 
 def names(path):

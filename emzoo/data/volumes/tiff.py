@@ -3,7 +3,10 @@
 Addresses: ``stack.tif`` (also ``.tiff``, ``.btf``, ``.tf8``). Reading is memory-mapped when the
 pages are uncompressed and contiguous (whole slices are then fetched with positional reads, so
 streaming through a stack does not keep it resident), otherwise page by page. Voxel sizes come from
-OME ``PhysicalSize*`` or ImageJ ``spacing`` + resolution tags, converted to nm.
+OME ``PhysicalSize*`` or ImageJ ``spacing`` + resolution tags, converted to nm. The axes come from
+the file's metadata (tifffile's reading of it); ``axes="ZYX"`` overrides them for files whose
+metadata call the z axis something else (a 3-D array saved with ``imagej=True`` but no axes is
+stored as channels). A file that ends before the pages it announces is reported as truncated.
 
 Writing produces an ImageJ hyperstack TIFF (voxel size in micrometres, ImageJ's convention), or an
 OME BigTIFF past 4 GB: ``tifffile`` lays out the header, metadata and page directories around an
@@ -13,7 +16,10 @@ use stays at about one slice whatever the size and the order of the writes.
 This module imports NumPy and tifffile (on use).
 """
 
+import contextlib
+import logging
 import os
+import struct
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -41,29 +47,69 @@ def names(path):
     return os.fspath(path).lower().endswith(SUFFIXES)
 
 
-def open_address(path, dataset=None):
-    """Opens a TIFF stack (``dataset`` is for container formats; a TIFF holds one volume)."""
-    return TiffVolume(path)
+def open_address(path, dataset=None, axes=None):
+    """Opens a TIFF stack (``dataset`` is for container formats; a TIFF holds one volume).
+
+    ``axes`` (e.g. ``"ZYX"``) replaces the axes the file's metadata give, one letter per
+    dimension of the stored array, ending in ``YX``.
+    """
+    return TiffVolume(path, axes=axes)
+
+
+@contextlib.contextmanager
+def _tifffile_quiet():
+    """Keeps tifffile's own log lines (about damaged files) off stderr; the errors raised say it."""
+    logger = logging.getLogger("tifffile")
+    handler, propagate = logging.NullHandler(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 class TiffVolume(Volume):
-    """Multi-page / BigTIFF / OME-TIFF / ImageJ TIFF, memory-mapped when possible."""
+    """Multi-page / BigTIFF / OME-TIFF / ImageJ TIFF, memory-mapped when possible.
 
-    def __init__(self, path):
+    ``axes`` (e.g. ``"ZYX"``) overrides the axes read from the file's metadata.
+    """
+
+    def __init__(self, path, axes=None):
         import tifffile
 
         path = os.fspath(path)
+        self._tif = None
+        try:
+            with _tifffile_quiet():
+                self._open(tifffile, path, axes)
+        except BaseException:
+            if self._tif is not None:
+                self._tif.close()
+            raise
+
+    def _open(self, tifffile, path, axes):
         try:
             self._tif = tifffile.TiffFile(path)
             series = self._tif.series[0]
-            shape, axes = tuple(series.shape), series.axes
+            shape, file_axes = tuple(series.shape), series.axes
         except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as error:
             if isinstance(error, FileNotFoundError):
                 raise
             raise VolumeError(describe("Cannot read the TIFF file (corrupt or not a TIFF).",
                                        "a readable multi-page TIFF", path=path, error=str(error))) from error
+        truncated = _truncation(self._tif, series)
+        if truncated:
+            raise VolumeError(describe(
+                f"The TIFF file ends early (truncated, or still being written): {truncated}.",
+                "a complete file (copy or save it again)", path=path,
+                file_bytes=int(self._tif.filehandle.size)))
         dtype = np.dtype(series.dtype)
-        zyx = _tiff_zyx(shape, axes, path)
+        if axes is not None:
+            zyx = _given_zyx(shape, axes, path)
+        else:
+            zyx = _tiff_zyx(shape, file_axes, path, _layout_note(self._tif, shape, file_axes))
         super().__init__(path, zyx, check_dtype(dtype, name="dtype"), tiff_voxel_size(self._tif))
         self._series = series
         self._memmap = None
@@ -118,8 +164,15 @@ class TiffVolume(Volume):
         self._tif.close()
 
 
-def _tiff_zyx(shape, axes, path):
-    """Maps a tifffile series shape/axes to (Z, Y, X), refusing colour and 2-D images."""
+_OVERRIDE = ("open it with open_volume(path, axes='ZYX'), or save it again with "
+             "tifffile.imwrite(path, data, imagej=True, metadata={'axes': 'ZYX'})")
+
+
+def _tiff_zyx(shape, axes, path, note=None):
+    """Maps a tifffile series shape/axes to (Z, Y, X), refusing colour and 2-D images.
+
+    ``note`` says how the file's axes were decided when that is likely a wrong guess.
+    """
     if len(shape) == 2:
         raise VolumeError(describe("A 2-D image was given where a stack of slices is needed.",
                                    "a 3-D (z, y, x) volume: a multi-page TIFF, an HDF5 dataset or a folder "
@@ -127,9 +180,15 @@ def _tiff_zyx(shape, axes, path):
     sizes = dict(zip(axes, shape))
     for axis in "CS":
         if sizes.get(axis, 1) > 1:
-            raise VolumeError(describe("Unsupported volume layout (colour or multi-channel stack).",
-                                       "a grey-level (z, y, x) volume; convert colour stacks to grey first",
-                                       shape=shape, axes=axes, path=path))
+            if note:
+                raise VolumeError(describe(
+                    f"The TIFF reads as one multi-channel image, not a z-stack: {note}.",
+                    f"a grey-level z-stack: if the {sizes[axis]} planes along {axis} are z slices, "
+                    f"{_OVERRIDE}", shape=shape, axes=axes, path=path))
+            raise VolumeError(describe(
+                f"Unsupported volume layout (colour or multi-channel stack, axes {axes}).",
+                f"a grey-level (z, y, x) volume; convert colour stacks to grey first (if the axes "
+                f"are wrong and {axis} holds z slices, {_OVERRIDE})", shape=shape, axes=axes, path=path))
     if "Y" not in sizes or "X" not in sizes or not axes.replace("S", "").replace("C", "").endswith("YX"):
         if len(shape) >= 3 and int(np.prod(shape[:-2])) >= 1:
             return (int(np.prod(shape[:-2])), shape[-2], shape[-1])
@@ -138,6 +197,91 @@ def _tiff_zyx(shape, axes, path):
     y, x = sizes["Y"], sizes["X"]
     depth = int(np.prod(shape)) // (y * x)
     return (depth, y, x)
+
+
+def _given_zyx(shape, axes, path):
+    """(Z, Y, X) of a series whose axes the caller gave (one letter per dimension, ending in YX)."""
+    text = str(axes).upper()
+    if (not isinstance(axes, str) or len(text) != len(shape) or not text.endswith("YX")
+            or len(set(text)) != len(text) or not text.isalpha() or len(shape) < 3):
+        raise VolumeError(describe("Invalid value for argument `axes`.",
+                                   f"one letter per dimension of the stored array {tuple(shape)}, "
+                                   "ending in YX, e.g. 'ZYX'", axes=axes, path=path))
+    return _tiff_zyx(shape, text, path)
+
+
+def _layout_note(tif, shape, axes):
+    """Why the file's axes are probably a guess (ImageJ channels or tifffile's RGB), or ``None``."""
+    sizes = dict(zip(axes, shape))
+    if sizes.get("C", 1) > 1 and not any(sizes.get(axis, 1) > 1 for axis in "ZTQI"):
+        kind = "ImageJ" if tif.is_imagej else "OME" if tif.is_ome else "tifffile"
+        writer = "imagej=True" if tif.is_imagej else "ome=True" if tif.is_ome else "..."
+        return (f"its {kind} metadata give axes {axes} ({sizes['C']} channels, no z), which "
+                f"tifffile.imwrite(..., {writer}) writes for a 3-D array unless given "
+                "metadata={'axes': 'ZYX'}")
+    if sizes.get("S", 1) in (3, 4) and len(shape) == 3 and axes.startswith("S"):
+        return (f"tifffile took the first axis ({sizes['S']} planes) for the colour samples of one "
+                f"RGB image (axes {axes}), as it does for a 3-D array of 3 or 4 slices saved "
+                "without axes")
+    return None
+
+
+def _truncation(tif, series):
+    """How the file ends before the pages it announces (a phrase), or ``None`` when complete.
+
+    Checks the pages the ImageJ / tifffile metadata announce (or the series holds) against the data
+    inside the file (the end of a contiguous block, else each page's data), then, for files that
+    announce no page count, the last page's link to a next page (0, not past the end of the file).
+    """
+    size = int(tif.filehandle.size)
+    first = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+    plane_bytes = max(1, int(np.prod(first.shape)) * np.dtype(first.dtype).itemsize)
+    announced = _announced_pages(tif, first)
+    if series.dataoffset is not None:  # one contiguous block: its end must lie inside the file
+        total = max(announced or 0, int(series.nbytes) // plane_bytes)
+        found = min(total, max(0, size - int(series.dataoffset)) // plane_bytes)
+    else:
+        pages = [page for page in tif.pages if page is not None]
+        total = max(announced or 0, len(pages))
+        found = sum(1 for page in pages if _data_end(page) <= size)
+    if announced is None and _links_past_end(tif, size):
+        return (f"found {found} complete page(s), and the last page links to a next one past the "
+                "end of the file")
+    if found < total:
+        return f"expected {total} pages, found {found}"
+    return None
+
+
+def _links_past_end(tif, size):
+    """Whether the last page directory tifffile found links to a next one beyond the file's end."""
+    try:
+        tif.filehandle.seek(tif.pages.next_page_offset)
+        raw = tif.filehandle.read(tif.tiff.offsetsize)
+        if len(raw) < tif.tiff.offsetsize:
+            return True
+        following = struct.unpack(tif.tiff.offsetformat, raw)[0]
+    except (AttributeError, TypeError, OSError, struct.error):
+        return False  # a tifffile without next_page_offset: no way to ask
+    return bool(following) and following >= size
+
+
+def _announced_pages(tif, first):
+    """The number of pages the file's ImageJ or tifffile metadata announce, or ``None``."""
+    try:
+        if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("images"):
+            return int(tif.imagej_metadata["images"])
+        if tif.is_shaped and tif.shaped_metadata and len(tif.shaped_metadata) == 1:
+            shape = tif.shaped_metadata[0].get("shape")
+            if shape:
+                return max(1, int(np.prod(shape)) // max(1, int(np.prod(first.shape))))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _data_end(page):
+    ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts)]
+    return max(ends) if ends else 0
 
 
 def _unit_scale(unit):

@@ -42,7 +42,7 @@ class DAN(SparseAttentionInterpolator):
             self.outer_partition, self.inner_partition, self.attention_reduction,
             self.scale_scores, adaptive=self.adaptive_partitions,
             name="blend_attention") if self.blend_attention else None)
-        self.blend_out = conv(self.channels, 3, "blend_out")
+        self.blend_out = conv(self.channels, 3, "blend_out", dtype="float32")  # added to the image
 
     def fuse(self, head_input, warped0, warped1, time):
         hidden = self.blend_blocks[1](self.blend_blocks[0](self.blend_in(head_input)))

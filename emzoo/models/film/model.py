@@ -35,16 +35,16 @@ from keras import ops
 from emzoo.errors import EmzooError, check_integer, describe
 from emzoo.layers.pyramid import build_image_pyramid, resize_bilinear, resize_nearest
 from emzoo.layers.warp import backward_warp
-from emzoo.models.base import Interpolator
+from emzoo.models.base import Interpolator, float32_outputs
 from emzoo.models.film.loss import paper_loss
 
 _SLOPE = 0.2  # LeakyReLU slope used after every activated conv of film_net.
 
 
-def _conv(filters, kernel_size, name):
+def _conv(filters, kernel_size, name, dtype=None):
     # Keras defaults (glorot-uniform kernel, zero bias) like the original; 'same' padding, which
     # for the 2x2 fusion convs pads one row/column at the bottom/right on every backend.
-    return keras.layers.Conv2D(filters, kernel_size, padding="same", name=name)
+    return keras.layers.Conv2D(filters, kernel_size, padding="same", name=name, dtype=dtype)
 
 
 def _lrelu(x):
@@ -129,7 +129,8 @@ class FilmFlowPredictor(keras.layers.Layer):
         self.convs.append(_conv(2, 1, f"conv_{self.num_convs + 1}"))
 
     def call(self, features_a, features_b):
-        x = ops.concatenate([features_a, features_b], axis=-1)
+        dtype = self.compute_dtype
+        x = ops.concatenate([ops.cast(features_a, dtype), ops.cast(features_b, dtype)], axis=-1)
         for conv in self.convs[:-1]:
             x = _lrelu(conv(x))
         return self.convs[-1](x)
@@ -165,7 +166,8 @@ class FilmFusion(keras.layers.Layer):
             width = self.filters << min(i, self.specialized_levels)
             for kernel in (2, 3, 3):
                 self.convs.append(_conv(width, kernel, self._conv_name(len(self.convs))))
-        self.convs.append(_conv(self.channels, 1, self._conv_name(len(self.convs))))
+        self.convs.append(_conv(self.channels, 1, self._conv_name(len(self.convs)),
+                                dtype="float32"))  # the image: float32 under mixed precision
 
     @staticmethod
     def _conv_name(index):
@@ -175,6 +177,7 @@ class FilmFusion(keras.layers.Layer):
         if len(aligned_pyramid) != self.levels:
             raise EmzooError(describe("FILM fusion got a pyramid of the wrong length.",
                                       f"{self.levels} levels", levels=len(aligned_pyramid)))
+        aligned_pyramid = [ops.cast(level, self.compute_dtype) for level in aligned_pyramid]
         net = aligned_pyramid[-1]
         for i in reversed(range(self.levels - 1)):
             # Nearest resize with half-pixel centres (pixel replication for exact 2x).
@@ -312,7 +315,9 @@ class FILM(Interpolator):
         first. Pass two of these to :meth:`interpolate_from_features`.
         """
         self._check_size(tuple(image.shape))
-        images = build_image_pyramid(image, self.pyramid_levels)
+        # Images, flows and warping stay float32 under mixed precision (sub-pixel positions and
+        # the residual's grey levels need it); only the convs run in the compute dtype.
+        images = build_image_pyramid(ops.cast(image, "float32"), self.pyramid_levels)
         return {"images": images, "features": self.feature_extractor(images)}
 
     def _predictor(self, level):
@@ -321,12 +326,13 @@ class FILM(Interpolator):
     def _estimate_flows(self, features_a, features_b):
         """Residual and cumulative flows from a to b (spec §1.5), finest first."""
         levels = len(features_a)
-        flow = self._predictor(levels - 1)(features_a[-1], features_b[-1])
+        flow = ops.cast(self._predictor(levels - 1)(features_a[-1], features_b[-1]), "float32")
         residuals = [flow]
         flows = [flow]
         for i in reversed(range(levels - 1)):
             flow = resize_bilinear(2.0 * flow, _size_of(features_a[i]))
-            residual = self._predictor(i)(features_a[i], backward_warp(features_b[i], flow))
+            residual = ops.cast(
+                self._predictor(i)(features_a[i], backward_warp(features_b[i], flow)), "float32")
             flow = flow + residual
             residuals.insert(0, residual)
             flows.insert(0, flow)
@@ -356,8 +362,10 @@ class FILM(Interpolator):
         warped_level0 = None
         for i in range(self.fusion_pyramid_levels):
             pyramid = ops.concatenate([
-                ops.concatenate([features0["images"][i], features0["features"][i]], axis=-1),
-                ops.concatenate([features1["images"][i], features1["features"][i]], axis=-1)],
+                ops.concatenate([features0["images"][i],
+                                 ops.cast(features0["features"][i], "float32")], axis=-1),
+                ops.concatenate([features1["images"][i],
+                                 ops.cast(features1["features"][i], "float32")], axis=-1)],
                 axis=0)
             flow = flows[i]
             swapped = ops.concatenate([flow[batch:], flow[:batch]], axis=0) * scale
@@ -367,7 +375,7 @@ class FILM(Interpolator):
             aligned.append(ops.concatenate(
                 [warped[:batch], warped[batch:], swapped[:batch], swapped[batch:]], axis=-1))
 
-        image = self.fusion(aligned)[..., :self.channels]
+        image = ops.cast(self.fusion(aligned), "float32")[..., :self.channels]
         if self.residual:
             image = image + 0.5 * (warped_level0[:batch, ..., :self.channels]
                                    + warped_level0[batch:, ..., :self.channels])
@@ -381,7 +389,7 @@ class FILM(Interpolator):
                                                flows[:self.fusion_pyramid_levels]]
             outputs["backward_flow_pyramid"] = [f[batch:] for f in
                                                 flows[:self.fusion_pyramid_levels]]
-        return outputs
+        return float32_outputs(outputs)
 
     def call(self, inputs, training=False):
         features0 = self.extract(inputs["x0"])

@@ -64,7 +64,7 @@ from emzoo.errors import EmzooError, check_integer, describe
 from emzoo.layers.blocks import ResidualBlock
 from emzoo.layers.deformable import DeformableConv2D, DeformableConvPack
 from emzoo.layers.pyramid import upsample2x_bilinear
-from emzoo.models.base import Interpolator, crop_padding, pad_to_multiple
+from emzoo.models.base import Interpolator, crop_padding, float32_outputs, pad_to_multiple
 from emzoo.models.tsain.loss import paper_loss
 
 
@@ -73,9 +73,9 @@ def _torch_default_kernel():
     return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
-def _conv(filters, kernel_size, name, strides=1, padding="same"):
+def _conv(filters, kernel_size, name, strides=1, padding="same", dtype=None):
     return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
-                               kernel_initializer=_torch_default_kernel(), name=name)
+                               kernel_initializer=_torch_default_kernel(), name=name, dtype=dtype)
 
 
 def _deformable(filters, groups, name):
@@ -330,7 +330,7 @@ class TSAIN(Interpolator):
         self.reconstruction_conv = _conv(f, 3, "reconstruction_conv")
         self.reconstruction = [ResidualBlock(f, name=f"reconstruction_block{i}")
                                for i in range(self.reconstruction_blocks)]
-        self.conv_last = _conv(self.channels, 3, "conv_last")
+        self.conv_last = _conv(self.channels, 3, "conv_last", dtype="float32")  # the image
         for layer in self._flatten_layers(include_self=False):
             if isinstance(layer, DeformableConv2D):
                 layer.remat = self.remat
@@ -356,7 +356,7 @@ class TSAIN(Interpolator):
         features = _lrelu(self.reconstruction_conv(features), 0.2)
         for block in self.reconstruction:
             features = block(features)
-        return {"image": crop_padding(self.conv_last(features), window)}
+        return float32_outputs({"image": crop_padding(self.conv_last(features), window)})
 
     def paper_loss(self, vgg_weights="default", schedule_scale=1.0):
         """TSAIN's loss (:func:`emzoo.models.tsain.loss.paper_loss`); it has no schedule."""

@@ -105,3 +105,63 @@ def test_shared_isbi_stack(shared_data):
         assert vol.voxel_size == (50.0, 4.0, 4.0)
         middle = vol.slice(15)
         assert middle.dtype == np.float32 and 0.0 <= middle.min() < middle.max() <= 1.0
+
+
+# ----------------------------------------------------------------- truncated files, guessed axes
+@pytest.mark.parametrize("how", [{"imagej": True, "metadata": {"axes": "ZYX"}}, {},
+                                 {"compression": "zlib"}])
+def test_truncated_tiff_says_it_ends_early(tmp_path, capfd, how):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.arange(10 * 64 * 64, dtype=np.uint16).reshape(10, 64, 64) % 251, **how)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(VolumeError, match=r"The TIFF file ends early .*: expected 10 pages, found [0-9]\."):
+        V.open_volume(path)
+    assert capfd.readouterr().err == ""  # tifffile's own log lines are not shown as well
+
+
+def test_truncated_tiff_without_metadata_says_its_pages_stop(tmp_path):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.ones((10, 32, 32), np.uint8), metadata=None)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(VolumeError, match="ends early .*links to a next one past the end of the file"):
+        V.open_volume(path)
+
+
+def test_grey_stack_saved_as_imagej_channels_names_the_axes_and_the_override(tmp_path):
+    path = tmp_path / "channels.tif"
+    array = np.arange(5 * 8 * 6, dtype=np.uint8).reshape(5, 8, 6)
+    tifffile.imwrite(path, array, imagej=True)  # no axes: tifffile stores channels (CYX)
+    with pytest.raises(VolumeError) as error:
+        V.open_volume(path)
+    message = str(error.value)
+    assert "multi-channel image, not a z-stack" in message and "axes CYX" in message
+    assert "open_volume(path, axes='ZYX')" in message and "metadata={'axes': 'ZYX'}" in message
+    assert "colour" not in message
+    with V.open_volume(path, axes="ZYX") as vol:
+        assert vol.shape == (5, 8, 6)
+        np.testing.assert_array_equal(vol.read_range(0, 5), array)
+
+
+def test_three_slices_saved_without_axes_read_as_rgb_name_the_guess(tmp_path):
+    path = tmp_path / "three.tif"
+    array = np.arange(3 * 8 * 6, dtype=np.uint8).reshape(3, 8, 6)
+    tifffile.imwrite(path, array)  # tifffile takes a first axis of 3 for RGB samples (SYX)
+    with pytest.raises(VolumeError, match=r"tifffile took the first axis \(3 planes\).*axes='ZYX'"):
+        V.open_volume(path)
+    np.testing.assert_array_equal(V.open_volume(path, axes="ZYX").read_range(0, 3), array)
+
+
+def test_axes_override_is_checked(tmp_path):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((4, 8, 6), np.uint8), imagej=True, metadata={"axes": "ZYX"})
+    for bad in ("ZY", "ZXY", "ZZX", 3):
+        with pytest.raises(VolumeError, match="`axes`"):
+            V.open_volume(path, axes=bad)
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z in range(3):
+        tifffile.imwrite(folder / f"{z}.tif", np.zeros((8, 6), np.uint8))
+    with pytest.raises(VolumeError, match="`axes` applies to TIFF files only"):
+        V.open_volume(folder, axes="ZYX")

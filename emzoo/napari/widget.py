@@ -1,0 +1,339 @@
+"""The "Upscale along z" dock widget: upscale or repair the selected image layer with an emzoo model.
+
+The job runs in a napari thread worker and yields between chunks of input slices, so the viewer
+stays live, the progress bar moves and Cancel stops the job at the next chunk. The result is a new
+layer (the source layer is never changed) in the source dtype, with the z spacing of its ``scale``
+divided by the factor. Every error, from a bad input to a model without trained weights, is one
+napari error notification with emzoo's one-line message, and adds no layer.
+"""
+
+import math
+import sys
+
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+                            QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
+                            QWidget)
+
+from emzoo.errors import EmzooError, VolumeError, describe
+
+# Input pairs per chunk between two yields (cancel points). Chunks share their boundary slice and
+# start at slices k * q (q: the factor's denominator), so the joined output equals one whole run.
+CHUNK_PAIRS = 4
+
+
+def model_choices():
+    """Zoo entries whose trained weights are available here, then ``flow`` (needs no weights)."""
+    from emzoo import zoo
+
+    names = []
+    for name in zoo.list_models():
+        try:
+            if zoo.check_trained(name, allow_random_weights=True):
+                names.append(name)
+        except EmzooError:
+            continue
+    return names + ["flow"]
+
+
+def check_backend_loadable():
+    """Refuses, with one line, to load TensorFlow into a process that already holds Mesa's LLVM.
+
+    Mesa's software OpenGL (llvmpipe) loads LLVM with the napari canvas; TensorFlow's own LLVM
+    then crashes the whole process as it loads. ``python -m emzoo.napari`` loads TensorFlow first
+    (with ``GALLIUM_DRIVER=softpipe``, Mesa without LLVM's JIT, to draw beside it).
+    """
+    import importlib.util
+
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            llvm = "libLLVM" in maps.read()
+    except OSError:
+        return
+    if llvm:
+        raise EmzooError(describe(
+            "TensorFlow cannot load after the OpenGL renderer (Mesa's LLVM) is in this process.",
+            "napari started by `GALLIUM_DRIVER=softpipe python -m emzoo.napari`, which loads "
+            "TensorFlow first",
+            opengl="Mesa llvmpipe"))
+
+
+def _message(exc):
+    """emzoo's one-line message for an EmzooError; type and message for anything else."""
+    if isinstance(exc, EmzooError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def chunk_starts(num_slices, factor, pairs=CHUNK_PAIRS):
+    """First input slice of each chunk: multiples of the factor's denominator, ``pairs`` or more apart.
+
+    Example:
+        >>> from fractions import Fraction
+        >>> chunk_starts(10, Fraction(5, 2), pairs=3)
+        [0, 4, 8]
+    """
+    step = factor.denominator * max(1, math.ceil(pairs / factor.denominator))
+    return list(range(0, num_slices - 1, step))
+
+
+def upscale_chunks(array, model, factor, tile=None, voxel_size=None, pairs=CHUNK_PAIRS):
+    """Generator: upscales ``array`` chunk by chunk, yielding ``(slices done, total)`` after each.
+
+    Returns the whole upscaled array (the generator's return value), equal to one call of
+    :func:`emzoo.engine.upscale_volume` on the whole array.
+    """
+    from emzoo.engine import upscale_volume
+    from emzoo.engine.positions import check_factor
+
+    factor = check_factor(factor)
+    count = array.shape[0]
+    total = math.floor((count - 1) * factor) + 1
+    starts = chunk_starts(count, factor, pairs)
+    pieces, done = [], 0
+    for index, first in enumerate(starts):
+        last = starts[index + 1] if index + 1 < len(starts) else count - 1
+        out = upscale_volume(np.asarray(array[first:last + 1]), model, factor=float(factor),
+                             tile=tile, voxel_size=voxel_size, progress=False)["array"]
+        pieces.append(out if index == 0 else out[1:])
+        done += len(pieces[-1])
+        yield done, total
+    return np.concatenate(pieces, axis=0)
+
+
+def _resolve(model):
+    """The interpolator for a name, a saved folder or ``flow`` (loaded once for all chunks)."""
+    from emzoo.engine.midpoint import resolve_model
+
+    return resolve_model(model)
+
+
+def _upscale_job(data, model, factor, tile, voxel_size, minutes):
+    """The worker's generator: ``("status", text)`` / ``(done, total)``; returns a result dict."""
+    try:
+        yield "status", "loading the model"
+        array = np.asarray(data)
+        loaded = _resolve(model)
+        if minutes:
+            if model == "flow":
+                raise EmzooError(describe("The flow baseline has no weights to adapt.",
+                                          "adaptation minutes 0 with model flow", minutes=minutes))
+            from emzoo.adaptation import adapt
+
+            yield "status", f"adapting for {minutes:g} min"
+            loaded = adapt(loaded, array, voxel_size=voxel_size, factor=float(factor),
+                           minutes=minutes, progress=False)["model"]
+        yield "status", "upscaling"
+        out = yield from upscale_chunks(array, loaded, factor, tile, voxel_size)
+        return {"array": out}
+    except Exception as exc:  # shown as one notification by the main thread
+        return {"error": _message(exc)}
+
+
+def _repair_job(data, model, slices, tile, voxel_size):
+    try:
+        yield "status", "loading the model"
+        array = np.asarray(data)
+        loaded = _resolve(model)
+        yield "status", "repairing"
+        from emzoo.engine import repair_volume
+
+        result = repair_volume(array, slices, loaded, tile=tile, voxel_size=voxel_size,
+                               progress=False)
+        return {"array": result["array"], "repaired": result["repaired"]}
+    except Exception as exc:
+        return {"error": _message(exc)}
+
+
+class UpscaleWidget(QWidget):
+    """Dock widget: model, factor or isotropic, tile, adaptation minutes; Upscale / Repair / Cancel."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.last_error = None
+
+        self.model = QComboBox()
+        self.model.setEditable(True)  # a saved model folder may be typed in
+        self.model.addItems(model_choices())
+        self.isotropic = QCheckBox("isotropic (from the layer's scale)")
+        self.isotropic.setToolTip("factor = z spacing / x spacing of the layer's scale (voxel size)")
+        self.factor = QDoubleSpinBox()
+        self.factor.setRange(1.0, 64.0)
+        self.factor.setDecimals(2)
+        self.factor.setValue(2.0)
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 16384)
+        self.tile.setSingleStep(64)
+        self.tile.setSpecialValueText("whole slices")
+        self.minutes = QDoubleSpinBox()
+        self.minutes.setRange(0.0, 600.0)
+        self.minutes.setSpecialValueText("no adaptation")
+        self.slices = QLineEdit()
+        self.slices.setPlaceholderText("e.g. 12,37,40-42 (empty: the current slice)")
+
+        self.upscale_button = QPushButton("Upscale along z")
+        self.repair_button = QPushButton("Repair slices")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+
+        form = QFormLayout()
+        form.addRow("model", self.model)
+        form.addRow("factor", self.factor)
+        form.addRow("", self.isotropic)
+        form.addRow("tile", self.tile)
+        form.addRow("adapt (minutes)", self.minutes)
+        form.addRow("slices to repair", self.slices)
+        buttons = QHBoxLayout()
+        for button in (self.upscale_button, self.repair_button, self.cancel_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+        self.isotropic.toggled.connect(lambda on: self.factor.setEnabled(not on))
+        self.upscale_button.clicked.connect(self.upscale)
+        self.repair_button.clicked.connect(self.repair)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    # ----------------------------------------------------------------------------- checks
+    def _error(self, message):
+        self.last_error = message
+        self.status.setText("error")
+        show_error(message)
+
+    def _layer(self):
+        layer = self.viewer.layers.selection.active
+        if not isinstance(layer, Image):
+            raise VolumeError(describe("No image layer is selected.", "an image layer selected",
+                                       layer=getattr(layer, "name", None)))
+        if layer.rgb or layer.ndim != 3 or layer.data.shape[0] < 2:
+            raise VolumeError(describe(f"Layer `{layer.name}` is not a stack of grey slices.",
+                                       "a 3-D image layer (z, y, x) with at least 2 slices",
+                                       shape=tuple(layer.data.shape), rgb=bool(layer.rgb)))
+        return layer
+
+    def _model_name(self):
+        from emzoo import zoo
+
+        name = self.model.currentText().strip()
+        if name != "flow":
+            zoo.check_trained(name)  # raises WeightsError (one line) without trained weights
+        return name
+
+    def _factor(self, layer):
+        from emzoo.engine.positions import check_factor, isotropic_factor
+
+        if self.isotropic.isChecked():
+            return check_factor(isotropic_factor(tuple(float(s) for s in layer.scale)))
+        return check_factor(self.factor.value())
+
+    # ------------------------------------------------------------------------------- jobs
+    def upscale(self):
+        """Starts upscaling the selected layer; returns the worker, or None after an error."""
+        if self.worker is not None:
+            return None
+        try:
+            layer = self._layer()
+            model = self._model_name()
+            factor = self._factor(layer)
+            check_backend_loadable()
+        except EmzooError as exc:
+            self._error(_message(exc))
+            return None
+        scale = tuple(float(s) for s in layer.scale)
+        worker = thread_worker(_upscale_job, start_thread=False)(
+            layer.data, model, factor, self.tile.value() or None, scale, self.minutes.value())
+        name = f"{layer.name} x{float(factor):g} z ({model.rstrip('/').split('/')[-1]})"
+        new_scale = (scale[0] / float(factor),) + scale[1:]
+        return self._start(worker, lambda result: self.viewer.add_image(
+            result["array"], name=name, scale=new_scale, translate=tuple(layer.translate),
+            contrast_limits=layer.contrast_limits, colormap=layer.colormap.name))
+
+    def repair(self):
+        """Starts repairing the slices of the text box (or the current slice) of the selected layer."""
+        if self.worker is not None:
+            return None
+        try:
+            layer = self._layer()
+            model = self._model_name()
+            check_backend_loadable()
+            text = self.slices.text().strip()
+            if text:
+                from emzoo.engine import parse_slices
+
+                slices = parse_slices(text)
+            else:
+                slices = [int(round(layer.world_to_data(self.viewer.dims.point)[0]))]
+        except EmzooError as exc:
+            self._error(_message(exc))
+            return None
+        scale = tuple(float(s) for s in layer.scale)
+        worker = thread_worker(_repair_job, start_thread=False)(
+            layer.data, model, slices, self.tile.value() or None, scale)
+        return self._start(worker, lambda result: self.viewer.add_image(
+            result["array"], name=f"{layer.name} repaired", scale=scale,
+            translate=tuple(layer.translate), contrast_limits=layer.contrast_limits,
+            colormap=layer.colormap.name))
+
+    def _start(self, worker, add_layer):
+        self.worker = worker
+        self.last_error = None
+        self.progress.setRange(0, 0)  # busy until the first count
+        self.upscale_button.setEnabled(False)
+        self.repair_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(lambda result: self._on_returned(result, add_layer))
+        worker.aborted.connect(lambda: self._on_stopped("cancelled"))
+        worker.finished.connect(self._on_finished)
+        worker.start()
+        return worker
+
+    def cancel(self):
+        """Asks the running job to stop at its next chunk boundary; no layer is added."""
+        if self.worker is not None:
+            self.status.setText("cancelling")
+            self.worker.quit()
+
+    def _on_yielded(self, value):
+        if value[0] == "status":
+            self.status.setText(value[1])
+            return
+        done, total = value
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _on_returned(self, result, add_layer):
+        if "error" in result:
+            self._error(result["error"])
+            return
+        add_layer(result)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.status.setText("done")
+        if "repaired" in result:
+            show_info(f"emzoo: repaired slices {result['repaired']}")
+
+    def _on_stopped(self, text):
+        self.status.setText(text)
+
+    def _on_finished(self):
+        self.worker = None
+        if self.status.text() != "done":
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        self.upscale_button.setEnabled(True)
+        self.repair_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
