@@ -107,13 +107,14 @@ def test_folder_without_config(tmp_path):
         emzoo.load(str(tmp_path))
 
 
-def test_cli_list_and_bad_command():
+def test_cli_list_and_bad_command(tmp_path):
+    # cwd: not the checkout, whose emzoo/ folder would shadow the installed package under -m.
     listed = subprocess.run([sys.executable, "-m", "emzoo.apps.main", "list"],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, cwd=tmp_path)
     for name in emzoo.list_models():
         assert name in listed.stdout
     bad = subprocess.run([sys.executable, "-m", "emzoo.apps.main", "upscal"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0
     assert "Did you mean `upscale`" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -30,6 +31,12 @@ def _command(args, prelude, env_vars):
     return [sys.executable, "-c", code] + [str(a) for a in args], env
 
 
+def _cwd(cwd):
+    """The folder a command runs in: never the repository root, whose emzoo/ folder would shadow
+    the installed package (``python -c`` puts the working folder first on sys.path)."""
+    return tempfile.gettempdir() if cwd is None else cwd
+
+
 def run_emzoo(args, cwd=None, prelude="", timeout=600, **env_vars):
     """Runs ``emzoo ARGS`` (the console script's code) after ``prelude`` (e.g. a monkeypatch).
 
@@ -37,14 +44,14 @@ def run_emzoo(args, cwd=None, prelude="", timeout=600, **env_vars):
     environment (a value of ``None`` removes the variable).
     """
     command, env = _command(args, prelude, env_vars)
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run(command, cwd=_cwd(cwd), env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
 def start_emzoo(args, cwd=None, prelude="", **env_vars):
     """Starts ``emzoo ARGS`` like :func:`run_emzoo` without waiting (a ``subprocess.Popen``)."""
     command, env = _command(args, prelude, env_vars)
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(command, cwd=_cwd(cwd), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

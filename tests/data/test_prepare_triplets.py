@@ -107,7 +107,8 @@ def test_weak_continuity_is_dropped():
 def test_app_one_line_error_and_no_output(tmp_path):
     out = tmp_path / "o"
     result = subprocess.run([sys.executable, "-m", "emzoo.apps.main", "prepare", str(tmp_path / "missing.hdf"),
-                             "-o", str(out)], capture_output=True, text=True, timeout=120)
+                             "-o", str(out)], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)  # not the checkout, whose emzoo/ would shadow the installed one
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "missing.hdf" in result.stderr
     assert not out.exists() and os.listdir(tmp_path) == []
