@@ -30,7 +30,6 @@ from emzoo.errors import EmzooError, describe
 
 INPUT_ID = "slices"
 OUTPUT_ID = "image"
-EMZOO_URL = "https://pypi.org/project/emzoo/"  # emzoo's citation link (the package's index page)
 _TEST_SIZE = 192  # test tensors: a 192 x 192 crop of the sample (a multiple of every size multiple)
 _SAMPLE_SLICES = (7, 9)  # x0 and x1 from the bundled sample; the true middle is slice 8
 # Where an entry's `paper` text names no DOI or link: the architecture's paper.
@@ -74,7 +73,11 @@ def _link(text):
 
 
 def citations(entry):
-    """CiteEntry dicts: the entry's ``paper``, its architecture's paper, and emzoo."""
+    """CiteEntry dicts: the entry's ``paper`` and its architecture's paper.
+
+    emzoo itself is named in the package's documentation, not cited: the spec wants a DOI or URL
+    for every citation, and emzoo has no public address yet.
+    """
     paper = (entry.get("metadata") or {}).get("paper") or ""
     arch_text, arch_link = _ARCHITECTURE_PAPERS.get(entry.get("architecture"), (None, None))
     cites = []
@@ -84,8 +87,6 @@ def citations(entry):
             cites.append({"text": paper, **link})
     if arch_link and all(arch_link.get(k) != c.get(k) for c in cites for k in arch_link):
         cites.append({"text": arch_text, **arch_link})
-    cites.append({"text": "emzoo: a Keras 3 / TensorFlow model zoo for EM slice interpolation and "
-                          "isotropic z-upscaling", "url": EMZOO_URL})
     return cites
 
 
