@@ -6,28 +6,11 @@ import os
 import signal
 import time
 
-import numpy as np
 import pytest
 
 from app_runner import NO_TENSORFLOW, assert_one_line_error, run_emzoo, start_emzoo
-from emzoo.data.volumes import write_volume
-from emzoo.testing import save_tiny_film
 
 TF_CHATTER = ("I0000", "W0000", "E0000", "WARNING: All log messages")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return save_tiny_film(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture
-def stack(tmp_path):
-    path = tmp_path / "stack.tif"
-    rng = np.random.default_rng(0)
-    write_volume(str(path), rng.integers(0, 255, (3, 24, 40)).astype(np.uint8),
-                 voxel_size=(40, 8, 8))
-    return path
 
 
 def test_a_run_prints_one_summary_line_and_no_tensorflow_logs(tmp_path, tiny_model, stack):

@@ -7,13 +7,6 @@ import pytest
 
 from app_runner import assert_one_line_error, run_emzoo
 from emzoo.data.volumes import open_volume, write_volume
-from emzoo.testing import save_tiny_film
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A saved tiny FILM (random weights), loadable with --model DIR."""
-    return save_tiny_film(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture

@@ -12,22 +12,6 @@ import pytest
 
 from app_runner import assert_one_line_error, run_emzoo
 from emzoo.data.volumes import open_volume, write_volume
-from emzoo.testing import save_tiny_film
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A saved tiny FILM (random weights, size multiple 2), loadable with --model DIR."""
-    return save_tiny_film(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture
-def stack(tmp_path):
-    path = tmp_path / "stack.tif"
-    rng = np.random.default_rng(0)
-    write_volume(str(path), rng.integers(0, 255, (3, 24, 40)).astype(np.uint8),
-                 voxel_size=(40, 8, 8))
-    return path
 
 
 def test_sample_shortcut_upscales_and_says_where(tmp_path, tiny_model):
