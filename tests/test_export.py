@@ -155,14 +155,18 @@ def test_export_reloads_in_fresh_process(tmp_path):
                     str(tmp_path / "out.npz")], check=True, timeout=300)
     got = np.load(tmp_path / "out.npz")
 
+    # SavedModel (graph) and eager float32 differ by up to ~2e-5 (kernel choice, seen in CI); with
+    # these random weights outputs reach ~10, so the tolerance is relative as well as absolute.
     expected_a = model(first)
-    np.testing.assert_allclose(got["a_image"], np.asarray(expected_a["image"]), atol=1e-5)
+    np.testing.assert_allclose(got["a_image"], np.asarray(expected_a["image"]),
+                               rtol=1e-5, atol=5e-5)
     np.testing.assert_allclose(got["a_flow1"], np.asarray(expected_a["forward_flow_pyramid"][1]),
-                               atol=1e-5)
+                               rtol=1e-5, atol=5e-5)
     expected_b = _padded_call(model, second, model.size_multiple)
     assert got["b_image"].shape == (1, 14, 22, 3)
-    np.testing.assert_allclose(got["b_image"], expected_b["image"], atol=1e-5)
-    np.testing.assert_allclose(got["serving_image"], np.asarray(expected_a["image"]), atol=1e-5)
+    np.testing.assert_allclose(got["b_image"], expected_b["image"], rtol=1e-5, atol=5e-5)
+    np.testing.assert_allclose(got["serving_image"], np.asarray(expected_a["image"]),
+                               rtol=1e-5, atol=5e-5)
     assert "image" in list(got["serving_keys"]) and "forward_flow_pyramid_0" in list(got["serving_keys"])
     assert list(got["signature_keys"]) == ["serving_default"]
 
