@@ -5,8 +5,17 @@ recursion level of the factor bridges; see :mod:`emzoo.adaptation`) and writes i
 ``emzoo upscale STACK --model DIR`` and ``emzoo.load(DIR)`` use. The adapted weights replace the
 base ones only if they score better on triplets held out from the adaptation.
 
+DIR is also the run folder: it holds a checkpoint while the adaptation runs (every
+``--checkpoint-every`` steps, at least every 30 s, and on Ctrl-C or SIGTERM), and becomes a
+loadable model only when the run is complete. After an interruption (Ctrl-C, SIGTERM, a kill, a
+power loss) the same command with ``--resume`` continues from the last checkpoint; time already
+spent counts toward ``--minutes``. With ``--steps`` a resumed run ends with the weights an
+uninterrupted one would have (same machine and software); with ``--minutes`` the number of steps
+depends on the machine's speed, so no two runs are guaranteed the same weights.
+
 Example:
     emzoo adapt default --data stack.tif -o runs/adapted --minutes 10 --factor 4
+    emzoo adapt default --data stack.tif -o runs/adapted --minutes 10 --factor 4 --resume
     emzoo upscale stack.tif -o iso.tif --model runs/adapted --factor 4
 """
 
@@ -20,9 +29,15 @@ _STEPS = flags.DEFINE_integer("steps", None, "Optimizer-step budget.")
 _FACTOR = flags.DEFINE_string("factor", None, "The upscaling factor you will use (default 2).")
 _ISOTROPIC = flags.DEFINE_boolean("isotropic", False, "You will upscale to isotropic voxels.")
 _VOXEL = flags.DEFINE_string("voxel-size", None, "Voxel size z,y,x in nm when the file lacks it.")
-_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace DIR if it holds a model.")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace DIR if it holds a model or an "
+                                  "interrupted adaptation (start again).")
+_RESUME = flags.DEFINE_boolean("resume", False, "Continue the interrupted adaptation in DIR from "
+                               "its last checkpoint (the same model, data, factor and budget).")
+_CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint-every", 100, "Steps between checkpoints "
+                                         "(there is one at least every 30 s as well).")
 _QUIET = flags.DEFINE_boolean("quiet", False, "No progress lines.")
 flags.DEFINE_alias("voxel_size", "voxel-size")
+flags.DEFINE_alias("checkpoint_every", "checkpoint-every")
 
 
 def main(argv):
@@ -38,16 +53,49 @@ def main(argv):
     if _ISOTROPIC.value and _FACTOR.value is not None:
         raise EmzooError(describe("--factor and --isotropic exclude each other.", "one of them",
                                   factor=_FACTOR.value, isotropic=True))
-    from emzoo.adaptation import adapt
+    from emzoo import adaptation
     from emzoo.engine import parse_factor, parse_voxel_size
 
     factor = None if _FACTOR.value is None else parse_factor(_FACTOR.value)
     voxel = parse_voxel_size(_VOXEL.value) if _VOXEL.value else None
-    report = adapt(argv[1], _DATA.value, factor=factor, isotropic=_ISOTROPIC.value,
-                   minutes=_MINUTES.value, steps=_STEPS.value, output=_OUTPUT.value,
-                   voxel_size=voxel, overwrite=_OVERWRITE.value, progress=not _QUIET.value)
+    try:
+        report = adaptation.adapt(
+            argv[1], _DATA.value, factor=factor, isotropic=_ISOTROPIC.value,
+            minutes=_MINUTES.value, steps=_STEPS.value, output=_OUTPUT.value, voxel_size=voxel,
+            overwrite=_OVERWRITE.value, resume=_RESUME.value,
+            checkpoint_every=_CHECKPOINT_EVERY.value, progress=not _QUIET.value)
+    except KeyboardInterrupt as stop:
+        raise SystemExit(_stopped(stop, _OUTPUT.value)) from None
+    if report["already_complete"]:
+        print(f"{report['output']} is already complete: {report['steps']} steps, held-out error "
+              f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
+        return
     verdict = ("adapted weights kept" if report["improved"]
                else "no gain on the held-out triplets: base weights kept")
-    print(f"Wrote {report['output']}: {report['steps']} steps in {report['seconds']:.0f} s, "
-          f"held-out error {report['validation_before']:.4f} -> {report['validation_after']:.4f} "
-          f"({verdict})")
+    resumed = (f", resumed at step {', '.join(str(s) for s in report['resumed'])}"
+               if report["resumed"] else "")
+    print(f"Wrote {report['output']}: {report['steps']} steps in {report['seconds']:.0f} s"
+          f"{resumed}, held-out error {report['validation_before']:.4f} -> "
+          f"{report['validation_after']:.4f} ({verdict})")
+
+
+def _stopped(stop, output):
+    """One line on stderr for Ctrl-C / SIGTERM; the exit status shells give them (130 / 143)."""
+    import sys
+
+    from emzoo.adaptation import run_state
+    from emzoo.apps.common import TERMINATED_EXIT, Terminated
+
+    how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    state = run_state(output)
+    if state is None:
+        told = "nothing was written"
+    elif state[0] == "complete":
+        told = f"{output} was already complete"
+    elif state[1]:
+        told = (f"checkpoint at step {state[1]} in {output}; the same command with --resume "
+                f"continues it")
+    else:
+        told = f"no checkpoint yet in {output}; the same command with --resume starts it again"
+    print(f"emzoo: {how}; {told}.", file=sys.stderr)
+    return TERMINATED_EXIT if isinstance(stop, Terminated) else 130

@@ -21,16 +21,49 @@ are held out. Both the base weights and the adapted ones are scored on the same 
 triplets (mean absolute error); the adapted weights replace the base ones only if they score
 better, and the best weights seen during training are kept (early stopping).
 
-The result is a folder :func:`emzoo.load` reads, whose metadata records the base model, the input
-(path and sha256), the budget and the self-validation scores before and after.
+**Only the input is read.** Everything comes from one centre window (at most ``MAX_EXTENT``
+pixels square) of the given volume, read once; the result is a function of those pixels, the
+voxel size, the base weights and the settings. Adapting on the kept slices of a longer stack is
+therefore blind to the dropped ones (``tests/test_adaptation.py`` checks the files opened).
+
+**Run folder and resume.** With ``output``, the folder is also the run folder: it holds
+``adaptation-run.json`` (what the run was started for: the base weights' sha256, the input's
+sha256, factor, voxel size, budget and settings) and ``adaptation-checkpoint.h5`` (weights,
+optimizer state, step, time spent, the held-out scores and the best weights so far), rewritten
+atomically every ``checkpoint_every`` steps or ``checkpoint_seconds`` seconds, and when SIGINT
+(Ctrl-C) or SIGTERM arrives (the signal is held until the step ends, then delivered). ``resume``
+continues from that checkpoint (a run killed before its first checkpoint starts again from step
+0), and refuses a folder started for another model, volume, factor, budget or settings. The
+adapted model (``config.json`` and ``model.weights.h5``) is written only at the end, the weights
+first and ``config.json`` last by rename, so a folder :func:`emzoo.load` accepts appears only
+when the run is complete; the run files are then removed. Resuming a complete folder returns it.
+
+What resume reproduces: training batch ``i`` is a pure function of ``(seed, i)`` and the held-out
+triplets of ``seed``, so with a **step budget** a run that is killed and resumed (any number of
+times) ends with the same weights as an uninterrupted one, in the same environment (the same
+TensorFlow / Keras build and CPU or GPU; float results may differ across them). With a **minutes
+budget** the number of steps depends on the machine's speed and load, so no two runs, resumed or
+not, are guaranteed the same weights; resume there guarantees that the time already spent (up to
+the last checkpoint; time between the runs does not count) counts toward the budget, that steps
+are repeated only from the last checkpoint on, and that the result is never worse than the base
+on self-validation.
+
+The adapted folder's metadata (``metadata.adaptation``) records the base model, the input (path
+and sha256), the budget, the steps done, the self-validation scores before and after, and
+whether (and at which steps) the run was resumed.
 
 Example:
     >>> import emzoo
     >>> report = emzoo.adapt("default", "stack.tif", factor=4, minutes=5,
     ...                      output="runs/adapted")            # doctest: +SKIP
+    >>> # killed? the same call with resume=True continues it:
+    >>> report = emzoo.adapt("default", "stack.tif", factor=4, minutes=5,
+    ...                      output="runs/adapted", resume=True)  # doctest: +SKIP
     >>> model = emzoo.load("runs/adapted")                     # doctest: +SKIP
 """
 
+import hashlib
+import json
 import math
 import os
 import pathlib
@@ -64,7 +97,8 @@ def lateral_gaps(z_spacing, lateral_spacing, factor):
 
 
 def stretch_along_z(plane, ratio):
-    """``(Z, L)`` plane resampled along z by linear interpolation to ``round((Z - 1) * ratio) + 1`` rows."""
+    """``(Z, L)`` plane resampled along z by linear interpolation to ``round((Z - 1) * ratio) + 1``
+    rows."""
     rows = plane.shape[0]
     length = int(round((rows - 1) * ratio)) + 1
     if length <= rows:
@@ -142,8 +176,21 @@ class LateralTriplets:
         return inputs, stack[:, 1]
 
 
+
+RUN_FILE = "adaptation-run.json"
+CHECKPOINT_FILE = "adaptation-checkpoint.h5"
+# The record keys a resumed run must share with the run that started its folder, and their names.
+_IDENTITY = {"base_weights_sha256": "model", "input_sha256": "volume", "data_sha256": "volume",
+             "factor": "factor", "voxel_size": "voxel size", "budget": "budget",
+             "batch_size": "batch size", "crop": "crop", "learning_rate": "learning rate",
+             "validation_fraction": "validation fraction",
+             "validation_batches": "validation batches", "evaluate_every": "evaluation interval",
+             "seed": "seed"}
+
+
 def _read_block(volume):
-    """The normalised ``(Z, Y, X)`` block (centre window of at most MAX_EXTENT) and its voxel size."""
+    """The normalised ``(Z, Y, X)`` block (centre window of at most MAX_EXTENT) and its voxel
+    size."""
     depth, height, width = volume.shape
     h, w = min(height, MAX_EXTENT), min(width, MAX_EXTENT)
     top, left = (height - h) // 2, (width - w) // 2
@@ -165,9 +212,218 @@ def _file_digest(path):
     return weights.sha256_of(path) if path.is_file() else None
 
 
+def _array_digest(array):
+    """sha256 of an array's dtype, shape and bytes."""
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _model_digest(model):
+    """sha256 of a model's architecture, configuration and weights."""
+    described = {"architecture": getattr(model, "architecture", type(model).__name__),
+                 "config": model.get_config()}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
+    for weight in model.get_weights():
+        digest.update(_array_digest(np.asarray(weight)).encode())
+    return digest.hexdigest()
+
+
+def _write_json(path, record):
+    tmp = path.with_name("tmp-" + path.name)
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _finished_record(folder):
+    """``metadata.adaptation`` of the model in ``folder``, or None when it is not an adaptation."""
+    entry = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    record = (entry.get("metadata") or {}).get("adaptation")
+    return record if isinstance(record, dict) and "data_sha256" in record else None
+
+
+def _checkpoint_state(folder):
+    """The state stored in ``folder``'s checkpoint, or None when there is none."""
+    import h5py
+
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    with h5py.File(path, "r") as file:
+        return json.loads(file.attrs["state"])
+
+
+def run_state(output):
+    """What the folder ``output`` holds: ``("complete", steps)`` for a finished model,
+    ``("interrupted", step)`` for a run that can be resumed (``step``: its last checkpoint, 0 when
+    it has none yet), or None.
+
+    Example:
+        >>> run_state("no/such/folder") is None
+        True
+    """
+    folder = pathlib.Path(os.fspath(output))
+    if (folder / "config.json").is_file():
+        record = _finished_record(folder) or {}
+        return "complete", record.get("steps_run")
+    if (folder / RUN_FILE).is_file():
+        state = _checkpoint_state(folder)
+        return "interrupted", 0 if state is None else state["step"]
+    return None
+
+
+def _check_same_run(folder, stored, current, keys):
+    """Refuses to resume ``folder`` when ``current`` differs from ``stored`` on ``keys``."""
+    changed = [key for key in keys if stored.get(key) != current.get(key)]
+    if changed:
+        names = ", ".join(dict.fromkeys(_IDENTITY[key] for key in changed))
+        raise EmzooError(describe(
+            f"Cannot resume {folder}: it was started for another {names}.",
+            f"the model, volume, factor, budget and settings it was started with (recorded in "
+            f"{RUN_FILE}, or in the metadata of a finished folder), or a new -o folder",
+            **{key: current.get(key) for key in changed}))
+
+
+def _prepare_output(folder, record, resume, overwrite):
+    """``("fresh" | "resume" | "complete", the stored record)`` for the run folder; refuses an
+    existing folder without ``resume`` / ``overwrite`` and a resume started for another run."""
+    stored = None
+    if overwrite or not folder.exists():
+        return "fresh", None
+    if (folder / "config.json").is_file():
+        stored = _finished_record(folder)
+        if not resume:
+            raise EmzooError(describe(
+                f"{folder} already holds a model.",
+                "a new folder, --resume to return a finished adaptation, or --overwrite to "
+                "replace it", output=str(folder)))
+        if stored is None:
+            raise EmzooError(describe(
+                f"{folder} holds a model without a record of a resumable adaptation.",
+                "a new -o folder, or --overwrite to replace it", output=str(folder)))
+        mode = "complete"
+    elif (folder / RUN_FILE).is_file():
+        if not resume:
+            state = _checkpoint_state(folder)
+            raise EmzooError(describe(
+                f"{folder} holds an interrupted adaptation (last checkpoint at step "
+                f"{0 if state is None else state['step']}).",
+                "--resume to continue it, --overwrite to start again, or a new -o folder",
+                output=str(folder)))
+        stored = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        mode = "resume"
+    else:
+        return "fresh", None
+    _check_same_run(folder, stored, record,
+                    [key for key in _IDENTITY if key != "base_weights_sha256"])
+    return mode, stored
+
+
+def _clear_run_folder(folder):
+    """Removes what an earlier adaptation wrote in ``folder`` (``config.json`` first, so the folder
+    stops being loadable before its weights go); other files are left alone."""
+    for name in ("config.json", "model.weights.h5", RUN_FILE, CHECKPOINT_FILE):
+        (folder / name).unlink(missing_ok=True)
+
+
+def _save_checkpoint(folder, model, state, best_weights):
+    """Writes weights, optimizer state, ``state`` and the best weights, atomically."""
+    import h5py
+
+    tmp = folder / ("tmp-" + CHECKPOINT_FILE)
+    groups = {"weights": model.get_weights(),
+              "optimizer": [np.asarray(variable) for variable in model.optimizer.variables],
+              "best_weights": best_weights or []}
+    with h5py.File(tmp, "w") as file:
+        file.attrs["state"] = json.dumps(dict(state, has_best=best_weights is not None))
+        for name, arrays in groups.items():
+            group = file.create_group(name)
+            for index, array in enumerate(arrays):
+                group.create_dataset(f"{index:05d}", data=np.asarray(array))
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(folder, model):
+    """Restores weights and optimizer state into ``model``; returns ``(state, best_weights)``."""
+    import h5py
+
+    with h5py.File(folder / CHECKPOINT_FILE, "r") as file:
+        state = json.loads(file.attrs["state"])
+        arrays = {name: [file[name][key][()] for key in sorted(file[name])]
+                  for name in ("weights", "optimizer", "best_weights")}
+    variables = model.optimizer.variables
+    if len(variables) != len(arrays["optimizer"]) or any(
+            tuple(v.shape) != a.shape for v, a in zip(variables, arrays["optimizer"])):
+        raise EmzooError(describe(
+            f"The checkpoint in {folder} does not fit this model's optimizer.",
+            "a checkpoint written by the same emzoo and Keras", checkpoint=str(folder)))
+    model.set_weights(arrays["weights"])
+    for variable, array in zip(variables, arrays["optimizer"]):
+        variable.assign(array)
+    return state, (arrays["best_weights"] if state.pop("has_best") else None)
+
+
+class _HeldSignals:
+    """SIGINT (Ctrl-C) and SIGTERM held while the training loop finishes its step.
+
+    Handlers can only be set in the main thread; elsewhere (a napari worker) nothing is held.
+    :meth:`deliver` puts the earlier handlers back and sends the first held signal again, so it
+    ends the run as it would have without this (KeyboardInterrupt for Ctrl-C; the app's handler,
+    or the default termination, for SIGTERM). A second signal while one is held goes through at
+    once.
+    """
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled
+        self.pending = []
+        self.previous = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(signum)
+                if handler not in (None, signal.SIG_IGN):
+                    self.previous[signum] = handler
+                    signal.signal(signum, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        import signal
+
+        if self.pending:
+            self._restore()
+            signal.raise_signal(signum)
+        else:
+            self.pending.append(signum)
+
+    def _restore(self):
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def deliver(self):
+        import signal
+
+        self._restore()
+        while self.pending:
+            signal.raise_signal(self.pending.pop(0))
+
+    def __exit__(self, kind, error, trace):
+        if kind is None:
+            self.deliver()
+        self._restore()
+        return False
+
+
 def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None, output=None,
           voxel_size=None, batch_size=8, crop=128, learning_rate=5e-5, validation_fraction=0.2,
-          validation_batches=4, evaluate_every=25, seed=0, overwrite=False, progress=True):
+          validation_batches=4, evaluate_every=25, seed=0, overwrite=False, resume=False,
+          checkpoint_every=100, checkpoint_seconds=30.0, progress=True):
     """Fine-tunes a copy of ``model`` on lateral triplets of ``volume`` (see the module docstring).
 
     Args:
@@ -175,18 +431,24 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         volume: a path (``stack.tif``, ``file.h5:/raw``, a folder) or an opened volume.
         factor: the upscaling factor the model will be used for (sets the lateral gaps).
         isotropic: the factor is the z spacing over the x spacing.
-        minutes, steps: the budget (wall time and/or optimizer steps; at least one).
-        output: folder to write the adapted model to (``emzoo.load(output)``), or None.
+        minutes, steps: the budget (wall time and/or optimizer steps; at least one). Time spent
+            before an interruption counts; only a step budget makes a resumed run reproduce an
+            uninterrupted one.
+        output: folder to write the adapted model to (``emzoo.load(output)``), or None; it is
+            also the run folder (checkpoints) while the adaptation runs.
         voxel_size: ``(z, y, x)`` in nm when the file does not say (needed: it sets the gaps).
+        overwrite: start again in ``output`` even if it holds a model or an interrupted run.
+        resume: continue the interrupted run in ``output`` (or return it if it finished).
+        checkpoint_every, checkpoint_seconds: a checkpoint every so many steps, and at least
+            every so many seconds (only with ``output``).
 
     Returns:
         A dict: ``model`` (the adapted model, or the base weights when adaptation did not help),
         ``improved``, ``validation_before`` / ``validation_after`` (mean absolute error on the
-        held-out triplets), ``steps``, ``seconds``, ``gaps``, ``output``.
+        held-out triplets), ``steps``, ``best_step``, ``seconds``, ``gaps``, ``factor``,
+        ``output``, ``resumed`` (the steps it resumed at: empty for a run never interrupted) and
+        ``already_complete`` (``resume`` found the finished folder).
     """
-    import keras
-
-    from emzoo import zoo
     from emzoo.data.volumes import ArrayVolume, check_voxel_size, open_volume
     from emzoo.engine.positions import check_factor
 
@@ -198,9 +460,19 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                                   minutes=minutes))
     steps = None if steps is None else check_integer("steps", steps)
     batch_size = check_integer("batch_size", batch_size)
-    if output is not None and (pathlib.Path(output) / "config.json").exists() and not overwrite:
-        raise EmzooError(describe(f"{output} already holds a model.",
-                                  "a new folder, or --overwrite to replace it", output=str(output)))
+    evaluate_every = check_integer("evaluate_every", evaluate_every)
+    checkpoint_every = check_integer("checkpoint_every", checkpoint_every)
+    if not (isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds > 0):
+        raise EmzooError(describe("Invalid value for argument `checkpoint_seconds`.",
+                                  "a number > 0", checkpoint_seconds=checkpoint_seconds))
+    if resume and output is None:
+        raise EmzooError(describe("Nothing to resume without an output folder.",
+                                  "output=DIR (-o DIR) with resume", output=None))
+    if resume and overwrite:
+        raise EmzooError(describe("--resume and --overwrite exclude each other.",
+                                  "--resume to continue DIR, or --overwrite to start again",
+                                  resume=True, overwrite=True))
+    folder = None if output is None else pathlib.Path(os.fspath(output)).expanduser()
     if isinstance(volume, np.ndarray):
         source = ArrayVolume(volume, voxel_size)
     else:
@@ -216,71 +488,149 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     gaps = lateral_gaps(voxel[0], voxel[2], factor)
     block, _ = _read_block(source)
 
+    record, mode, stored = None, "fresh", None
+    if folder is not None:
+        path = getattr(source, "path", None)
+        record = json.loads(json.dumps({
+            "input": str(path), "input_sha256": _file_digest(path or ""),
+            "data_sha256": _array_digest(block), "factor": factor,
+            "voxel_size": [float(v) for v in voxel], "budget": {"minutes": minutes, "steps": steps},
+            "batch_size": batch_size, "crop": crop, "learning_rate": learning_rate,
+            "validation_fraction": validation_fraction, "validation_batches": validation_batches,
+            "evaluate_every": evaluate_every, "seed": seed}))
+        mode, stored = _prepare_output(folder, record, resume, overwrite)
+
+    import keras  # after the checks above, which need no TensorFlow
+
+    from emzoo import zoo
+
     base = zoo.load(model, compile=False) if isinstance(model, (str, os.PathLike)) else model
     entry = dict(getattr(base, "zoo_entry", {}) or {})
+    if record is not None:
+        record["base_model"] = entry.get("name", getattr(base, "name", None))
+        record["base_weights_sha256"] = _model_digest(base)
+        if mode != "fresh":
+            _check_same_run(folder, stored, record, ["base_weights_sha256"])
+    if mode == "complete":
+        return _finished_report(folder, stored)
+
     adapted = base.__class__.from_config(base.get_config())
     adapted.build_for_weights()
     adapted.set_weights(base.get_weights())
     adapted.zoo_entry = entry
     adapted.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                     loss="mean_absolute_error", metrics=[])
+    adapted.optimizer.build(adapted.trainable_variables)  # its slots exist before a restore
 
     triplets = LateralTriplets(block, voxel[0] / voxel[2], gaps, crop, validation_fraction)
-    held_rng = np.random.default_rng(seed + 1)
+    held_rng = np.random.default_rng([seed, 0])
     held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
                 for _ in range(validation_batches)]
-    before = _mean_abs_error(adapted, held_out)
-    best_score, best_weights, best_step = before, None, 0
+    state, best_weights = None, None
+    if mode == "resume":
+        if (folder / CHECKPOINT_FILE).is_file():
+            state, best_weights = _load_checkpoint(folder, adapted)
+        else:   # killed before its first checkpoint: it starts again, recorded as resumed
+            state = {"resumed_at": []}
+        state["resumed_at"] = state["resumed_at"] + [state.get("step", 0)]
+    if state is None or "step" not in state:
+        before = _mean_abs_error(adapted, held_out)
+        state = {"step": 0, "seconds": 0.0, "before": before, "best_score": before,
+                 "best_step": 0, "evaluated_step": 0,
+                 "resumed_at": [] if state is None else state["resumed_at"]}
+    if folder is not None and mode == "fresh":
+        if overwrite:
+            _clear_run_folder(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / RUN_FILE, record)
 
-    rng = np.random.default_rng(seed)
-    start = time_lib.monotonic()
-    deadline = None if minutes is None else start + 60.0 * minutes
-    bar = _progress(steps, minutes, progress)
-    step = 0
-    while (steps is None or step < steps) and (deadline is None or time_lib.monotonic() < deadline):
-        adapted.train_on_batch(*triplets.batch(rng, batch_size, adapted.channels))
-        step += 1
-        bar(step, best_score)
-        last = (steps is not None and step == steps) or (
-            deadline is not None and time_lib.monotonic() >= deadline)
-        if step % evaluate_every == 0 or last:
-            score = _mean_abs_error(adapted, held_out)
-            if score < best_score:
-                best_score, best_weights, best_step = score, adapted.get_weights(), step
-    seconds = time_lib.monotonic() - start
-    improved = best_weights is not None
-    adapted.set_weights(best_weights if improved else base.get_weights())
-    bar(None, best_score)
+    def evaluate():
+        score = _mean_abs_error(adapted, held_out)
+        state["evaluated_step"] = state["step"]
+        if score < state["best_score"]:
+            state.update(best_score=score, best_step=state["step"])
+            return adapted.get_weights()
+        return best_weights
 
-    report = {"model": adapted, "improved": improved, "validation_before": before,
-              "validation_after": best_score, "steps": step, "best_step": best_step,
-              "seconds": seconds, "gaps": gaps, "factor": factor, "output": None}
-    if output is not None:
-        metadata = dict(entry.get("metadata", {}))
-        metadata["adaptation"] = {
-            "base_model": entry.get("name", getattr(base, "name", None)),
-            "input": str(getattr(source, "path", volume)),
-            "input_sha256": _file_digest(getattr(source, "path", "")),
-            "budget": {"minutes": minutes, "steps": steps},
-            "steps_run": step, "best_step": best_step, "lateral_gaps": gaps, "factor": factor,
-            "self_validation_mae": {"before": before, "after": best_score},
-            "replaced_base_weights": improved,
-        }
-        name = pathlib.Path(output).name
-        zoo.save(adapted, output, name=name, metadata=metadata, overwrite=overwrite)
-        report["output"] = str(output)
+    budget = None if minutes is None else 60.0 * minutes
+    session_start = time_lib.monotonic()
+    spent_before = state["seconds"]
+
+    def spent():
+        return spent_before + time_lib.monotonic() - session_start
+
+    bar = _progress(steps, minutes, progress, already=spent_before)
+    last_checkpoint = session_start
+    with _HeldSignals(enabled=folder is not None) as held:
+        while ((steps is None or state["step"] < steps)
+               and (budget is None or spent() < budget)):
+            batch = triplets.batch(np.random.default_rng([seed, 1, state["step"]]), batch_size,
+                                   adapted.channels)
+            adapted.train_on_batch(*batch)
+            state["step"] += 1
+            if state["step"] % evaluate_every == 0:
+                best_weights = evaluate()
+            bar(state["step"], state["best_score"])
+            now = time_lib.monotonic()
+            if folder is not None and (state["step"] % checkpoint_every == 0 or held.pending
+                                       or now - last_checkpoint >= checkpoint_seconds):
+                state["seconds"] = spent()
+                _save_checkpoint(folder, adapted, state, best_weights)
+                last_checkpoint = time_lib.monotonic()
+            if held.pending:
+                held.deliver()   # raises (KeyboardInterrupt) or ends the process, as asked
+        if state["step"] > state["evaluated_step"]:
+            best_weights = evaluate()
+        state["seconds"] = spent()
+        improved = best_weights is not None
+        adapted.set_weights(best_weights if improved else base.get_weights())
+        bar(None, state["best_score"])
+        report = {"model": adapted, "improved": improved,
+                  "validation_before": state["before"], "validation_after": state["best_score"],
+                  "steps": state["step"], "best_step": state["best_step"],
+                  "seconds": state["seconds"], "gaps": gaps, "factor": factor, "output": None,
+                  "resumed": state["resumed_at"], "already_complete": False}
+        if folder is not None:
+            metadata = dict(entry.get("metadata", {}))
+            metadata["adaptation"] = dict(
+                record, lateral_gaps=gaps, steps_run=state["step"], best_step=state["best_step"],
+                seconds=state["seconds"],
+                self_validation_mae={"before": state["before"], "after": state["best_score"]},
+                replaced_base_weights=improved, resumed=bool(state["resumed_at"]),
+                resumed_at_steps=state["resumed_at"])
+            # The weights first, config.json last (by rename): loadable only when complete.
+            zoo.save(adapted, folder, name=folder.name, metadata=metadata, overwrite=True)
+            for name in (CHECKPOINT_FILE, RUN_FILE):
+                (folder / name).unlink(missing_ok=True)
+            report["output"] = str(folder)
     return report
 
 
-def _progress(steps, minutes, enabled):
-    """A progress callback ``(step, best) -> None`` on stderr (``step=None`` ends the line)."""
+def _finished_report(folder, record):
+    """The report of an adaptation whose folder is complete (``resume`` of a finished run)."""
+    from emzoo import zoo
+
+    for name in (CHECKPOINT_FILE, RUN_FILE):   # left if it was killed while cleaning up
+        (folder / name).unlink(missing_ok=True)
+    scores = record["self_validation_mae"]
+    return {"model": zoo.load(str(folder), compile=False),
+            "improved": record["replaced_base_weights"], "validation_before": scores["before"],
+            "validation_after": scores["after"], "steps": record["steps_run"],
+            "best_step": record["best_step"], "seconds": record["seconds"],
+            "gaps": record["lateral_gaps"], "factor": record["factor"], "output": str(folder),
+            "resumed": record["resumed_at_steps"], "already_complete": True}
+
+
+def _progress(steps, minutes, enabled, already=0.0):
+    """A progress callback ``(step, best) -> None`` on stderr (``step=None`` ends the line);
+    ``already``: seconds spent before a resume."""
     import sys
 
     if not enabled:
         return lambda step, best: None
     total = f"/{steps}" if steps is not None else ""
     budget = f" of {minutes:g} min" if minutes is not None else ""
-    start = time_lib.monotonic()
+    start = time_lib.monotonic() - already
     tty = sys.stderr.isatty()
     last = [0.0]
 

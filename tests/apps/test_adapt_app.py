@@ -1,12 +1,14 @@
 """``emzoo adapt`` and ``emzoo upscale --adapt`` / ``--model flow`` from the command line."""
 
 import json
+import signal
+import textwrap
 
 import numpy as np
 import pytest
 import tifffile
 
-from app_runner import assert_one_line_error, run_emzoo
+from app_runner import assert_one_line_error, error_lines, run_emzoo
 from emzoo.testing import save_tiny_film
 
 pytestmark = pytest.mark.tf_only
@@ -29,8 +31,12 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
                       "--factor", "4", "--voxel-size", "40,10,10", "--quiet"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1 and "held-out error" in done.stdout
-    record = json.loads((tmp_path / "adapted" / "config.json").read_text())["metadata"]["adaptation"]
+    entry = json.loads((tmp_path / "adapted" / "config.json").read_text())
+    record = entry["metadata"]["adaptation"]
     assert record["steps_run"] == 2 and record["lateral_gaps"] == [2, 1]
+    assert record["resumed"] is False and record["budget"] == {"minutes": None, "steps": 2}
+    assert record["base_model"] == "tiny-film" and len(record["input_sha256"]) == 64
+    assert set(record["self_validation_mae"]) == {"before", "after"}
     done = run_emzoo(["upscale", stack, "-o", tmp_path / "out.tif", "--model", tmp_path / "adapted",
                       "--factor", "4", "--quiet"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -74,3 +80,110 @@ def test_adapt_without_a_budget_is_one_line(tmp_path):
     before = sorted(p.name for p in tmp_path.iterdir())
     done = run_emzoo(["adapt", "default", "--data", stack, "-o", tmp_path / "a"], cwd=tmp_path)
     assert_one_line_error(done, "budget", tmp_path, before)
+
+
+def _signal_at_step(step, signum):
+    """A prelude that sends ``signum`` to the app's process at the end of optimizer step ``step``
+    (keras is patched when the adaptation starts, so TensorFlow is imported as the app does)."""
+    return textwrap.dedent(f"""
+        import emzoo.adaptation as _adaptation
+        _adapt = _adaptation.adapt
+        def _adapt_then_signal(*args, **kwargs):
+            import os, keras
+            original = keras.Model.train_on_batch
+            calls = [0]
+            def train_on_batch(self, *a, **k):
+                result = original(self, *a, **k)
+                calls[0] += 1
+                if calls[0] == {step}:
+                    os.kill(os.getpid(), {int(signum)})
+                return result
+            keras.Model.train_on_batch = train_on_batch
+            return _adapt(*args, **kwargs)
+        _adaptation.adapt = _adapt_then_signal
+        """)
+
+
+def _weights(folder):
+    import emzoo
+
+    return emzoo.load(str(folder), compile=False).get_weights()
+
+
+ADAPT = ["--steps", "8", "--factor", "4", "--voxel-size", "40,10,10", "--checkpoint-every", "2",
+         "--quiet"]
+
+
+def test_adapt_killed_and_resumed_gives_the_uninterrupted_weights(tmp_path):
+    model = save_tiny_film(tmp_path)
+    stack = _stack(tmp_path / "stack.tif")
+    run_dir = tmp_path / "adapted"
+    command = ["adapt", model, "--data", stack, "-o", run_dir, *ADAPT]
+    killed = run_emzoo(command, cwd=tmp_path, prelude=_signal_at_step(5, signal.SIGKILL))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["adaptation-checkpoint.h5",
+                                                          "adaptation-run.json"]
+    resumed = run_emzoo(command + ["--resume"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "8 steps" in resumed.stdout and "resumed at step 4" in resumed.stdout
+    whole = run_emzoo(["adapt", model, "--data", stack, "-o", tmp_path / "whole", *ADAPT],
+                      cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    for a, b in zip(_weights(run_dir), _weights(tmp_path / "whole")):
+        np.testing.assert_array_equal(a, b)
+    again = run_emzoo(command + ["--resume"], cwd=tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
+
+
+def test_sigterm_checkpoints_and_resume_refuses_another_run(tmp_path):
+    model = save_tiny_film(tmp_path)
+    stack = _stack(tmp_path / "stack.tif")
+    run_dir = tmp_path / "adapted"
+    command = ["adapt", model, "--data", stack, "-o", run_dir, *ADAPT]
+    stopped = run_emzoo(command, cwd=tmp_path, prelude=_signal_at_step(3, signal.SIGTERM))
+    assert stopped.returncode == 143, stopped.stderr
+    lines = error_lines(stopped)
+    assert len(lines) == 1 and "terminated (SIGTERM); checkpoint at step 3" in lines[0], lines
+    assert "--resume" in lines[0] and "Traceback" not in stopped.stderr
+    before = sorted(p.name for p in tmp_path.iterdir())
+    files = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    for extra, match in (([], "interrupted adaptation (last checkpoint at step 3)"),
+                         (["--resume", "--factor", "2"], "another factor"),
+                         (["--resume", "--steps", "9"], "another budget"),
+                         (["--resume", "--overwrite"], "exclude each other")):
+        done = run_emzoo(command + extra, cwd=tmp_path)
+        assert_one_line_error(done, match, tmp_path, before)
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == files
+    done = run_emzoo(command + ["--resume"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "resumed at step 3" in done.stdout and done.stdout.count("\n") == 1
+
+
+def test_upscale_adapt_opens_no_data_file_but_its_input(tmp_path):
+    """`emzoo upscale kept.tif --adapt` beside the dropped slices and the full stack: only
+    kept.tif is opened in that folder (every Python-level open is audited)."""
+    model = save_tiny_film(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    full = tifffile.imread(_stack(data / "full.tif", depth=17))
+    tifffile.imwrite(data / "kept.tif", full[::4])
+    tifffile.imwrite(data / "dropped.tif", np.delete(full, np.arange(0, 17, 4), axis=0))
+    log = tmp_path / "opened.json"
+    audit = textwrap.dedent(f"""
+        import atexit, json, os, sys
+        _data, _seen = os.path.realpath({str(data)!r}), set()
+        def _audit(event, args):
+            if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+                path = os.path.realpath(os.fsdecode(args[0]))
+                if os.path.dirname(path) == _data:
+                    _seen.add(os.path.basename(path))
+        sys.addaudithook(_audit)
+        atexit.register(lambda: open({str(log)!r}, "w").write(json.dumps(sorted(_seen))))
+        """)
+    done = run_emzoo(["upscale", data / "kept.tif", "-o", tmp_path / "out.tif", "--model", model,
+                      "--factor", "4", "--adapt", "0.02", "--voxel-size", "40,10,10", "--quiet"],
+                     cwd=tmp_path, prelude=audit)
+    assert done.returncode == 0, done.stderr
+    assert "adapted" in done.stdout
+    assert json.loads(log.read_text()) == ["kept.tif"]
+    assert tifffile.imread(tmp_path / "out.tif").shape == (17, 64, 64)
