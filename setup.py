@@ -49,13 +49,16 @@ setup(
             # Chunked volumes: Zarr v2/v3 and OME-Zarr (zarr-python 3, Python >= 3.11), N5 (TensorStore).
             "zarr": ["zarr>=3.0"],
             "n5": ["tensorstore>=0.1.60"],
+            # The blockwise engine (`--workers N`, `--scheduler ADDRESS`): Dask's distributed
+            # scheduler, and Zarr for the chunked outputs it writes in place.
+            "dask": ["dask[distributed]>=2024.1", "zarr>=3.0; python_version>='3.11'"],
             # The napari plugin (emzoo/napari/): the "Upscale along z" dock widget, HDF5/N5 reader.
             "napari": ["napari[pyqt6]>=0.5"],
             # bioimage.io model packages (`emzoo export --format bioimageio`, `bioimageio test`).
             "bioimageio": ["bioimageio.core>=0.7"],
             "test": ["pytest>=7", "scipy>=1.10", "opencv-python-headless>=4.5", "tensorstore>=0.1.60",
                      "zarr>=3.0; python_version>='3.11'", "ome-zarr>=0.11; python_version>='3.11'",
-                     "bioimageio.core>=0.7"],
+                     "bioimageio.core>=0.7", "dask[distributed]>=2024.1"],
         },
         entry_points={"console_scripts": ["emzoo=emzoo.apps.main:run"],
                       "napari.manifest": ["emzoo = emzoo.napari:napari.yaml"]},

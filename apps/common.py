@@ -162,11 +162,15 @@ def run_app(main, argv, module=None):
             raise
         print(f"emzoo: error: {message}", file=sys.stderr)
         return 1
-    except Terminated:
-        print("emzoo: terminated (SIGTERM); unfinished output was removed.", file=sys.stderr)
-        return TERMINATED_EXIT
-    except KeyboardInterrupt:
-        print("emzoo: interrupted; no output was written.", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        kept = getattr(stop, "kept_incomplete", None)  # a blockwise output: resumable, kept
+        left = (f"the incomplete output {kept} is kept; continue it with --resume." if kept else
+                "unfinished output was removed." if isinstance(stop, Terminated) else
+                "no output was written.")
+        if isinstance(stop, Terminated):
+            print(f"emzoo: terminated (SIGTERM); {left}", file=sys.stderr)
+            return TERMINATED_EXIT
+        print(f"emzoo: interrupted; {left}", file=sys.stderr)
         return 130
     return 0
 
@@ -193,13 +197,33 @@ def define_volume_flags():
                                    "(default: 4 with a GPU, 1 on CPU)."),
         overwrite=flags.DEFINE_boolean("overwrite", False, "Replace OUTPUT if it exists."),
         random_weights=define_random_weights_flag(),
+        workers=flags.DEFINE_integer("workers", None, "Run blockwise on a local Dask cluster of "
+                                     "WORKERS processes (output: .zarr, .ome.zarr or .n5)."),
+        scheduler=flags.DEFINE_string("scheduler", None, "Run blockwise on the existing Dask "
+                                      "cluster at this address (e.g. tcp://10.0.0.5:8786)."),
+        resume=flags.DEFINE_boolean("resume", False, "Continue the blockwise job that left OUTPUT "
+                                    "incomplete: redo only the blocks not recorded as finished."),
+        allow_incomplete=flags.DEFINE_boolean("allow-incomplete", False, "Read an input that is "
+                                              "the unfinished output of an emzoo job."),
+        chunks=flags.DEFINE_string("chunks", None, "Chunk shape z,y,x of a .zarr / .ome.zarr / "
+                                   ".n5 output (default: up to 8,256,256)."),
+        block_size=flags.DEFINE_integer("block-size", None, "Blockwise: y and x pixels of a "
+                                        "block, rounded up to whole chunks (default 2048)."),
         quiet=flags.DEFINE_boolean("quiet", False, "No progress bar."),
         xla=flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "XLA-compile the model calls "
                               "(auto: for FILM models on TensorFlow, on jobs long enough to pay "
                               "for the compile)."),
+        precision=flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bf16"],
+                                    "What the model computes in: bf16 (Keras mixed_bfloat16: "
+                                    "CPUs with AVX512-BF16/AMX, GPUs of compute capability >= 8.0; "
+                                    "refused elsewhere) or float32; auto: bf16 where supported, "
+                                    "else float32 (speed and PSNR of both: "
+                                    "benchmarks/README.md)."),
     )
     flags.DEFINE_alias("voxel_size", "voxel-size")
     flags.DEFINE_alias("batch_size", "batch-size")
+    flags.DEFINE_alias("allow_incomplete", "allow-incomplete")
+    flags.DEFINE_alias("block_size", "block-size")
     return shared
 
 
@@ -267,7 +291,8 @@ def check_volume_flags(shared, output):
     checks it again against the built model."""
     from emzoo.errors import EmzooError, describe
 
-    check_output_flag(output, shared.overwrite.value, kind="volume")
+    check_output_flag(output, shared.overwrite.value or shared.resume.value, kind="volume")
+    check_blockwise_flags(shared, output)
     tile = check_flag_integer("tile", shared.tile.value, example=512)
     overlap = check_flag_integer("overlap", shared.overlap.value, minimum=0, example=32)
     if tile is not None:
@@ -284,6 +309,67 @@ def check_volume_flags(shared, output):
         raise EmzooError(describe("--overlap must be smaller than --tile.",
                                   f"an overlap below {tile} pixels", overlap=overlap, tile=tile))
     check_flag_integer("batch-size", shared.batch.value, example=4)
+
+
+def check_blockwise_flags(shared, output):
+    """``--workers``, ``--scheduler``, ``--resume``, ``--chunks`` and ``--block-size``, checked
+    before any work: the blockwise engine writes Zarr / OME-Zarr / N5 outputs only."""
+    from emzoo.data.volumes import CHUNKED_FORMATS, format_of
+    from emzoo.engine.distributed import check_request, wants_blockwise
+    from emzoo.errors import EmzooError, describe
+
+    workers = check_flag_integer("workers", shared.workers.value, example=4)
+    check_flag_integer("block-size", shared.block_size.value, example=2048)
+    if wants_blockwise(workers, shared.scheduler.value, shared.resume.value):
+        check_request(None, output, workers, shared.scheduler.value, shared.resume.value,
+                      shared.overwrite.value)
+    elif shared.block_size.value is not None:
+        raise EmzooError(describe("--block-size applies to blockwise jobs.",
+                                  "--workers N or --scheduler ADDRESS with it",
+                                  block_size=shared.block_size.value))
+    chunks = parse_chunks(shared.chunks.value)
+    if chunks is not None and format_of(os.path.expanduser(output)) not in CHUNKED_FORMATS:
+        raise EmzooError(describe("--chunks applies to chunked outputs.",
+                                  "an output ending in .zarr, .ome.zarr or .n5", output=output))
+
+
+def blockwise_note(summary):
+    """What the apps add to their last line for a blockwise job (empty for a single-process one).
+
+    Example:
+        >>> blockwise_note({"blocks": 30, "computed": 12, "skipped": 18, "workers": 2, "threads": 1})
+        ', 12 of 30 blocks computed (18 done before) on 2 Dask workers, 1 TensorFlow thread each'
+    """
+    if "blocks" not in summary:
+        return ""
+    note = f", {summary['computed']} of {summary['blocks']} blocks computed"
+    if summary.get("skipped"):
+        note += f" ({summary['skipped']} done before)"
+    note += f" on {summary['workers']} Dask worker{'s' if summary['workers'] != 1 else ''}"
+    if summary.get("threads") is not None:
+        note += f", {summary['threads']} TensorFlow thread{'s' if summary['threads'] != 1 else ''} each"
+    return note
+
+
+def parse_chunks(text):
+    """``--chunks z,y,x`` as a tuple of three positive ints (``None`` stays ``None``).
+
+    Example:
+        >>> parse_chunks("8,256,256")
+        (8, 256, 256)
+    """
+    from emzoo.errors import EmzooError, describe
+
+    if text is None:
+        return None
+    try:
+        chunks = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        chunks = ()
+    if len(chunks) != 3 or min(chunks) < 1:
+        raise EmzooError(describe("Invalid value for --chunks.", "three positive integers z,y,x, "
+                                  "e.g. --chunks 8,256,256", chunks=text))
+    return chunks
 
 
 def xla_setting(value):
@@ -303,7 +389,10 @@ def volume_job_options(shared):
     return dict(tile=shared.tile.value, overlap=shared.overlap.value,
                 batch_size=shared.batch.value, voxel_size=voxel_size,
                 overwrite=shared.overwrite.value, progress=not shared.quiet.value,
-                jit_compile=xla_setting(shared.xla.value))
+                jit_compile=xla_setting(shared.xla.value), precision=shared.precision.value,
+                workers=shared.workers.value, scheduler=shared.scheduler.value,
+                resume=shared.resume.value, allow_incomplete=shared.allow_incomplete.value,
+                chunks=parse_chunks(shared.chunks.value), block_size=shared.block_size.value)
 
 
 def _terminate(signum, frame):

@@ -35,6 +35,9 @@ _VAL_FRACTION = flags.DEFINE_float("val-fraction", None,
                                    "Validation fraction of the z-range (default: the pipeline's).")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace the --json and --figure files if "
                                   "they exist.")
+_PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "bf16", "auto"],
+                               "What the model computes in: float32, bf16 (refused where the "
+                               "device has no native bf16) or auto (bf16 where supported).")
 _RANDOM_WEIGHTS = common.define_random_weights_flag()
 flags.DEFINE_alias("batch_size", "batch-size")
 flags.DEFINE_alias("val_fraction", "val-fraction")
@@ -135,7 +138,7 @@ def main(argv):
         crop=_CROP.value, batch_size=_BATCH.value, quantize=_QUANTIZE.value,
         val_fraction=_VAL_FRACTION.value, model_name=model_name if model is not None else "model",
         keep_slices=[shown] if shown is not None else None, tile=_TILE.value,
-        progress=model is not None)
+        progress=model is not None, precision=_PRECISION.value)
     report["volume"] = _DATA.value
     report["model"] = None if model is None else model_name
     slices = report.pop("_slices", {})

@@ -6,8 +6,15 @@ positions between their good neighbours (see :func:`emzoo.engine.repair_volume`)
 slices are copied unchanged; dtype and voxel size are kept. INPUT ``sample`` means the bundled
 sample.
 
+``--workers N`` runs blockwise on a local Dask cluster of N worker processes (``--scheduler
+ADDRESS`` on an existing one) and writes a Zarr, OME-Zarr or N5 output in place; ``--resume``
+continues such a job after a crash, redoing only the blocks not recorded as finished. An
+unfinished output is refused as an input without ``--allow-incomplete``. See
+:mod:`emzoo.engine.distributed`.
+
 Example:
     emzoo repair stack.tif -o fixed.tif --slices 12,37,40-42 --model default
+    emzoo repair in.zarr -o fixed.zarr --slices 12,37,40-42 --workers 4
 """
 
 from absl import flags
@@ -38,6 +45,9 @@ def main(argv):
     model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
     summary = engine.repair_volume(samples.resolve_input(argv[1]), slices, model,
                                    output=_OUTPUT.value, **options)
+    if summary.get("already_complete"):
+        print(summary["summary"])
+        return
     repaired = ",".join(str(z) for z in summary["repaired"])
     print(f"Wrote {summary['output']}: repaired slice(s) {repaired} with model {_SHARED.model.value} "
-          f"({summary['seconds']:.1f} s)")
+          f"({summary['seconds']:.1f} s, {summary['precision']}{common.blockwise_note(summary)})")

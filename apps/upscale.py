@@ -8,19 +8,27 @@ equal to the x spacing (from the file, or from ``--voxel-size``). See :mod:`emzo
 ``--model flow`` is the optical-flow baseline (no weights; needs ``emzoo[flow]``); ``--adapt M``
 first fine-tunes the model on this volume for M minutes (:mod:`emzoo.adaptation`).
 
+``--workers N`` runs blockwise on a local Dask cluster of N worker processes (``--scheduler
+ADDRESS`` on an existing one) and writes a Zarr, OME-Zarr or N5 output in place; ``--resume``
+continues such a job after a crash, redoing only the blocks not recorded as finished. An
+unfinished output is refused as an input without ``--allow-incomplete``. See
+:mod:`emzoo.engine.distributed`.
+
 Example:
     emzoo upscale sample -o out.tif --factor 4
     emzoo upscale stack.tif -o iso.tif --model film-ft-em --isotropic --voxel-size 40,4,4 \\
         --tile 1024 --overlap 64
     emzoo upscale stack.tif -o iso.tif --factor 4 --adapt 10
+    emzoo upscale in.ome.zarr -o out.ome.zarr --factor 4 --workers 8
+    emzoo upscale in.ome.zarr -o out.ome.zarr --factor 4 --workers 8 --resume
 """
 
 from absl import flags
 
 from emzoo.apps import common
 
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the result (.tif, .h5[:/dataset] or "
-                              "a folder).", short_name="o")
+_OUTPUT = flags.DEFINE_string("output", None, "Where to write the result (.tif, .h5[:/dataset], "
+                              ".zarr, .ome.zarr, .n5 or a folder).", short_name="o")
 _FACTOR = flags.DEFINE_string("factor", None, "Upscaling factor along z, a number >= 1 "
                               "(default 2).")
 _ISOTROPIC = flags.DEFINE_boolean("isotropic", False, "Make the z spacing equal to the x spacing "
@@ -54,8 +62,14 @@ def main(argv):
     source = samples.resolve_input(argv[1])
     from emzoo.engine.upscale import plan_upscale
 
+    if options["workers"] is not None or options["scheduler"] is not None:
+        from emzoo.engine.distributed import check_request
+
+        check_request(source, _OUTPUT.value, options["workers"], options["scheduler"],
+                      options["resume"], options["overwrite"])
     plan_upscale(source, factor, _OUTPUT.value, _ISOTROPIC.value, options["voxel_size"],
-                 options["overwrite"])  # input, output and its size, before the model is loaded
+                 options["overwrite"] or options["resume"], False, options["allow_incomplete"],
+                 options["chunks"])  # input, output and its size, before the model is loaded
     model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
     adapted = ""
     if _ADAPT.value is not None:
@@ -69,10 +83,13 @@ def main(argv):
                    f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
     summary = engine.upscale_volume(source, model, factor=factor, output=_OUTPUT.value,
                                     isotropic=_ISOTROPIC.value, **options)
+    if summary.get("already_complete"):
+        print(summary["summary"])
+        return
     shape = " x ".join(str(s) for s in summary["output_shape"])
     voxel = summary["voxel_size"]
     voxel = "unknown voxel size" if voxel is None else "voxel " + " x ".join(
         f"{v:g}" for v in voxel) + " nm"
     print(f"Wrote {summary['output']}: {shape} {summary['dtype']}, {voxel} "
           f"(x{summary['factor']:g} with model {_SHARED.model.value}{adapted}, "
-          f"{summary['seconds']:.1f} s)")
+          f"{summary['seconds']:.1f} s, {summary['precision']}{common.blockwise_note(summary)})")

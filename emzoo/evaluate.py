@@ -216,7 +216,7 @@ def _mean(rows):
 
 def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), split="all",
                     crop=None, batch_size=None, quantize=False, val_fraction=None, model_name="model",
-                    keep_slices=None, tile=None, progress=False):
+                    keep_slices=None, tile=None, progress=False, precision="float32"):
     """Runs the protocol on one volume and returns a report (a JSON-ready dict).
 
     Args:
@@ -232,13 +232,15 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
             :func:`emzoo.engine.policy.default_batch_size`, as for upscale and repair).
         tile: the volume engine's tile size for large slices (None: whole slices).
         progress: show the volume engine's progress bar.
+        precision: what the model computes in (``"float32"``, ``"bf16"`` or ``"auto"``; see
+            :mod:`emzoo.engine.precision`); the report's ``precision`` is the one it ran in.
         quantize: round reconstructions to the volume's dtype before scoring.
         keep_slices: dropped z indices whose reconstructions to return in
             ``report["_slices"]`` (arrays, for figures; not JSON).
 
     Returns:
         ``{"volume", "shape", "dtype", "factor", "split", "z_range", "kept", "dropped",
-        "methods": {name: {"mean": {psnr, ssim, ie}, "per_slice": [{z, psnr, ssim, ie}]}}}``.
+        "precision" (the model's, or None), "methods": {name: {"mean": {psnr, ssim, ie}, "per_slice": [{z, psnr, ssim, ie}]}}}``.
     """
     from emzoo.data.volumes import open_volume
 
@@ -281,8 +283,9 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
         # (K - 1) * factor + 1 slices of the recursion out; float32 in, so nothing is quantised.
         from emzoo.engine import upscale_volume
 
-        reconstruction = upscale_volume(kept_stack, model, factor=factor, output=None, tile=tile,
-                                        batch_size=batch_size, progress=progress)["array"]
+        upscaled = upscale_volume(kept_stack, model, factor=factor, output=None, tile=tile,
+                                  batch_size=batch_size, progress=progress, precision=precision)
+        reconstruction = upscaled["array"]
     methods = {name: [] for name in baselines}
     if model is not None:
         methods[model_name] = []
@@ -305,6 +308,7 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
         "shape": list(shape), "dtype": str(np.dtype(dtype)), "factor": factor, "split": split,
         "z_range": [z_start, z_stop], "crop": None if crop is None else int(crop),
         "quantized": bool(quantize), "kept": kept, "dropped": dropped,
+        "precision": None if model is None else upscaled["precision"],
         "methods": {name: {"mean": _mean(rows), "per_slice": rows} for name, rows in methods.items()},
     }
     if keep_slices:

@@ -38,7 +38,17 @@ Modules, one role each:
 - :mod:`~emzoo.engine.sources`: checks of the input volume, voxel size and output path;
 - :mod:`~emzoo.engine.job`: what both jobs share (resampling, writing, progress, summary);
 - :mod:`~emzoo.engine.upscale`, :mod:`~emzoo.engine.repair`: the two jobs, short orchestrators;
+- :mod:`~emzoo.engine.blocks`: the blockwise plan (blocks of whole output chunks, what each reads,
+  the (y, x) halo) and the computation of one block;
+- :mod:`~emzoo.engine.distributed`: the blockwise engine on Dask (``workers=N`` /
+  ``scheduler=ADDRESS``, ``resume=True``); :mod:`~emzoo.engine.records`: its completion records;
 - :mod:`~emzoo.engine.progress`, :mod:`~emzoo.engine.memory`: the progress bar, ``malloc_trim``.
+
+Volumes of any size: ``upscale_volume(..., output="out.ome.zarr", workers=N)`` runs the same job
+blockwise on N local Dask worker processes (or ``scheduler=`` an existing cluster), writing each
+block's own chunks of a Zarr / OME-Zarr / N5 output in place; the output is marked complete only
+when every block is recorded, ``resume=True`` continues a killed job, and the result equals this
+single-process engine's with the same ``tile`` and ``overlap``.
 
 Importing the engine imports NumPy only; Keras and the backend are imported when a model runs.
 

@@ -28,12 +28,16 @@ class Job:
         voxel_size: (z, y, x) in nm replacing the file's, or ``None``.
         progress: show a progress bar (stderr); the summary line is returned, not printed.
         minimum_slices: the fewest input slices the job can work with.
+        allow_incomplete: read an input that is the unfinished output of an emzoo job.
+        chunks: the chunk shape (z, y, x) of a Zarr / OME-Zarr / N5 output (``None``: the
+            format's default).
     """
 
-    def __init__(self, volume, output, overwrite, voxel_size, progress, minimum_slices=2):
+    def __init__(self, volume, output, overwrite, voxel_size, progress, minimum_slices=2,
+                 allow_incomplete=False, chunks=None):
         self.output = check_output(output, overwrite)
-        self.overwrite, self.progress = overwrite, progress
-        self.source = open_source(volume)
+        self.overwrite, self.progress, self.chunks = overwrite, progress, chunks
+        self.source = open_source(volume, allow_incomplete)
         self.shape = check_volume(self.source, minimum_slices)
         self.dtype = np.dtype(self.source.dtype)
         self.voxel_size = source_voxel_size(self.source, voxel_size)
@@ -56,13 +60,7 @@ class Job:
         ``position`` is a fraction in dense-grid units; off the grid, the slice is the linear
         interpolation of the two nearest grid slices (weights by distance along z).
         """
-        below = math.floor(position)
-        weight = float(position - below)
-        unit = dense[below] if weight == 0 else (
-            (1.0 - weight) * dense[below] + weight * dense[below + 1])
-        back = getattr(self.source, "denormalise_raw", None)  # the inverse of the source's mapping
-        raw = back(unit[..., 0]) if callable(back) else denormalise(unit[..., 0], self.dtype)
-        return np.asarray(raw).astype(self.dtype, copy=False)
+        return resample(dense, position, self.source, self.dtype)
 
     def write(self, slices, shape, voxel_size, label, kind, **extra):
         """Writes the ``(z, raw)`` pairs of ``slices``; I/O errors become one VolumeError.
@@ -74,7 +72,8 @@ class Job:
         ``kind`` the job in the summary line.
         """
         bar = Progress(shape[0], label, enabled=self.progress)
-        writer = _open_writer(self.output, shape, self.dtype, voxel_size, self.overwrite)
+        writer = _open_writer(self.output, shape, self.dtype, voxel_size, self.overwrite,
+                              self.chunks)
         try:
             with writer:
                 for z, raw in slices:
@@ -88,6 +87,29 @@ class Job:
         return {"output": self.output, "array": writer.array if self.output is None else None,
                 "input_shape": self.shape, "output_shape": shape, "dtype": self.dtype.name,
                 "voxel_size": voxel_size, **extra, "seconds": bar.seconds, "summary": line}
+
+
+def resample(dense, position, source, dtype):
+    """The raw slice (``dtype``) at ``position`` (a fraction, dense-grid units) of the grid slices
+    ``dense`` (key -> (H, W, 1) float32 in [0, 1]), mapped back to ``source``'s values.
+
+    A position on the grid takes that slice; any other is the linear interpolation of the two
+    nearest grid slices (weights by distance along z). The single-process and the blockwise
+    engines both resample here, so they give the same values.
+
+    Example:
+        >>> from fractions import Fraction
+        >>> dense = {0: np.zeros((1, 1, 1), np.float32), 1: np.ones((1, 1, 1), np.float32)}
+        >>> resample(dense, Fraction(1, 4), None, np.uint8).tolist()
+        [[64]]
+    """
+    below = math.floor(position)
+    weight = float(position - below)
+    unit = dense[below] if weight == 0 else (
+        (1.0 - weight) * dense[below] + weight * dense[below + 1])
+    back = getattr(source, "denormalise_raw", None)  # the inverse of the source's mapping
+    raw = back(unit[..., 0]) if callable(back) else denormalise(unit[..., 0], dtype)
+    return np.asarray(raw).astype(dtype, copy=False)
 
 
 class _ArrayWriter:
@@ -106,10 +128,10 @@ class _ArrayWriter:
         self.array[z] = raw
 
 
-def _open_writer(output, shape, dtype, voxel_size, overwrite):
+def _open_writer(output, shape, dtype, voxel_size, overwrite, chunks=None):
     if output is None:
         return _ArrayWriter(shape, dtype)
-    return create_volume(output, shape, dtype, voxel_size, overwrite=overwrite)
+    return create_volume(output, shape, dtype, voxel_size, overwrite=overwrite, chunks=chunks)
 
 
 def _disk_error(error, output, shape, dtype):

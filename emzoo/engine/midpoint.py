@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from emzoo.engine.policy import compiled_function, default_batch_size, resolve_jit_compile
+from emzoo.engine.precision import resolve_precision, with_precision
 from emzoo.engine.tiler import Tiler
 from emzoo.errors import EmzooError, check_integer, describe
 
@@ -54,10 +55,16 @@ class MidpointEngine:
         jit_compile: compile model calls with XLA (TensorFlow backend): True, False or
             ``"auto"`` (see :func:`resolve_jit_compile`).
         expected_pairs: how many pairs the job will interpolate, if known (for ``"auto"``).
+        precision: what the model computes in: ``"float32"``, ``"bf16"`` (Keras
+            ``mixed_bfloat16``, refused where unsupported) or ``"auto"`` (bf16 where supported);
+            see :mod:`emzoo.engine.precision`. The resolved one is :attr:`precision`.
     """
 
     def __init__(self, model, height, width, tile=None, overlap=32, batch_size=None,
-                 reuse_features=None, jit_compile="auto", expected_pairs=None):
+                 reuse_features=None, jit_compile="auto", expected_pairs=None,
+                 precision="float32"):
+        self.precision = resolve_precision(precision, model)
+        model = with_precision(model, self.precision)
         self.model = model
         if batch_size is None:
             batch_size = default_batch_size()
@@ -92,7 +99,8 @@ class MidpointEngine:
         self._largest = 0  # largest batch run so far (later batches are padded up to it)
         self.calls = {"pairs": 0, "extract": 0}
         calls = None if expected_pairs is None else expected_pairs * len(self.tiler)
-        self.jit_compile = resolve_jit_compile(jit_compile, self.reuse_features, calls)
+        self.jit_compile = resolve_jit_compile(jit_compile, self.reuse_features, calls,
+                                               self.precision)
         if self.reuse_features:
             self._extract = compiled_function(model, "extract", self.jit_compile)
             self._from_features = compiled_function(model, "from_features", self.jit_compile)

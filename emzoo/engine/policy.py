@@ -1,4 +1,5 @@
-"""How the engine runs the model: the default batch size, the XLA policy, compiled model calls.
+"""How the engine runs the model: the default batch size, the XLA policy, compiled model calls,
+TensorFlow's thread pools.
 
 Pairs (and tiles) go through the model ``batch_size`` at a time (default: 4 with an accelerator,
 1 on CPU, where batching costs time). Model calls are compiled once per model and reused by later
@@ -7,7 +8,7 @@ the compile (``jit_compile="auto"``). The measured speeds behind these defaults 
 ``benchmarks/README.md``.
 """
 
-from emzoo.errors import EmzooError, describe
+from emzoo.errors import EmzooError, check_integer, describe
 
 # XLA compiles FILM in seconds per slice size; it pays off from about this many model calls.
 XLA_MIN_CALLS = 200
@@ -40,7 +41,7 @@ def default_batch_size():
     return 1
 
 
-def resolve_jit_compile(jit_compile, reuse_features, calls=None):
+def resolve_jit_compile(jit_compile, reuse_features, calls=None, precision="float32"):
     """Whether the engine XLA-compiles its model calls.
 
     ``"auto"`` means yes on the TensorFlow backend for models whose features are reused (FILM),
@@ -49,7 +50,9 @@ def resolve_jit_compile(jit_compile, reuse_features, calls=None):
     benchmarks/bench_upscale_speed.py), but its one-off compile per slice size makes short jobs
     such as the bundled sample slower end to end. Other architectures (deformable convolutions,
     sparse attention) keep the plain graph. Other backends compile their own way (JAX jit) and
-    ignore this flag.
+    ignore this flag. In bf16 (``precision``, resolved) on a CPU, ``"auto"`` keeps the plain
+    graph: XLA's CPU backend ran FILM's bf16 convs slower than the plain graph's oneDNN kernels,
+    and slower than float32 (benchmarks/bench_precision.py).
 
     Example:
         >>> resolve_jit_compile(False, reuse_features=True)
@@ -63,6 +66,11 @@ def resolve_jit_compile(jit_compile, reuse_features, calls=None):
                                       'True, False or "auto"', jit_compile=jit_compile))
         import keras
 
+        if precision == "bf16":
+            from emzoo.engine.precision import computes_on_gpu
+
+            if not computes_on_gpu():
+                return False
         return (keras.backend.backend() == "tensorflow" and bool(reuse_features)
                 and (calls is None or calls >= XLA_MIN_CALLS))
     return bool(jit_compile)
@@ -100,3 +108,54 @@ def compiled_function(model, what, jit_compile):
             function = tf.function(function, reduce_retracing=True, jit_compile=bool(jit_compile))
         cache[key] = function
     return cache[key]
+
+
+def configure_threads(intra=None, inter=None):
+    """Sets TensorFlow's thread pools and returns the setting in force.
+
+    ``intra`` is the number of threads one op (a convolution) may use, ``inter`` the number of
+    ops run at once; 0 is TensorFlow's default (one per core), ``None`` leaves a pool as it is.
+    N processes sharing N cores each want ``intra=1, inter=1``, or they oversubscribe the cores.
+    TensorFlow fixes its pools when it runs its first op: asking for a different setting after
+    that raises an :class:`EmzooError` (asking for the one in force is fine).
+
+    Returns:
+        ``{"intra": int, "inter": int}``: the setting now in force (0: TensorFlow's default).
+
+    Example:
+        >>> configure_threads(intra=1, inter=1)                  # doctest: +SKIP
+        {'intra': 1, 'inter': 1}
+        >>> configure_threads()["intra"]                         # doctest: +SKIP
+        1
+    """
+    import keras
+
+    intra = None if intra is None else check_integer("intra", intra, minimum=0)
+    inter = None if inter is None else check_integer("inter", inter, minimum=0)
+    if keras.backend.backend() != "tensorflow":
+        if intra is not None or inter is not None:
+            raise EmzooError(describe(
+                "configure_threads sets TensorFlow's thread pools, and Keras runs on another "
+                "backend.", "KERAS_BACKEND=tensorflow, or no thread setting",
+                backend=keras.backend.backend()))
+        return {"intra": None, "inter": None}
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    current = {"intra": threading.get_intra_op_parallelism_threads(),
+               "inter": threading.get_inter_op_parallelism_threads()}
+    setters = {"intra": threading.set_intra_op_parallelism_threads,
+               "inter": threading.set_inter_op_parallelism_threads}
+    for name, wanted in (("intra", intra), ("inter", inter)):
+        if wanted is None or wanted == current[name]:
+            continue
+        try:
+            setters[name](wanted)
+        except RuntimeError:
+            raise EmzooError(describe(
+                f"TensorFlow already runs with {current[name]} {name}-op threads (0: one per "
+                "core); its thread pools are fixed once it has run an op.",
+                "configure_threads called before the first model call in this process",
+                **{name: wanted})) from None
+        current[name] = wanted
+    return current

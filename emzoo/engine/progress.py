@@ -3,10 +3,10 @@
 import sys
 import time as time_lib
 
-# tqdm's format for both: label, count, rate and time left.
-_BAR_FORMAT = ("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} slices  {rate_fmt}  "
+# tqdm's format for both: label, count (in the bar's unit), rate and time left.
+_BAR_FORMAT = ("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} UNIT  {rate_fmt}  "
                "ETA {remaining}")
-_LINE_FORMAT = "{desc} {n_fmt}/{total_fmt} slices ({percentage:.0f}%)  {rate_fmt}  ETA {remaining}"
+_LINE_FORMAT = "{desc} {n_fmt}/{total_fmt} UNIT ({percentage:.0f}%)  {rate_fmt}  ETA {remaining}"
 
 
 def _is_terminal(stream):
@@ -17,15 +17,16 @@ def _is_terminal(stream):
 
 
 class Progress:
-    """Slices done, slices/s and time left, on stderr.
+    """Slices (or blocks: ``unit``) done, slices/s and time left, on stderr.
 
     On a terminal this is a tqdm bar redrawn in place. Elsewhere (a log file, a pipe) redraws
     would pile up into one long line, so it writes a plain line every ``log_interval`` seconds,
     and a last one at :meth:`close` if it wrote any (short jobs write nothing).
 
     Args:
-        total: slices the job writes.
+        total: slices the job writes (or blocks, with ``unit="blocks"``).
         label: what the job is (``upscale``, ``repair``).
+        unit: what is counted (plural), ``"slices"`` by default.
         enabled: ``False`` reports nothing (the counts are still kept).
         stream: where to write (default ``sys.stderr``).
         interval: least seconds between two redraws of the bar.
@@ -37,8 +38,9 @@ class Progress:
         3
     """
 
-    def __init__(self, total, label, enabled=True, stream=None, interval=0.25, log_interval=30.0):
-        self.total, self.label, self.enabled = int(total), label, enabled
+    def __init__(self, total, label, enabled=True, stream=None, interval=0.25, log_interval=30.0,
+                 unit="slices"):
+        self.total, self.label, self.enabled, self.unit = int(total), label, enabled, unit
         self.stream = stream or sys.stderr
         self.interval, self.log_interval = interval, log_interval
         self.done = 0
@@ -49,9 +51,9 @@ class Progress:
         if enabled and _is_terminal(self.stream):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=label, file=self.stream, unit=" slices",
-                             mininterval=interval, bar_format=_BAR_FORMAT, dynamic_ncols=True,
-                             leave=True)
+            self._bar = tqdm(total=self.total, desc=label, file=self.stream, unit=" " + unit,
+                             mininterval=interval, bar_format=_BAR_FORMAT.replace("UNIT", unit),
+                             dynamic_ncols=True, leave=True)
 
     def update(self, count=1):
         self.done += count
@@ -68,7 +70,8 @@ class Progress:
         self._last_line = now
         self._lines += 1
         text = tqdm.format_meter(min(self.done, self.total), self.total, now - self.start,
-                                 prefix=self.label, unit=" slices", bar_format=_LINE_FORMAT)
+                                 prefix=self.label, unit=" " + self.unit,
+                                 bar_format=_LINE_FORMAT.replace("UNIT", self.unit))
         self.stream.write(text + "\n")
         self.stream.flush()
 

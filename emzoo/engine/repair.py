@@ -4,6 +4,8 @@ Slice indices are 0-based. A run of adjacent damaged slices is interpolated as o
 nearest good slice on each side; every other slice is copied unchanged.
 """
 
+from emzoo.engine.blocks import RepairRecipe
+from emzoo.engine.distributed import check_request, run_blockwise, wants_blockwise
 from emzoo.engine.job import Job
 from emzoo.engine.memory import release_freed_memory
 from emzoo.engine.midpoint import MidpointEngine, resolve_model
@@ -81,7 +83,8 @@ def _damaged_runs(slices, num_slices):
 
 def repair_volume(volume, slices, model, output=None, tile=None, overlap=32, batch_size=None,
                   voxel_size=None, overwrite=False, progress=True, reuse_features=None,
-                  jit_compile="auto"):
+                  jit_compile="auto", precision="float32", workers=None, scheduler=None,
+                  resume=False, allow_incomplete=False, chunks=None, block_size=None):
     """Replaces damaged slices by interpolating from the nearest good slices on both sides.
 
     A run of ``r`` adjacent damaged slices between good slices ``a`` and ``b = a + r + 1`` gets the
@@ -95,25 +98,46 @@ def repair_volume(volume, slices, model, output=None, tile=None, overlap=32, bat
         volume: a path, a NumPy array (Z, Y, X) or a Volume.
         slices: 0-based indices of the damaged slices (a list, or a string "12,37,40-42").
         model, output, tile, overlap, batch_size, voxel_size, overwrite, progress,
-        reuse_features, jit_compile: as in :func:`~emzoo.engine.upscale_volume`.
+        reuse_features, jit_compile, precision: as in :func:`~emzoo.engine.upscale_volume`.
+        workers, scheduler, resume, allow_incomplete, chunks, block_size: as in
+            :func:`~emzoo.engine.upscale_volume` (blockwise on Dask: the damaged runs are found
+            here, and each block recomputes the damaged slices of its z-range from the nearest
+            good slices, wherever they lie, and copies the others).
 
     Returns:
         The same kind of result with or without ``output``: the dict upscale_volume returns
         (``output``, ``array`` (the repaired volume when ``output`` is ``None``), shapes, ``dtype``,
-        ``voxel_size``, ``seconds``, ``summary``), plus ``repaired``: the list of replaced indices.
+        ``voxel_size``, ``precision``, ``seconds``, ``summary``), plus ``repaired``: the list of
+        replaced indices.
 
     Example:
         >>> fixed = repair_volume(stack, [12, 13], "default")["array"]      # doctest: +SKIP
     """
-    job = Job(volume, output, overwrite, voxel_size, progress, minimum_slices=3)
+    blockwise = wants_blockwise(workers, scheduler, resume)
+    if blockwise:
+        check_request(volume, output, workers, scheduler, resume, overwrite)
+    job = Job(volume, output, overwrite or bool(resume), voxel_size, progress, minimum_slices=3,
+              allow_incomplete=allow_incomplete, chunks=chunks)
     runs = _damaged_runs(slices, job.shape[0])
     job.ready(job.shape, remedy="a smaller input")
+    if blockwise:
+        repaired = [z for first, last in runs for z in range(first, last + 1)]
+        return run_blockwise(
+            job, RepairRecipe(job.shape[0], runs), job.shape, job.voxel_size, model, label="repair",
+            kind=f"repair {len(repaired)} slice(s)", extra={"repaired": repaired}, tile=tile,
+            overlap=overlap, batch_size=batch_size, reuse_features=reuse_features,
+            jit_compile=jit_compile, precision=precision, workers=workers, scheduler=scheduler,
+            resume=resume, overwrite=overwrite, chunks=chunks, block_size=block_size,
+            allow_incomplete=allow_incomplete,
+            expected_pairs=sum(last - first + 1 for first, last in runs), progress=progress)
     engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
                             batch_size, reuse_features, jit_compile,
-                            expected_pairs=sum(last - first + 1 for first, last in runs))
+                            expected_pairs=sum(last - first + 1 for first, last in runs),
+                            precision=precision)
     repaired = [z for first, last in runs for z in range(first, last + 1)]
     return job.write(_repaired_slices(job, engine, runs), job.shape, job.voxel_size, "repair",
-                     f"repair {len(repaired)} slice(s)", repaired=repaired)
+                     f"repair {len(repaired)} slice(s)", repaired=repaired,
+                     precision=engine.precision)
 
 
 def _repaired_slices(job, engine, runs):

@@ -41,14 +41,18 @@ def parse_voxel_size(text):
                                   voxel_size=text)) from None
 
 
-def open_source(volume):
-    """A Volume-like object (``shape``, ``dtype``, ``voxel_size``, ``read``, ``slice``)."""
+def open_source(volume, allow_incomplete=False):
+    """A Volume-like object (``shape``, ``dtype``, ``voxel_size``, ``read``, ``slice``).
+
+    A path is opened with :func:`~emzoo.data.volumes.open_volume`, which refuses the output of an
+    emzoo job that has not finished unless ``allow_incomplete``.
+    """
     if isinstance(volume, np.ndarray):
         return ArrayVolume(volume)
     if isinstance(volume, (str, os.PathLike)):
         path = os.fspath(volume)
         try:
-            return open_volume(path)
+            return open_volume(path, allow_incomplete=allow_incomplete)
         except (EmzooError, FileNotFoundError):
             raise
         except Exception as error:  # noqa: BLE001 - any reader failure is a bad input file

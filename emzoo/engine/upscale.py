@@ -5,6 +5,8 @@ to fill a batch, and never more than a bounded number of dense-grid slices, what
 the volume. Each chunk's output slices are written before the next chunk is read.
 """
 
+from emzoo.engine.blocks import UpscaleRecipe
+from emzoo.engine.distributed import check_request, run_blockwise, wants_blockwise
 from emzoo.engine.job import Job
 from emzoo.engine.memory import release_freed_memory
 from emzoo.engine.midpoint import MidpointEngine, resolve_model
@@ -15,7 +17,9 @@ _CHUNK_GRID = 64  # dense-grid slices per chunk of input pairs (bounds memory)
 
 def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=None, overlap=32,
                    batch_size=None, voxel_size=None, overwrite=False, progress=True,
-                   reuse_features=None, jit_compile="auto"):
+                   reuse_features=None, jit_compile="auto", precision="float32", workers=None,
+                   scheduler=None, resume=False, allow_incomplete=False, chunks=None,
+                   block_size=None):
     """Upscales ``volume`` along z by ``factor`` (or to isotropic voxels) with ``model``.
 
     See :mod:`emzoo.engine` for the method (recursive midpoints to the next power of two, then
@@ -40,12 +44,31 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
         jit_compile: XLA-compile model calls (TensorFlow backend): True, False or ``"auto"``
             (XLA for FILM on long jobs, where it is faster; see
             :func:`~emzoo.engine.policy.resolve_jit_compile`).
+        precision: what the model computes in: ``"float32"``, ``"bf16"`` (Keras
+            ``mixed_bfloat16``; refused with one line where the device or model cannot) or
+            ``"auto"`` (bf16 where supported); see :mod:`emzoo.engine.precision`.
+        workers: run blockwise on a local Dask cluster of this many worker processes (``None``:
+            the single-process engine). Needs a Zarr / OME-Zarr / N5 ``output`` and an input path;
+            see :mod:`emzoo.engine.distributed`.
+        scheduler: run blockwise on the existing Dask cluster at this address instead
+            (``"tcp://host:8786"``).
+        resume: continue the blockwise job that left ``output`` incomplete (killed), redoing only
+            the blocks it did not record as finished; nothing to do if it is complete.
+        allow_incomplete: read an input that is the unfinished output of an emzoo job.
+        chunks: the chunk shape (z, y, x) of a Zarr / OME-Zarr / N5 output (default: the
+            format's, :func:`~emzoo.data.volumes.zarr_chunked.default_chunks`).
+        block_size: blockwise only: (y, x) pixels of a block, rounded up to whole chunks (default
+            :data:`~emzoo.engine.blocks.DEFAULT_REGION`). Without ``tile``, the blockwise path
+            processes slices up to :data:`~emzoo.engine.distributed.WHOLE_SLICE_MAX` pixels whole
+            (as here) and tiles larger ones with :data:`~emzoo.engine.distributed.DEFAULT_TILE`.
 
     Returns:
         The same kind of result with or without ``output``: a dict with ``output`` (the path
         written, or ``None``), ``array`` (the upscaled volume in the input dtype when ``output``
         is ``None``, else ``None``), ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``
-        (the output's, or ``None``), ``factor``, ``seconds`` and ``summary`` (one line).
+        (the output's, or ``None``), ``factor``, ``precision`` (the one the model ran in),
+        ``seconds`` and ``summary`` (one line). The blockwise engine adds ``blocks``, ``computed``,
+        ``skipped``, ``workers``, ``threads`` and ``already_complete``.
 
     Raises:
         EmzooError: bad arguments or input, or an output too large to make (over 1 TiB, see
@@ -58,20 +81,37 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
         ((6, 32, 48), None)
         >>> upscale_volume("stack.tif", model, factor=4, output="iso.tif")["output_shape"]  # doctest: +SKIP
         (117, 512, 512)
+        >>> upscale_volume("in.ome.zarr", "default", factor=4, output="out.ome.zarr",
+        ...                workers=2)["computed"]                                    # doctest: +SKIP
+        48
     """
+    blockwise = wants_blockwise(workers, scheduler, resume)
+    if blockwise:
+        check_request(volume, output, workers, scheduler, resume, overwrite)
     job, positions, grid, factor, shape = plan_upscale(volume, factor, output, isotropic,
-                                                       voxel_size, overwrite, progress)
+                                                       voxel_size, overwrite or bool(resume),
+                                                       progress, allow_incomplete, chunks)
     voxel_in = job.voxel_size
     voxel_out = None if voxel_in is None else (voxel_in[0] / float(factor),) + voxel_in[1:]
+    if blockwise:
+        return run_blockwise(
+            job, UpscaleRecipe(job.shape[0], factor), shape, voxel_out, model, label="upscale",
+            kind=f"upscale x{float(factor):g}", extra={"factor": float(factor)}, tile=tile,
+            overlap=overlap, batch_size=batch_size, reuse_features=reuse_features,
+            jit_compile=jit_compile, precision=precision, workers=workers, scheduler=scheduler,
+            resume=resume, overwrite=overwrite, chunks=chunks, block_size=block_size,
+            allow_incomplete=allow_incomplete, expected_pairs=(job.shape[0] - 1) * (grid - 1),
+            progress=progress)
     engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
                             batch_size, reuse_features, jit_compile,
-                            expected_pairs=(job.shape[0] - 1) * (grid - 1))
+                            expected_pairs=(job.shape[0] - 1) * (grid - 1), precision=precision)
     return job.write(_upscaled_slices(job, engine, positions, grid), shape, voxel_out, "upscale",
-                     f"upscale x{float(factor):g}", factor=float(factor))
+                     f"upscale x{float(factor):g}", factor=float(factor),
+                     precision=engine.precision)
 
 
 def plan_upscale(volume, factor=2, output=None, isotropic=False, voxel_size=None,
-                 overwrite=False, progress=False):
+                 overwrite=False, progress=False, allow_incomplete=False, chunks=None):
     """What :func:`upscale_volume` checks before any work: input, output, factor and size.
 
     Returns ``(job, positions, grid, factor, output_shape)``. The command-line app calls it
@@ -81,7 +121,8 @@ def plan_upscale(volume, factor=2, output=None, isotropic=False, voxel_size=None
         >>> plan_upscale(np.zeros((3, 8, 8), np.uint8), factor=4)[-1]    # doctest: +SKIP
         (9, 8, 8)
     """
-    job = Job(volume, output, overwrite, voxel_size, progress, minimum_slices=2)
+    job = Job(volume, output, overwrite, voxel_size, progress, minimum_slices=2,
+              allow_incomplete=allow_incomplete, chunks=chunks)
     if isotropic:
         factor = isotropic_factor(job.voxel_size)
     positions, grid = upscale_positions(job.shape[0], factor)

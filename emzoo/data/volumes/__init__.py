@@ -58,6 +58,7 @@ from emzoo.errors import VolumeError, describe
 # Address -> format: the first module whose names(address) is true. Order matters: an HDF5 address
 # may end in anything after its ':', and the folder row also takes new paths without a suffix.
 FORMATS = (ome_zarr, zarr_array, n5, hdf5, tiff, folder)  # the chunked ones first: each is a folder
+CHUNKED_FORMATS = (ome_zarr, zarr_array, n5)  # written in place region by region by the blockwise engine
 _PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -89,7 +90,7 @@ def writer_class(path):
     return module.Writer
 
 
-def open_volume(path, dataset=None, percentiles=None, axes=None):
+def open_volume(path, dataset=None, percentiles=None, axes=None, allow_incomplete=False):
     """Opens a z-stack lazily and returns a :class:`Volume`.
 
     Args:
@@ -102,13 +103,17 @@ def open_volume(path, dataset=None, percentiles=None, axes=None):
         axes: TIFF only: the axes of the stored array, one letter per dimension ending in ``YX``
             (e.g. ``"ZYX"``), replacing those the file's metadata give (a 3-D array saved with
             ``imagej=True`` and no axes reads as channels ``CYX``).
+        allow_incomplete: open a Zarr / OME-Zarr / N5 output of an emzoo job that has not finished
+            (killed, or still running); such an output is refused by default, since its unfinished
+            parts hold zeros.
 
     Raises:
         VolumeError: unreadable/corrupt/truncated files, 2-D images, colour stacks (naming the axes
             the file gave and how to override them), unsupported dtypes, folders of
             mixed shapes, HDF5 addresses naming a missing dataset, bare HDF5 files with neither
-            ``/volumes/raw`` nor exactly one 3-D dataset (the message lists the datasets). NaN/Inf in
-            float data is reported when the slice is read.
+            ``/volumes/raw`` nor exactly one 3-D dataset (the message lists the datasets), emzoo
+            outputs whose job has not finished (without ``allow_incomplete``). NaN/Inf in float data
+            is reported when the slice is read.
         FileNotFoundError: the path does not exist.
 
     Example:
@@ -136,6 +141,12 @@ def open_volume(path, dataset=None, percentiles=None, axes=None):
             raise VolumeError(describe("`axes` applies to TIFF files only.", "a TIFF file, or no `axes`",
                                        axes=axes, path=path))
         volume = module.open_address(path, dataset, **({} if axes is None else {"axes": axes}))
+        if getattr(volume, "complete", True) is False and not allow_incomplete:
+            volume.close()
+            raise VolumeError(describe(
+                f"{volume.path} is the output of an emzoo job that has not finished (its unfinished "
+                "blocks hold zeros).", "a complete volume: finish the job with --resume, or read it as "
+                "it is with --allow-incomplete (allow_incomplete=True in Python)", path=path))
     if percentiles is not None:
         volume.set_percentile_window(percentiles)
     return volume
@@ -190,6 +201,26 @@ def create_volume(path, shape, dtype, voxel_size=None, overwrite=False, **option
     return writer_class(path)(path, shape, dtype, voxel_size, overwrite=overwrite, **options)
 
 
+def open_regions(path):
+    """An existing Zarr / OME-Zarr / N5 output reopened for writing in place, region by region
+    (:class:`~emzoo.data.volumes.zarr_chunked.ChunkedRegions`: whole chunks per write; its
+    ``marker`` says whether the output is complete). Other formats are refused.
+
+    Example:
+        >>> regions = open_regions("out.zarr")                  # doctest: +SKIP
+        >>> regions.marker["complete"]                          # doctest: +SKIP
+        False
+    """
+    path = os.fspath(path)
+    module = format_of(path)
+    if module not in CHUNKED_FORMATS:
+        raise VolumeError(describe("Only chunked outputs can be written region by region.",
+                                   "a Zarr (.zarr), OME-Zarr (.ome.zarr) or N5 (.n5) address", path=path))
+    if not os.path.isdir(split_hdf5_path(path)[0]):
+        raise FileNotFoundError(f"No such folder. Expected an existing output. Received: path={path!r}")
+    return module.open_regions(path)
+
+
 def write_volume(path, array, voxel_size=None, overwrite=False):
     """Writes a whole ``(Z, Y, X)`` array atomically (see :func:`create_volume`); returns the path.
 
@@ -203,8 +234,8 @@ def write_volume(path, array, voxel_size=None, overwrite=False):
     return os.fspath(path)
 
 
-__all__ = ["ArrayVolume", "FOLDER_METADATA", "FORMATS", "FolderVolume", "FolderVolumeWriter", "Hdf5Volume",
+__all__ = ["ArrayVolume", "CHUNKED_FORMATS", "FOLDER_METADATA", "FORMATS", "FolderVolume", "FolderVolumeWriter", "Hdf5Volume",
            "Hdf5VolumeWriter", "SUPPORTED_DTYPES", "TiffVolume", "TiffVolumeWriter", "Volume", "VolumeWriter",
            "check_dtype", "check_voxel_size", "create_volume", "denormalise", "format_of", "normalise",
-           "normalise_between", "open_volume", "read_volume", "split_hdf5_path", "write_volume",
+           "normalise_between", "open_regions", "open_volume", "read_volume", "split_hdf5_path", "write_volume",
            "writer_class"]

@@ -11,7 +11,9 @@ are lazy (a slice or a crop reads only the blocks it touches).
 The writer writes a new container: the dataset ``raw`` (``out.n5``) or the path given
 (``out.n5:/setup0/timepoint0/s0``), gzip blocks (``chunks`` option, (z, y, x); by default up to 8
 slices deep and 256 x 256 wide) written a whole z-block row at a time, with ``pixelResolution``
-and ``resolution`` in nm.
+and ``resolution`` in nm, and an ``"emzoo"`` attribute saying whether the output is complete (see
+:mod:`~emzoo.data.volumes.zarr_chunked`); :func:`open_regions` reopens an existing dataset for
+writing in place, region by region (the blockwise engine).
 
 TensorStore is the library (``pip install 'emzoo[n5]'``): zarr-python 3 dropped N5, zarr-python 2's
 ``N5Store`` cannot be installed beside zarr-python 3 (needed for Zarr v3 and OME-Zarr 0.5), and
@@ -27,8 +29,8 @@ import os
 import numpy as np
 
 from emzoo.data.volumes.base import round_size, split_container_path
-from emzoo.data.volumes.zarr_chunked import (ChunkedVolume, ChunkedVolumeWriter, attribute_voxel_size, check_layout,
-                                             default_array, require)
+from emzoo.data.volumes.zarr_chunked import (MARKER, ChunkedRegions, ChunkedVolume, ChunkedVolumeWriter,
+                                             attribute_voxel_size, check_layout, default_array, require)
 from emzoo.errors import VolumeError, describe
 
 MAGIC = ()  # a container is a folder
@@ -112,9 +114,11 @@ class N5Volume(ChunkedVolume):
                                        "an N5 dataset", path=where, error=str(error))) from None
         self._array = opened.T  # N5 lists x first; this view is (..., z, y, x)
         self._keep = keep
+        self._folder = node
         block = tuple(int(b) for b in attrs.get("blockSize", [1] * len(shape)))[::-1]
+        self.chunks = tuple(block[a] for a in keep)
         super().__init__(where, [shape[a] for a in keep], opened.dtype.numpy_dtype,
-                         _voxel_size(store, inner, attrs), block[keep[0]])
+                         _voxel_size(store, inner, attrs), block[keep[0]], marker=attrs.get(MARKER))
 
     def _fetch(self, z0, z1, y0, y1, x0, x1):
         index = [0] * self._array.rank
@@ -163,18 +167,61 @@ class N5VolumeWriter(ChunkedVolumeWriter):
                     "dataType": self.dtype.name, "compression": {"type": "gzip"}}
         self._array = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": self._folder},
                                "metadata": metadata}, create=True).result().T
+        if self.voxel_size:
+            xyz = [round_size(v) for v in self.voxel_size[::-1]]
+            _update_attributes(self._folder, {"pixelResolution": {"dimensions": xyz, "unit": "nm"},
+                                              "resolution": xyz})
 
     def _write_block(self, z0, block):
         self._array[z0:z0 + block.shape[0]].write(block).result()
 
-    def _finish(self):
-        if self.voxel_size:
-            attrs = _attributes(self._folder)
-            xyz = [round_size(v) for v in self.voxel_size[::-1]]
-            attrs.update({"pixelResolution": {"dimensions": xyz, "unit": "nm"}, "resolution": xyz})
-            with open(os.path.join(self._folder, _ATTRIBUTES), "w", encoding="utf-8") as handle:
-                json.dump(attrs, handle)
+    def _write_marker(self, value):
+        _update_attributes(self._folder, {MARKER: value})
+
+    def _close(self):
         self._array = None
 
 
 Writer = N5VolumeWriter
+
+
+def _update_attributes(folder, values):
+    """Adds ``values`` to the folder's ``attributes.json`` (TensorStore writes it once, on creation)."""
+    attrs = _attributes(folder)
+    attrs.update(values)
+    with open(os.path.join(folder, _ATTRIBUTES), "w", encoding="utf-8") as handle:
+        json.dump(attrs, handle)
+
+
+class N5Regions(ChunkedRegions):
+    """An N5 dataset written in place, region by region (see :class:`ChunkedRegions`)."""
+
+    def __init__(self, path, folder, array, shape, dtype, chunks):
+        super().__init__(path, shape, dtype, chunks)
+        self._folder, self._array = folder, array
+
+    def _write(self, z0, y0, x0, block):
+        depth, height, width = block.shape
+        self._array[z0:z0 + depth, y0:y0 + height, x0:x0 + width].write(block).result()
+
+    def _read_marker(self):
+        return _attributes(self._folder).get(MARKER)
+
+    def _write_marker(self, value):
+        _update_attributes(self._folder, {MARKER: value})
+
+
+def open_regions(path):
+    """The N5 dataset ``path`` names, reopened for writing in place (see :class:`ChunkedRegions`).
+
+    Example:
+        >>> open_regions("out.n5").write(0, 0, 0, block)              # doctest: +SKIP
+    """
+    ts = require("tensorstore", "n5", "Writing N5")
+    volume = N5Volume(path)  # resolves the address as a reader does
+    if volume._array.rank != 3:
+        raise VolumeError(describe("Only a 3-D (z, y, x) dataset can be written in place.",
+                                   "an output emzoo created", path=volume.path))
+    array = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": os.path.abspath(volume._folder)}},
+                    open=True, read=True, write=True).result().T
+    return N5Regions(volume.path, volume._folder, array, volume.shape, volume.dtype, volume.chunks)

@@ -24,8 +24,8 @@ import os
 import numpy as np
 
 from emzoo.data.volumes.base import split_container_path
-from emzoo.data.volumes.zarr_array import ZarrVolume, create_array
-from emzoo.data.volumes.zarr_chunked import ChunkedVolumeWriter, require
+from emzoo.data.volumes.zarr_array import ZarrRegions, ZarrVolume, create_array, open_arrays
+from emzoo.data.volumes.zarr_chunked import MARKER, ChunkedVolumeWriter, require
 from emzoo.errors import VolumeError, describe
 
 MAGIC = ()  # a store is a folder
@@ -119,5 +119,31 @@ class OmeZarrVolumeWriter(ChunkedVolumeWriter):
                 block = halve(block)
             array[z0:z0 + block.shape[0]] = block
 
+    def _write_marker(self, value):
+        for array in self._arrays:
+            array.attrs[MARKER] = value
+
 
 Writer = OmeZarrVolumeWriter
+
+
+class OmeZarrRegions(ZarrRegions):
+    """An OME-Zarr output written in place: each region into level 0, halved into the levels
+    below (a region's y and x start on a multiple of ``2 ** (levels - 1)`` chunks for them to
+    stay whole chunks there)."""
+
+    def _write(self, z0, y0, x0, block):
+        for index, array in enumerate(self._arrays):
+            if index:
+                block, y0, x0 = halve(block), y0 // 2, x0 // 2
+            depth, height, width = block.shape
+            array[z0:z0 + depth, y0:y0 + height, x0:x0 + width] = block
+
+
+def open_regions(path):
+    """Level 0 of the OME-Zarr output ``path`` and the levels below it, reopened for writing in place.
+
+    Example:
+        >>> open_regions("out.ome.zarr").write(0, 0, 0, block)         # doctest: +SKIP
+    """
+    return OmeZarrRegions(*open_arrays(path, levels=True))

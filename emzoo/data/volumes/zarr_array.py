@@ -13,7 +13,9 @@ The writer writes a new store: the array at the store's root (``out.zarr``) or a
 (``out.zarr:/volumes/raw``), with a ``resolution`` attribute ((z, y, x) nm), Blosc/zstd chunks
 (``chunks`` option; by default up to 8 slices deep and 256 x 256 wide) written a whole z-chunk row at
 a time, in Zarr v2 by default (read by every Zarr tool, Fiji's included) or v3 with
-``zarr_format=3``.
+``zarr_format=3``. The array's ``"emzoo"`` attribute says whether the output is complete (see
+:mod:`~emzoo.data.volumes.zarr_chunked`); :func:`open_regions` reopens an existing array for
+writing in place, region by region (the blockwise engine).
 
 zarr-python (3.x) is the library: the reference implementation, reading and writing both Zarr
 versions, and what napari, ``ome-zarr`` and Dask read Zarr with (``pip install 'emzoo[zarr]'``).
@@ -26,8 +28,8 @@ import os
 import numpy as np
 
 from emzoo.data.volumes.base import round_size, split_container_path
-from emzoo.data.volumes.zarr_chunked import (UNIT_TO_NM, ChunkedVolume, ChunkedVolumeWriter, attribute_voxel_size,
-                                             check_layout, default_array, require)
+from emzoo.data.volumes.zarr_chunked import (MARKER, UNIT_TO_NM, ChunkedRegions, ChunkedVolume, ChunkedVolumeWriter,
+                                             attribute_voxel_size, check_layout, default_array, require)
 from emzoo.errors import VolumeError, describe
 
 MAGIC = ()  # a store is a folder
@@ -218,7 +220,7 @@ class ZarrVolume(ChunkedVolume):
         self._array = array
         self._keep = keep
         super().__init__(f"{store}:/{inner}" if inner else store, [array.shape[a] for a in keep], array.dtype,
-                         voxel_size, array.chunks[keep[0]])
+                         voxel_size, array.chunks[keep[0]], marker=array.attrs.get(MARKER))
 
     def _fetch(self, z0, z1, y0, y1, x0, x1):
         index = [0] * self._array.ndim
@@ -272,5 +274,60 @@ class ZarrVolumeWriter(ChunkedVolumeWriter):
     def _write_block(self, z0, block):
         self._array[z0:z0 + block.shape[0]] = block
 
+    def _write_marker(self, value):
+        self._array.attrs[MARKER] = value
+
 
 Writer = ZarrVolumeWriter
+
+
+class ZarrRegions(ChunkedRegions):
+    """Zarr arrays of one output written in place: ``arrays[0]`` is the volume; a subclass may keep
+    more (the levels of an OME-Zarr multiscale) and write them from the same regions."""
+
+    def __init__(self, path, arrays):
+        self._arrays = list(arrays)
+        first = self._arrays[0]
+        super().__init__(path, first.shape, first.dtype, first.chunks)
+
+    def _write(self, z0, y0, x0, block):
+        depth, height, width = block.shape
+        self._arrays[0][z0:z0 + depth, y0:y0 + height, x0:x0 + width] = block
+
+    def _read_marker(self):
+        return self._arrays[0].attrs.get(MARKER)
+
+    def _write_marker(self, value):
+        for array in self._arrays:
+            array.attrs[MARKER] = value
+
+
+def open_arrays(path, levels=False):
+    """The ``(z, y, x)`` Zarr array(s) an output address names, opened for writing in place: the array,
+    or with ``levels`` every level of the multiscale it belongs to. Returns ``(address, arrays)``."""
+    zarr = require("zarr", "zarr", "Writing Zarr")
+    volume = ZarrVolume(path)  # resolves the address as a reader does (a group's default array)
+    store, inner = split_container_path(volume.path)
+    inner = _join(inner or "")
+    root = zarr.open(store=store, mode="r+")
+    paths = [inner]
+    if levels and inner:
+        parent, _, name = inner.rpartition("/")
+        found = multiscales((root.get(parent) if parent else root).attrs)
+        if found is not None:
+            names = [str(d["path"]).strip("/") for d in found[0].get("datasets", []) if isinstance(d, dict)]
+            paths = [_join(parent, n) for n in names[names.index(name):]] if name in names else paths
+    arrays = [root.get(p) if p else root for p in paths]
+    if not all(isinstance(a, zarr.Array) and a.ndim == 3 for a in arrays):
+        raise VolumeError(describe("Only a 3-D (z, y, x) array can be written in place.",
+                                   "an output emzoo created", path=volume.path))
+    return volume.path, arrays
+
+
+def open_regions(path):
+    """The Zarr array ``path`` names, reopened for writing in place (see :class:`ChunkedRegions`).
+
+    Example:
+        >>> open_regions("out.zarr").write(0, 0, 0, block)            # doctest: +SKIP
+    """
+    return ZarrRegions(*open_arrays(path))

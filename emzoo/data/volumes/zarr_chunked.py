@@ -8,6 +8,14 @@ writes the whole chunk row when its last slice arrives, so every write is chunk-
 a few z-chunks of slices are held in memory. Each format's module opens its arrays and writes its
 metadata.
 
+Completeness: every output emzoo writes carries an ``"emzoo"`` attribute (:data:`MARKER`) on its
+array(s), ``{"complete": false}`` while it is written and ``{"complete": true}`` once the last
+slice is in, so a store left behind by a killed job is never taken for a finished volume
+(:func:`~emzoo.data.volumes.open_volume` refuses it without ``allow_incomplete=True``). The blockwise
+engine creates its output empty and in place (:meth:`ChunkedVolumeWriter.publish_incomplete`),
+then many processes write it region by region (:class:`ChunkedRegions`, ``open_regions(path)`` of
+each format's module); its marker also holds the job's plan, so ``--resume`` can check it.
+
 This module imports NumPy only.
 """
 
@@ -19,6 +27,7 @@ from emzoo.data.volumes.base import Volume, check_dtype, round_size
 from emzoo.data.volumes.writer import VolumeWriter
 from emzoo.errors import VolumeError, describe
 
+MARKER = "emzoo"  # the attribute saying whether an output emzoo writes is complete
 DEFAULT_TILE = 256  # y and x of a default chunk
 DEFAULT_DEPTH = 8  # z of a default chunk, fewer when a chunk row of slices would pass _BUFFER_BYTES
 _BUFFER_BYTES = 256 * 2**20
@@ -119,14 +128,28 @@ def check_layout(shape, path, keep=None):
                                shape=shape, path=path))
 
 
+def is_incomplete(marker):
+    """Whether an array's :data:`MARKER` attribute says it is an output still being written.
+
+    Example:
+        >>> is_incomplete({"complete": False}), is_incomplete(None)
+        (True, False)
+    """
+    return isinstance(marker, dict) and marker.get("complete") is False
+
+
 class ChunkedVolume(Volume):
     """A lazily read 3-D view of a chunked array (``(z, y, x)`` axes among the stored ones).
 
-    Subclasses implement ``_fetch(z0, z1, y0, y1, x0, x1)`` returning the raw ``(z, y, x)`` block.
+    Subclasses implement ``_fetch(z0, z1, y0, y1, x0, x1)`` returning the raw ``(z, y, x)`` block,
+    and pass the array's :data:`MARKER` attribute (``None`` when it has none) as ``marker``.
+    ``complete`` is False for an emzoo output whose job has not finished.
     """
 
-    def __init__(self, path, shape, dtype, voxel_size, chunk_depth):
+    def __init__(self, path, shape, dtype, voxel_size, chunk_depth, marker=None):
         super().__init__(path, shape, check_dtype(dtype, name="dtype"), voxel_size)
+        self.marker = marker if isinstance(marker, dict) else None
+        self.complete = not is_incomplete(self.marker)
         slice_bytes = self.shape[1] * self.shape[2] * self.dtype.itemsize
         self._depth = int(chunk_depth) if 1 < int(chunk_depth) and chunk_depth * slice_bytes <= _CACHE_BYTES else 1
         self._cached = None  # (z0, block of full slices)
@@ -178,7 +201,9 @@ class ChunkedVolumeWriter(VolumeWriter):
     Options: ``chunks`` ``(z, y, x)`` (default :func:`default_chunks`). Subclasses implement
     ``_open()`` (create the temporary store at ``self.temp_path`` with chunks ``self.chunks``),
     ``_write_block(z0, block)`` (a ``(depth, Y, X)`` block starting at slice ``z0``, aligned to
-    ``self.chunks[0]``, or one slice rewritten after its chunk was written) and ``_close()``.
+    ``self.chunks[0]``, or one slice rewritten after its chunk was written), ``_write_marker(value)``
+    (set the :data:`MARKER` attribute of the array(s)) and ``_close()``. The marker says
+    ``{"complete": false}`` from creation and ``{"complete": true}`` just before the rename.
     """
 
     OPTIONS = {"chunks": None}
@@ -188,12 +213,40 @@ class ChunkedVolumeWriter(VolumeWriter):
         self._blocks = {}  # z-chunk index -> (block, slices filled)
         self._flushed = set()
         self._open()
+        self._write_marker({"complete": False})
 
     def _open(self):
         raise NotImplementedError
 
     def _write_block(self, z0, block):
         raise NotImplementedError
+
+    def _write_marker(self, value):
+        raise NotImplementedError
+
+    def publish_incomplete(self, marker):
+        """Puts the store in place under its name, empty and marked incomplete, for writing region
+        by region (:class:`ChunkedRegions`); this writer is done afterwards.
+
+        ``marker`` (a JSON-ready dict, e.g. the job's plan) is stored with ``"complete": false``;
+        whoever finishes the job sets ``"complete": true`` (:meth:`ChunkedRegions.set_marker`).
+        An existing output is replaced only if the writer was made with ``overwrite=True``.
+
+        Example:
+            >>> create_volume("out.zarr", (9, 64, 96), "uint8").publish_incomplete({"plan": {}})  # doctest: +SKIP
+        """
+        if self._closed or self._written.any():
+            raise VolumeError(describe("Only a new, empty output can be published incomplete.",
+                                       "a writer that has written nothing", path=self.path))
+        try:
+            self._write_marker({**marker, "complete": False})
+            self._close()
+            self._closed = True
+            self._replace_target()
+        except BaseException:
+            self._closed = True
+            self._remove_temp()
+            raise
 
     def _close(self):
         pass
@@ -217,8 +270,67 @@ class ChunkedVolumeWriter(VolumeWriter):
             self._flushed.add(index)
 
     def _finish(self):
+        self._write_marker({"complete": True})
         self._close()
 
     def _release(self):
         self._blocks = {}
         self._close()
+
+
+class ChunkedRegions:
+    """An existing chunked output written in place, a region of whole chunks at a time.
+
+    The blockwise engine's tasks each write their own regions, in any order and from many
+    processes at once; since a region is a whole number of chunks (only the last chunk along an
+    axis may be cut by the array's edge), no two tasks ever write the same chunk. Each format's
+    ``open_regions(path)`` returns one; subclasses implement ``_write(z0, y0, x0, block)``,
+    ``_read_marker()`` and ``_write_marker(value)``.
+
+    Attributes:
+        path, shape, dtype, chunks: the output's address, ``(Z, Y, X)``, dtype and chunk shape.
+
+    Example:
+        >>> regions = open_regions("out.zarr")                          # doctest: +SKIP
+        >>> regions.write(0, 0, 256, block)  # (8, 256, 256) with chunks (8, 256, 256)  # doctest: +SKIP
+    """
+
+    def __init__(self, path, shape, dtype, chunks):
+        self.path, self.shape = path, tuple(int(s) for s in shape)
+        self.dtype, self.chunks = np.dtype(dtype), tuple(int(c) for c in chunks)
+
+    def write(self, z0, y0, x0, block):
+        """Writes the raw ``(z, y, x)`` ``block`` at ``(z0, y0, x0)``; refuses one that cuts a chunk."""
+        block = np.asarray(block)
+        start = (int(z0), int(y0), int(x0))
+        if block.ndim != 3 or block.dtype != self.dtype:
+            raise VolumeError(describe("The region does not match the output.",
+                                       f"a (z, y, x) block of {self.dtype}", shape=block.shape,
+                                       dtype=str(block.dtype), path=self.path))
+        for first, size, chunk, length in zip(start, block.shape, self.chunks, self.shape):
+            end = first + size
+            if size < 1 or first % chunk or end > length or (end % chunk and end != length):
+                raise VolumeError(describe(
+                    "A region written in place must be whole chunks of the output.",
+                    f"starts and ends on multiples of the chunk shape {self.chunks} (or the array's end)",
+                    start=start, shape=block.shape, path=self.path))
+        self._write(*start, block)
+
+    @property
+    def marker(self):
+        """The output's :data:`MARKER` attribute (a dict), or ``None``."""
+        found = self._read_marker()
+        return dict(found) if isinstance(found, dict) else None
+
+    def set_marker(self, value):
+        """Replaces the :data:`MARKER` attribute of the output's array(s) with the dict ``value``."""
+        self._write_marker(dict(value))
+
+    def _write(self, z0, y0, x0, block):
+        raise NotImplementedError
+
+    def _read_marker(self):
+        raise NotImplementedError
+
+    def _write_marker(self, value):
+        raise NotImplementedError
