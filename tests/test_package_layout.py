@@ -135,3 +135,12 @@ def test_weights_module_imports_no_registry_or_model():
     source = (REPO / "emzoo" / "weights.py").read_text()
     assert "from emzoo import zoo" not in source and "emzoo.models" not in source
     assert importlib.import_module("emzoo.weights")
+
+
+def test_test_files_have_unique_names():
+    # tests/ has no __init__.py files: pytest imports test modules by basename, so two files of one
+    # name in different folders stop the whole run at collection.
+    seen = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}

@@ -186,7 +186,7 @@ def run_blockwise(job, recipe, shape, voxel_size, model, *, label, kind, extra=N
         if block_size is None and isinstance(stored, list) and len(stored) == 3:
             block_size = tuple(stored[1:])
         chunks = regions.chunks if chunks is None else chunks
-    blocks = BlockPlan(shape, default_chunks(shape, job.dtype, chunks, output),
+    blocks = BlockPlan(shape, default_chunks(shape, job.dtype, chunks, output, buffered=False),
                        Tiler(shape[1], shape[2], tile, overlap), block_size)
     plan = _plan(job, recipe, model_id, tile, overlap, precision, shape, voxel_size, blocks, label)
     done = set()

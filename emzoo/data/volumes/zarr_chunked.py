@@ -177,9 +177,12 @@ class ChunkedVolume(Volume):
         self._cached = None
 
 
-def default_chunks(shape, dtype, chunks=None, path=None):
+def default_chunks(shape, dtype, chunks=None, path=None, buffered=True):
     """The ``(z, y, x)`` chunk shape of an output: ``chunks`` checked and clipped to ``shape``, or by
-    default up to ``DEFAULT_DEPTH`` slices deep (fewer for large slices) and ``DEFAULT_TILE`` wide."""
+    default up to ``DEFAULT_DEPTH`` slices deep and ``DEFAULT_TILE`` wide. A ``buffered`` writer
+    (one that gathers a chunk row of whole slices) gets fewer slices per chunk for large slices;
+    the blockwise engine, which writes chunk by chunk, keeps the full depth (a block one slice
+    deep would recompute the midpoints its neighbours need too)."""
     if chunks is not None:
         try:
             chunks = tuple(int(c) for c in chunks)
@@ -191,7 +194,8 @@ def default_chunks(shape, dtype, chunks=None, path=None):
                                        chunks=chunks, path=path))
         return tuple(min(c, s) for c, s in zip(chunks, shape))
     slice_bytes = shape[1] * shape[2] * np.dtype(dtype).itemsize
-    depth = max(1, min(DEFAULT_DEPTH, shape[0], _BUFFER_BYTES // max(1, slice_bytes)))
+    limit = _BUFFER_BYTES // max(1, slice_bytes) if buffered else DEFAULT_DEPTH
+    depth = max(1, min(DEFAULT_DEPTH, shape[0], limit))
     return depth, min(shape[1], DEFAULT_TILE), min(shape[2], DEFAULT_TILE)
 
 

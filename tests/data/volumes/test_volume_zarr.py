@@ -172,3 +172,12 @@ def test_missing_library_names_the_extra(tmp_path, monkeypatch, random_stack):
     monkeypatch.setitem(sys.modules, "zarr", None)  # as if zarr were not installed
     with pytest.raises(VolumeError, match=r"pip install 'emzoo\[zarr\]'"):
         V.open_volume(f"{tmp_path}/v.zarr")
+
+
+def test_default_chunks_are_shallow_only_for_buffered_writers_of_large_slices():
+    from emzoo.data.volumes.zarr_chunked import DEFAULT_DEPTH, DEFAULT_TILE, default_chunks
+
+    large = (100, 20000, 20000)  # 400 MB per uint8 slice: a buffered chunk row holds one slice
+    assert default_chunks(large, "uint8") == (1, DEFAULT_TILE, DEFAULT_TILE)
+    assert default_chunks(large, "uint8", buffered=False) == (DEFAULT_DEPTH, DEFAULT_TILE, DEFAULT_TILE)
+    assert default_chunks((3, 64, 96), "uint8", buffered=False) == (3, 64, 96)
