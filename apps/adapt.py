@@ -70,8 +70,8 @@ def main(argv):
         print(f"{report['output']} is already complete: {report['steps']} steps, held-out error "
               f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
         return
-    verdict = ("adapted weights kept" if report["improved"]
-               else "no gain on the held-out triplets: base weights kept")
+    verdict = ("adapted weights kept" if report["improved"] else report["skipped"]
+               or "no gain on the held-out triplets: base weights kept")
     resumed = (f", resumed at step {', '.join(str(s) for s in report['resumed'])}"
                if report["resumed"] else "")
     print(f"Wrote {report['output']}: {report['steps']} steps in {report['seconds']:.0f} s"

@@ -79,7 +79,8 @@ def main(argv):
                        isotropic=_ISOTROPIC.value, minutes=_ADAPT.value,
                        voxel_size=options["voxel_size"], progress=options["progress"])
         model = report["model"]
-        adapted = (f", adapted {report['steps']} steps: held-out error "
+        adapted = (f", {report['skipped']}" if report.get("skipped") else
+                   f", adapted {report['steps']} steps: held-out error "
                    f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
     summary = engine.upscale_volume(source, model, factor=factor, output=_OUTPUT.value,
                                     isotropic=_ISOTROPIC.value, **options)

@@ -28,6 +28,7 @@ REGIONS = {
     "fibsem-val": (DATA / "flyem_medulla_fibsem_10nm" / "volume.tif", "validation", None),
     "cube1": (DATA / "flyem_medulla_training_cubes" / "cube1.tif", "all", (0, 65)),
     "cube2": (DATA / "flyem_medulla_training_cubes" / "cube2.tif", "all", (0, 65)),
+    "cube2-all": (DATA / "flyem_medulla_training_cubes" / "cube2.tif", "all", (0, 249)),
     "isbi-val": (DATA / "isbi2012_sstem" / "volume.tif", "validation", None),
 }
 

@@ -19,7 +19,10 @@ lowered its scores (measurements in benchmarks/README.md).
 along x: planes from the last ``validation_fraction`` of the x range (and y-planes cropped to it)
 are held out. Both the base weights and the adapted ones are scored on the same fixed held-out
 triplets (mean absolute error); the adapted weights replace the base ones only if they score
-better, and the best weights seen during training are kept (early stopping).
+better, and the best weights seen during training are kept (early stopping). A short input whose
+stretched planes allow only crops smaller than ``MIN_CROP_MULTIPLES`` times the model's size
+multiple is not adapted at all (the report's ``skipped`` says why): self-validation on such crops
+approved weights that were worse on the real task.
 
 **Only the input is read.** Everything comes from one centre window (at most ``MAX_EXTENT``
 pixels square) of the given volume, read once; the result is a function of those pixels, the
@@ -75,6 +78,13 @@ from emzoo.errors import EmzooError, VolumeError, check_integer, describe
 
 # The largest (y, x) window read from the volume: adaptation needs texture, not the whole slice.
 MAX_EXTENT = 512
+# The smallest training crop, in units of the model's size multiple (its coarsest pyramid level is
+# then at least this many pixels wide), for adaptation to train at all. A short input (few slices
+# at a coarse spacing) gives lateral planes only a few rows high once stretched along z, so the
+# crops shrink to them: adapting the default on 17-pixel crops lowered PSNR on the dropped slices
+# although self-validation, made of the same small crops, approved it (benchmarks/README.md).
+# Below this, the base model is kept.
+MIN_CROP_MULTIPLES = 4
 
 
 def lateral_gaps(z_spacing, lateral_spacing, factor):
@@ -523,6 +533,11 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     adapted.optimizer.build(adapted.trainable_variables)  # its slots exist before a restore
 
     triplets = LateralTriplets(block, voxel[0] / voxel[2], gaps, crop, validation_fraction)
+    min_crop = MIN_CROP_MULTIPLES * int(getattr(adapted, "size_multiple", 1) or 1)
+    too_thin = triplets.crop < min_crop
+    skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
+               f"{triplets.stretched_depth} rows at this spacing, too few for the model's "
+               f"{min_crop}-pixel crops; base model kept") if too_thin else None
     held_rng = np.random.default_rng([seed, 0])
     held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
                 for _ in range(validation_batches)]
@@ -562,7 +577,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     bar = _progress(steps, minutes, progress, already=spent_before)
     last_checkpoint = session_start
     with _HeldSignals(enabled=folder is not None) as held:
-        while ((steps is None or state["step"] < steps)
+        while (not too_thin and (steps is None or state["step"] < steps)
                and (budget is None or spent() < budget)):
             batch = triplets.batch(np.random.default_rng([seed, 1, state["step"]]), batch_size,
                                    adapted.channels)
@@ -589,14 +604,14 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                   "validation_before": state["before"], "validation_after": state["best_score"],
                   "steps": state["step"], "best_step": state["best_step"],
                   "seconds": state["seconds"], "gaps": gaps, "factor": factor, "output": None,
-                  "resumed": state["resumed_at"], "already_complete": False}
+                  "resumed": state["resumed_at"], "already_complete": False, "skipped": skipped}
         if folder is not None:
             metadata = dict(entry.get("metadata", {}))
             metadata["adaptation"] = dict(
                 record, lateral_gaps=gaps, steps_run=state["step"], best_step=state["best_step"],
                 seconds=state["seconds"],
                 self_validation_mae={"before": state["before"], "after": state["best_score"]},
-                replaced_base_weights=improved, resumed=bool(state["resumed_at"]),
+                replaced_base_weights=improved, skipped=skipped, resumed=bool(state["resumed_at"]),
                 resumed_at_steps=state["resumed_at"])
             # The weights first, config.json last (by rename): loadable only when complete.
             zoo.save(adapted, folder, name=folder.name, metadata=metadata, overwrite=True)
@@ -618,7 +633,8 @@ def _finished_report(folder, record):
             "validation_after": scores["after"], "steps": record["steps_run"],
             "best_step": record["best_step"], "seconds": record["seconds"],
             "gaps": record["lateral_gaps"], "factor": record["factor"], "output": str(folder),
-            "resumed": record["resumed_at_steps"], "already_complete": True}
+            "resumed": record["resumed_at_steps"], "already_complete": True,
+            "skipped": record.get("skipped")}
 
 
 def _progress(steps, minutes, enabled, already=0.0):

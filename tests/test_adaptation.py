@@ -87,6 +87,22 @@ def test_adapt_writes_a_loadable_folder_with_its_provenance(base, tmp_path):
                     output=tmp_path / "adapted", progress=False)
 
 
+def test_input_too_short_for_the_model_s_crops_is_not_adapted(base, monkeypatch):
+    import emzoo.adaptation
+
+    volume = smooth_volume()
+    settings = dict(voxel_size=(40, 10, 10), factor=4, steps=3, crop=32, batch_size=2,
+                    learning_rate=1e-3, evaluate_every=1, progress=False)
+    assert emzoo.adapt(base, volume, **settings)["skipped"] is None
+    monkeypatch.setattr(emzoo.adaptation, "MIN_CROP_MULTIPLES", 1000)
+    report = emzoo.adapt(base, volume, **settings)
+    assert report["steps"] == 0 and not report["improved"]
+    assert "not adapted" in report["skipped"] and "base model kept" in report["skipped"]
+    reference = emzoo.load(base, compile=False)
+    for a, b in zip(report["model"].get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_harmful_adaptation_keeps_the_base_weights(base):
     volume = smooth_volume()
     report = emzoo.adapt(base, volume, voxel_size=(40, 10, 10), factor=4, steps=3, crop=32,

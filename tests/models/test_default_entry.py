@@ -1,7 +1,11 @@
-"""The bundled default model gives the outputs it gave before the package was reorganised.
+"""The bundled default model computes what it computed when its weights were bundled.
 
-The values were computed with ``emzoo.load("default")`` on the tree before the layout issue moved
-the architectures into folders (commit 9ae3b67), on the fixed smooth input below.
+The values pin the bundled weights (sha256 fd18e940..., the second default) on the fixed smooth
+input below: a change to the model code, the weight loading or the input normalisation that changes
+what the default computes fails here. They were computed with ``emzoo.load("default")`` when the
+weights were replaced; the first default's values, computed on the tree before the layout issue
+moved the architectures into folders (commit 9ae3b67), passed unchanged after that move. New
+weights need new values (and a check that the old values still passed with the old weights).
 """
 
 import numpy as np
@@ -11,9 +15,9 @@ import emzoo
 
 pytestmark = pytest.mark.tf_only
 
-GOLDEN = {(0, 0): 0.5835211873054504, (10, 20): 0.47815239429473877, (31, 31): 0.4934130012989044,
-          (40, 5): 0.823935329914093, (63, 63): 0.4228379726409912, (17, 50): 0.7260730266571045}
-GOLDEN_MEAN, GOLDEN_STD = 0.4987398087978363, 0.1921433061361313
+GOLDEN = {(0, 0): 0.5773864984512329, (10, 20): 0.4794115722179413, (31, 31): 0.4946083128452301,
+          (40, 5): 0.8279814720153809, (63, 63): 0.4242188632488251, (17, 50): 0.7379744648933411}
+GOLDEN_MEAN, GOLDEN_STD = 0.5024425983428955, 0.1934422105550766
 
 
 def fixed_pair():
@@ -24,6 +28,8 @@ def fixed_pair():
 
 
 def test_default_outputs_are_unchanged():
+    sha256 = emzoo.zoo.describe_model("default")["weights"]["sha256"]
+    assert sha256.startswith("fd18e940"), "new bundled weights need new values here"
     model = emzoo.load("default", compile=False)
     x0, x1 = fixed_pair()
     out = np.asarray(model({"x0": x0, "x1": x1, "time": np.full((1, 1), 0.5, np.float32)},
