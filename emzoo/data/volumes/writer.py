@@ -157,8 +157,13 @@ class VolumeWriter:
             raise VolumeError(describe(f"{missing.size} slices were never written; no output was kept.",
                                        f"all {self.shape[0]} slices written before close",
                                        first_missing=int(missing[0]), path=self.path))
+        self._publish(self._finish)
+
+    def _publish(self, finish):
+        """Runs ``finish()`` on the temporary output, then renames it into place; on any error
+        (or interruption) the temporary output is removed instead and the error raised."""
         try:
-            self._finish()
+            finish()
             self._closed = True
             self._replace_target()
         except BaseException:

@@ -242,15 +242,10 @@ class ChunkedVolumeWriter(VolumeWriter):
         if self._closed or self._written.any():
             raise VolumeError(describe("Only a new, empty output can be published incomplete.",
                                        "a writer that has written nothing", path=self.path))
-        try:
+        def finish():
             self._write_marker({**marker, "complete": False})
             self._close()
-            self._closed = True
-            self._replace_target()
-        except BaseException:
-            self._closed = True
-            self._remove_temp()
-            raise
+        self._publish(finish)
 
     def _close(self):
         pass
