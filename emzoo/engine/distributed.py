@@ -62,7 +62,7 @@ from emzoo.data.volumes import (CHUNKED_FORMATS, create_volume, format_of, open_
                                 split_hdf5_path)
 from emzoo.data.volumes.zarr_chunked import default_chunks, require
 from emzoo.engine.blocks import BlockPlan, RepairRecipe, UpscaleRecipe, compute_block
-from emzoo.engine.job import _summary
+from emzoo.engine.job import summary_line
 from emzoo.engine.memory import release_freed_memory
 from emzoo.engine.progress import Progress
 from emzoo.engine.records import BlockRecords
@@ -527,8 +527,8 @@ def _block_error(future, block, output):
 def _result(job, shape, voxel_size, extra, precision, start, blocks, computed, skipped, workers, threads,
             kind, already_complete):
     seconds = time.perf_counter() - start
-    line = kind if already_complete else _summary(kind, job.shape, shape, job.dtype, job.voxel_size,
-                                                  voxel_size, seconds, job.output)
+    line = kind if already_complete else summary_line(kind, job.shape, shape, job.dtype, job.voxel_size,
+                                                      voxel_size, seconds, job.output)
     return {"output": job.output, "array": None, "input_shape": job.shape, "output_shape": tuple(shape),
             "dtype": job.dtype.name, "voxel_size": voxel_size, **extra, "precision": precision,
             "seconds": seconds, "summary": line, "blocks": len(blocks), "computed": computed,

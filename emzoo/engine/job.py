@@ -82,7 +82,7 @@ class Job:
         except OSError as error:
             raise _disk_error(error, self.output, shape, self.dtype) from None
         bar.close()
-        line = _summary(kind, self.shape, shape, self.dtype, self.voxel_size, voxel_size,
+        line = summary_line(kind, self.shape, shape, self.dtype, self.voxel_size, voxel_size,
                         bar.seconds, self.output)
         return {"output": self.output, "array": writer.array if self.output is None else None,
                 "input_shape": self.shape, "output_shape": shape, "dtype": self.dtype.name,
@@ -146,7 +146,13 @@ def _disk_error(error, output, shape, dtype):
                                           "folder", output=str(output)))
 
 
-def _summary(kind, source_shape, shape, dtype, voxel_in, voxel_out, seconds, output):
+def summary_line(kind, source_shape, shape, dtype, voxel_in, voxel_out, seconds, output):
+    """A job's one-line summary (both engines end with it).
+
+    Example:
+        >>> summary_line("upscale x2", (3, 8, 8), (5, 8, 8), "uint8", (20, 10, 10), (10, 10, 10), 1.0, None)
+        'upscale x2: (3, 8, 8) -> (5, 8, 8) uint8, voxel 20x10x10 nm -> 10x10x10 nm, 1.0 s, (array)'
+    """
     where = output if output is not None else "(array)"
 
     def fmt(v):
