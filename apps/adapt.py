@@ -35,6 +35,9 @@ _RESUME = flags.DEFINE_boolean("resume", False, "Continue the interrupted adapta
                                "its last checkpoint (the same model, data, factor and budget).")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint-every", 100, "Steps between checkpoints "
                                          "(there is one at least every 30 s as well).")
+_PRECISION = flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bf16"],
+                               "What the training computes in: bf16 (mixed_bfloat16, float32 "
+                               "weights; where supported) or float32; auto: bf16 where supported.")
 _QUIET = flags.DEFINE_boolean("quiet", False, "No progress lines.")
 flags.DEFINE_alias("voxel_size", "voxel-size")
 flags.DEFINE_alias("checkpoint_every", "checkpoint-every")
@@ -63,7 +66,8 @@ def main(argv):
             argv[1], _DATA.value, factor=factor, isotropic=_ISOTROPIC.value,
             minutes=_MINUTES.value, steps=_STEPS.value, output=_OUTPUT.value, voxel_size=voxel,
             overwrite=_OVERWRITE.value, resume=_RESUME.value,
-            checkpoint_every=_CHECKPOINT_EVERY.value, progress=not _QUIET.value)
+            checkpoint_every=_CHECKPOINT_EVERY.value, precision=_PRECISION.value,
+            progress=not _QUIET.value)
     except KeyboardInterrupt as stop:
         raise SystemExit(_stopped(stop, _OUTPUT.value)) from None
     if report["already_complete"]:
@@ -72,6 +76,8 @@ def main(argv):
         return
     verdict = ("adapted weights kept" if report["improved"] else report["skipped"]
                or "no gain on the held-out triplets: base weights kept")
+    if report["diverged"]:
+        verdict = f"{report['diverged']}; {verdict}"
     resumed = (f", resumed at step {', '.join(str(s) for s in report['resumed'])}"
                if report["resumed"] else "")
     print(f"Wrote {report['output']}: {report['steps']} steps in {report['seconds']:.0f} s"

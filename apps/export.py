@@ -1,6 +1,7 @@
 """``emzoo export NAME [--weights PATH] -o DIR``: writes a FILM-compatible TensorFlow SavedModel.
 
-``--format bioimageio -o NAME.zip`` writes a bioimage.io model package instead (emzoo.bioimageio).
+``--format bioimageio -o NAME.zip`` writes a bioimage.io model package instead
+(emzoo.export.bioimageio).
 
 NAME is a registered model (``emzoo list``) or a folder written by ``emzoo train`` / emzoo.save;
 ``--weights`` overrides its weights (a ``.weights.h5`` file, or an original FILM SavedModel
@@ -41,7 +42,7 @@ def main(argv):
         raise EmzooError(describe("No output folder given.", "-o DIR", output=None))
     common.check_output_flag(_OUTPUT.value, _OVERWRITE.value)  # before TensorFlow is imported
     if _FORMAT.value == "bioimageio":
-        from emzoo import bioimageio
+        from emzoo.export import bioimageio
 
         bioimageio.check_ready(_OUTPUT.value)
     if _WEIGHTS.value and not os.path.exists(os.path.expanduser(_WEIGHTS.value)):

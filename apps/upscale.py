@@ -77,7 +77,8 @@ def main(argv):
 
         report = adapt(model, source, factor=None if _ISOTROPIC.value else factor,
                        isotropic=_ISOTROPIC.value, minutes=_ADAPT.value,
-                       voxel_size=options["voxel_size"], progress=options["progress"])
+                       voxel_size=options["voxel_size"], precision=options["precision"],
+                       progress=options["progress"])
         model = report["model"]
         adapted = (f", {report['skipped']}" if report.get("skipped") else
                    f", adapted {report['steps']} steps: held-out error "

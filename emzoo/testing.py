@@ -431,3 +431,19 @@ def random_volume(shape, dtype=np.float32, seed=0):
         return rng.random(shape).astype(np.float32)
     top = np.iinfo(dtype).max
     return rng.integers(0, top + 1, shape).astype(dtype)
+
+
+def smooth_volume(depth=20, size=64, seed=0):
+    """uint8 ``(Z, Y, X)`` of smooth blobs (neighbouring planes resemble each other), for tests of
+    what trains on a volume (adaptation).
+
+    Example:
+        >>> smooth_volume(depth=4, size=8).shape
+        (4, 8, 8)
+    """
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    noise = gaussian_filter(rng.random((depth * 4, size, size)), sigma=(4, 2, 2))[::4]
+    noise = (noise - noise.min()) / (noise.max() - noise.min())
+    return np.round(noise * 255).astype(np.uint8)

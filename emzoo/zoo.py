@@ -148,7 +148,7 @@ def list_models(pattern="*"):
 
 
 def _unpack_package(path):
-    """The cache folder holding the emzoo model of a bioimage.io package (see emzoo.bioimageio).
+    """The cache folder holding the emzoo model of a bioimage.io package (emzoo.export.bioimageio).
 
     The package carries the ``config.json`` and ``model.weights.h5`` of :func:`save`; they are
     unpacked once to ``$EMZOO_HOME/bioimageio/<sha256 of the zip>`` and load like a saved folder.

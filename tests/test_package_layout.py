@@ -16,15 +16,16 @@ import sys
 import emzoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-INTENDED = {"apps", "data", "engine", "layers", "losses", "models", "napari", "pretrained",
-            "samples", "training", "zoo_configs"}
+INTENDED = {"adaptation", "apps", "data", "engine", "export", "layers", "losses", "models",
+            "napari", "pretrained", "samples", "training", "zoo_configs"}
 
 
 def test_only_the_intended_subpackages_import(tmp_path):
     code = (
         "import importlib, sys\n"
         "ok = []\n"
-        "for name in ('apps', 'zoo_configs', 'engine', 'training', 'models.film'):\n"
+        "for name in ('apps', 'zoo_configs', 'engine', 'training', 'models.film', 'export',\n"
+        "             'adaptation'):\n"
         "    importlib.import_module('emzoo.' + name); ok.append(name)\n"
         "bad = []\n"
         "for name in ('tests', 'benchmarks', 'emzoo', 'third_party', 'setup'):\n"

@@ -243,6 +243,30 @@ def with_precision(model, precision):
     return clone
 
 
+def copy_in_precision(model, precision):
+    """A new, independent ``model`` (its class, config and a copy of its current weights) that
+    computes in ``precision`` (``"float32"`` or ``"bf16"``, as resolved): a copy to train, where
+    :func:`with_precision` returns ``model`` itself or a cached clone to run.
+
+    Example:
+        >>> copy = copy_in_precision(model, "bf16")                    # doctest: +SKIP
+        >>> copy is model, copy.compute_dtype                          # doctest: +SKIP
+        (False, 'bfloat16')
+    """
+    if precision not in _POLICIES:
+        raise EmzooError(describe("copy_in_precision needs a resolved precision.",
+                                  "float32 or bf16 (see resolve_precision)", precision=precision))
+    if not can_run_bf16(model):
+        raise EmzooError(describe(
+            f"The model {type(model).__name__} cannot be copied: only emzoo's Keras interpolators "
+            "are rebuilt from their config.",
+            "an emzoo interpolator (with get_config and build_for_weights)",
+            model=type(model).__name__))
+    copy = _rebuild(model, _POLICIES[precision])
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _rebuild(model, policy):
     """``model``'s class built from its config under the dtype ``policy`` (variables created)."""
     import keras

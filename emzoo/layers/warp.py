@@ -64,10 +64,13 @@ def backward_warp(image, flow):
     wy = y - y0
     wx = x - x0
 
-    y0_i = ops.cast(y0, "int32")
-    x0_i = ops.cast(x0, "int32")
     height_i = ops.cast(height, "int32")
     width_i = ops.cast(width, "int32")
+    # Clipped again as integers: a non-finite flow (a diverged training step) casts to INT_MIN;
+    # its pixels then read row/column 0 with NaN weights, so the NaN shows instead of a failed
+    # gather.
+    y0_i = ops.clip(ops.cast(y0, "int32"), 0, ops.maximum(height_i - 2, 0))
+    x0_i = ops.clip(ops.cast(x0, "int32"), 0, ops.maximum(width_i - 2, 0))
     y1_i = ops.minimum(y0_i + 1, height_i - 1)
     x1_i = ops.minimum(x0_i + 1, width_i - 1)
 

@@ -9,18 +9,13 @@ import pytest
 import tifffile
 
 from app_runner import assert_one_line_error, error_lines, run_emzoo
-from emzoo.testing import save_tiny_film
+from emzoo.testing import save_tiny_film, smooth_volume
 
 pytestmark = pytest.mark.tf_only
 
 
 def _stack(path, depth=12, size=64):
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(0)
-    volume = gaussian_filter(rng.random((depth, size, size)), sigma=(1, 2, 2))
-    volume = (volume - volume.min()) / (volume.max() - volume.min())
-    tifffile.imwrite(path, np.round(volume * 255).astype(np.uint8))
+    tifffile.imwrite(path, smooth_volume(depth, size))
     return path
 
 
@@ -36,7 +31,8 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
     assert record["steps_run"] == 2 and record["lateral_gaps"] == [2, 1]
     assert record["resumed"] is False and record["budget"] == {"minutes": None, "steps": 2}
     assert record["base_model"] == "tiny-film" and len(record["input_sha256"]) == 64
-    assert set(record["self_validation_mae"]) == {"before", "after"}
+    assert set(record["self_validation"]) == {"error", "before", "after"}
+    assert record["self_validation"]["error"] == "mse" and record["loss"] == "l2"
     done = run_emzoo(["upscale", stack, "-o", tmp_path / "out.tif", "--model", tmp_path / "adapted",
                       "--factor", "4", "--quiet"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -45,6 +45,20 @@ def test_integer_shift_reads_the_neighbour_and_replicates_the_border():
     np.testing.assert_array_equal(out[0, 0, :, 0], image[0, 0, :, 0])
 
 
+def test_non_finite_flow_gives_nan_there_and_no_gather_error():
+    """A diverged training step's NaN flow must show as NaN pixels (so the step is seen as bad),
+    not fail the gather with an out-of-range index; an infinite flow clamps to the border."""
+    image = np.arange(30, dtype=np.float32).reshape(1, 5, 6, 1)
+    flow = np.zeros((1, 5, 6, 2), np.float32)
+    flow[0, 1, 1, 0], flow[0, 2, 2, 1] = np.nan, np.inf
+    out = ops.convert_to_numpy(backward_warp(image, flow))[0, :, :, 0]
+    assert np.isnan(out[1, 1]) and np.isnan(out).sum() == 1
+    assert out[2, 2] == image[0, 4, 2, 0]
+    finite = np.ones_like(out, bool)
+    finite[1, 1] = finite[2, 2] = False
+    np.testing.assert_array_equal(out[finite], image[0, :, :, 0][finite])
+
+
 @pytest.mark.parametrize("shape", [(2, 6, 9, 3), (1, 1, 5, 2), (1, 7, 1, 1)])
 def test_random_flow_matches_numpy(shape):
     rng = np.random.default_rng(1)

@@ -150,7 +150,7 @@ def test_missing_extra_and_misshaped_variables_are_named(source, tmp_path):
 
 
 def test_emzoo_export_is_recognised(original_dir, tmp_path):
-    # What emzoo.export writes beside the graph (tests/test_export.py checks the real export).
+    # What emzoo.export writes beside the graph (tests/export/test_savedmodel.py: the real export).
     exported = shutil.copytree(original_dir, tmp_path / "exported")
     (exported / "assets").mkdir(exist_ok=True)
     (exported / "assets" / "emzoo_model.json").write_text('{"architecture": "film"}')

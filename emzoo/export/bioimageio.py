@@ -12,7 +12,7 @@ TensorFlow 2 and Keras adapters call the model with the input tensors as positio
 which a Keras ``TFSMLayer`` reads as ``(inputs, training)``. ``time`` is not an input: it is 0.5.
 
 Example:
-    >>> from emzoo.bioimageio import export_bioimageio
+    >>> from emzoo.export.bioimageio import export_bioimageio
     >>> export_bioimageio(emzoo.load("default"), "default.zip")          # doctest: +SKIP
     >>> emzoo.load("default.zip")                                        # doctest: +SKIP
 """
@@ -195,7 +195,7 @@ def _channel_names(channels):
 
 
 def _saved_model_with_serve(model, folder):
-    """``emzoo.export``'s FILM-compatible module saved with a one-input ``serve`` endpoint.
+    """emzoo.export.savedmodel's FILM-compatible module saved with a one-input ``serve`` endpoint.
 
     ``serve(slices)`` (also the ``serving_default`` signature) returns ``{"image": ...}``; it is
     what bioimageio.core's TensorFlow adapter calls. ``__call__`` stays FILM's dict interface.
@@ -203,7 +203,7 @@ def _saved_model_with_serve(model, folder):
     """
     import tensorflow as tf
 
-    from emzoo.export import _FILM_CHANNELS, _specs, build_serving_module
+    from emzoo.export.savedmodel import _FILM_CHANNELS, _specs, build_serving_module
 
     module, channels = build_serving_module(model)
     for accepted in sorted({channels, _FILM_CHANNELS}):

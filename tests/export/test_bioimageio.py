@@ -15,7 +15,7 @@ from emzoo.errors import EmzooError, UnknownModelError
 pytest.importorskip("bioimageio.core")
 pytestmark = pytest.mark.tf_only
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "apps"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "apps"))
 from app_runner import assert_one_line_error, run_emzoo  # noqa: E402
 
 METADATA = {"license": "MIT (tiny test model)", "trained_on": ["nothing: random weights"],
@@ -98,7 +98,7 @@ def test_a_zip_without_an_emzoo_model_is_refused(tmp_path, emzoo_home):
 
 
 def test_licence_and_citations_from_entry_metadata():
-    from emzoo.bioimageio import citations, spdx_license
+    from emzoo.export.bioimageio import citations, spdx_license
 
     assert spdx_license(emzoo.describe_model("default")["metadata"]["license"]) == "Apache-2.0"
     assert spdx_license(emzoo.describe_model("film-ft-em")["metadata"]["license"]) == "Apache-2.0"
@@ -111,7 +111,7 @@ def test_licence_and_citations_from_entry_metadata():
 
 
 def test_export_refuses_no_licence_and_a_non_zip_output(package, tmp_path):
-    from emzoo.bioimageio import export_bioimageio
+    from emzoo.export.bioimageio import export_bioimageio
 
     model = emzoo.load(package[0], compile=False)
     model.zoo_entry["metadata"]["license"] = "research use only"

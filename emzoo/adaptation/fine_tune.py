@@ -1,0 +1,286 @@
+"""The adaptation loop: a copy of the model fine-tuned on lateral triplets, kept only if better.
+
+See :mod:`emzoo.adaptation` for what it trains on, why, and what resume reproduces.
+
+Example:
+    >>> import emzoo
+    >>> report = emzoo.adapt("default", "stack.tif", factor=4, minutes=5)   # doctest: +SKIP
+    >>> report["improved"], report["validation_before"], report["validation_after"]  # doctest: +SKIP
+"""
+
+import json
+import os
+import pathlib
+import time as time_lib
+
+import numpy as np
+
+from emzoo.adaptation.lateral import LateralTriplets, lateral_gaps, read_block
+from emzoo.adaptation.run_folder import (CHECKPOINT_FILE, RUN_FILE, HeldSignals, array_digest,
+                                         check_same_run, clear_run_folder, file_digest,
+                                         finished_report, load_checkpoint, model_digest,
+                                         prepare_output, save_checkpoint, write_json)
+from emzoo.errors import EmzooError, VolumeError, check_integer, describe
+
+# The smallest training crop, in units of the model's size multiple (its coarsest pyramid level is
+# then at least this many pixels wide), for adaptation to train at all. A short input (few slices
+# at a coarse spacing) gives lateral planes only a few rows high once stretched along z, so the
+# crops shrink to them: adapting the default on 17-pixel crops lowered PSNR on the dropped slices
+# although self-validation, made of the same small crops, approved it (benchmarks/README.md).
+# Below this, the base model is kept.
+MIN_CROP_MULTIPLES = 4
+
+# The training loss and the matching held-out error (the score self-validation compares).
+LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error"}
+
+
+def held_out_error(model, batches, loss):
+    """Mean ``loss`` (``"l1"``: absolute, ``"l2"``: squared error) of ``model`` on ``batches``."""
+    power = 1 if loss == "l1" else 2
+    errors = [np.mean(np.abs(np.asarray(model.predict_on_batch(x)["image"], np.float32) - y)
+                      ** power) for x, y in batches]
+    return float(np.mean(errors))
+
+
+def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None, output=None,
+          voxel_size=None, batch_size=8, crop=128, learning_rate=5e-5, validation_fraction=0.2,
+          validation_batches=4, evaluate_every=25, seed=0, overwrite=False, resume=False,
+          checkpoint_every=100, checkpoint_seconds=30.0, progress=True, loss="l2",
+          precision="auto"):
+    """Fine-tunes a copy of ``model`` on lateral triplets of ``volume`` (see the module docstring).
+
+    Args:
+        model: a registered name, a saved folder, or a loaded emzoo model (it is not modified).
+        volume: a path (``stack.tif``, ``file.h5:/raw``, a folder) or an opened volume.
+        factor: the upscaling factor the model will be used for (sets the lateral gaps).
+        isotropic: the factor is the z spacing over the x spacing.
+        minutes, steps: the budget (wall time and/or optimizer steps; at least one). Time spent
+            before an interruption counts; only a step budget makes a resumed run reproduce an
+            uninterrupted one.
+        output: folder to write the adapted model to (``emzoo.load(output)``), or None; it is
+            also the run folder (checkpoints) while the adaptation runs.
+        voxel_size: ``(z, y, x)`` in nm when the file does not say (needed: it sets the gaps).
+        overwrite: start again in ``output`` even if it holds a model or an interrupted run.
+        resume: continue the interrupted run in ``output`` (or return it if it finished).
+        checkpoint_every, checkpoint_seconds: a checkpoint every so many steps, and at least
+            every so many seconds (only with ``output``).
+        loss: ``"l2"`` (squared error, what PSNR scores; the default) or ``"l1"``; self-validation
+            compares the same error. L2 scored higher than L1 on the dropped slices.
+        precision: what the training computes in: ``"bf16"`` (Keras mixed_bfloat16: float32
+            weights, bf16 arithmetic; more steps per minute at the same PSNR on the dropped
+            slices, measured), ``"float32"``, or ``"auto"`` (bf16 where supported: see
+            :mod:`emzoo.engine.precision`). The adapted model is returned in float32.
+
+    Returns:
+        A dict: ``model`` (the adapted model, or the base weights when adaptation did not help),
+        ``improved``, ``validation_before`` / ``validation_after`` (the mean ``loss`` on the
+        held-out triplets), ``steps``, ``best_step``, ``seconds``, ``gaps``, ``factor``,
+        ``output``, ``resumed`` (the steps it resumed at: empty for a run never interrupted),
+        ``already_complete`` (``resume`` found the finished folder), ``skipped`` (why an input
+        too short was not adapted, else None) and ``diverged`` (when a step's loss was not finite:
+        training stopped there and the best weights before it, or the base ones, are kept).
+    """
+    from emzoo.data.volumes import ArrayVolume, check_voxel_size, open_volume
+    from emzoo.engine.positions import check_factor
+    from emzoo.engine.precision import copy_in_precision, resolve_precision
+
+    if minutes is None and steps is None:
+        raise EmzooError(describe("No budget for the adaptation.", "minutes and/or steps",
+                                  minutes=None, steps=None))
+    if minutes is not None and not (isinstance(minutes, (int, float)) and minutes > 0):
+        raise EmzooError(describe("Invalid value for argument `minutes`.", "a number > 0",
+                                  minutes=minutes))
+    if loss not in LOSSES:
+        raise EmzooError(describe("Invalid value for argument `loss`.",
+                                  " or ".join(sorted(LOSSES)), loss=loss))
+    precision = resolve_precision(precision, model=None)    # refused here, before any output
+    steps = None if steps is None else check_integer("steps", steps)
+    batch_size = check_integer("batch_size", batch_size)
+    evaluate_every = check_integer("evaluate_every", evaluate_every)
+    checkpoint_every = check_integer("checkpoint_every", checkpoint_every)
+    if not (isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds > 0):
+        raise EmzooError(describe("Invalid value for argument `checkpoint_seconds`.",
+                                  "a number > 0", checkpoint_seconds=checkpoint_seconds))
+    if resume and output is None:
+        raise EmzooError(describe("Nothing to resume without an output folder.",
+                                  "output=DIR (-o DIR) with resume", output=None))
+    if resume and overwrite:
+        raise EmzooError(describe("--resume and --overwrite exclude each other.",
+                                  "--resume to continue DIR, or --overwrite to start again",
+                                  resume=True, overwrite=True))
+    folder = None if output is None else pathlib.Path(os.fspath(output)).expanduser()
+    if isinstance(volume, np.ndarray):
+        source = ArrayVolume(volume, voxel_size)
+    else:
+        source = volume if hasattr(volume, "read_crop") else open_volume(volume)
+    voxel = check_voxel_size(voxel_size) or source.voxel_size
+    if voxel is None:
+        raise VolumeError(describe(
+            "The voxel size is needed to choose the lateral triplets, and the file does not say.",
+            "--voxel-size Z,Y,X in nm", voxel_size=None))
+    if isotropic:
+        factor = voxel[0] / voxel[2]
+    factor = float(check_factor(2 if factor is None else factor))
+    gaps = lateral_gaps(voxel[0], voxel[2], factor)
+    block, _ = read_block(source)
+
+    record, mode, stored = None, "fresh", None
+    if folder is not None:
+        path = getattr(source, "path", None)
+        record = json.loads(json.dumps({
+            "input": str(path), "input_sha256": file_digest(path or ""),
+            "data_sha256": array_digest(block), "factor": factor,
+            "voxel_size": [float(v) for v in voxel], "budget": {"minutes": minutes, "steps": steps},
+            "batch_size": batch_size, "crop": crop, "learning_rate": learning_rate,
+            "validation_fraction": validation_fraction, "validation_batches": validation_batches,
+            "evaluate_every": evaluate_every, "seed": seed, "loss": loss,
+            "precision": precision}))
+        mode, stored = prepare_output(folder, record, resume, overwrite)
+
+    import keras  # after the checks above, which need no TensorFlow
+
+    from emzoo import zoo
+
+    base = zoo.load(model, compile=False) if isinstance(model, (str, os.PathLike)) else model
+    entry = dict(getattr(base, "zoo_entry", {}) or {})
+    if record is not None:
+        record["base_model"] = entry.get("name", getattr(base, "name", None))
+        record["base_weights_sha256"] = model_digest(base)
+        if mode != "fresh":
+            check_same_run(folder, stored, record, ["base_weights_sha256"])
+    if mode == "complete":
+        return finished_report(folder, stored)
+
+    adapted = copy_in_precision(base, precision)
+    adapted.zoo_entry = entry
+    adapted.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                    loss=LOSSES[loss], metrics=[])
+    adapted.optimizer.build(adapted.trainable_variables)  # its slots exist before a restore
+
+    triplets = LateralTriplets(block, voxel[0] / voxel[2], gaps, crop, validation_fraction)
+    min_crop = MIN_CROP_MULTIPLES * int(getattr(adapted, "size_multiple", 1) or 1)
+    too_thin = triplets.crop < min_crop
+    skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
+               f"{triplets.stretched_depth} rows at this spacing, too few for the model's "
+               f"{min_crop}-pixel crops; base model kept") if too_thin else None
+    held_rng = np.random.default_rng([seed, 0])
+    held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
+                for _ in range(validation_batches)]
+    state, best_weights = None, None
+    if mode == "resume":
+        if (folder / CHECKPOINT_FILE).is_file():
+            state, best_weights = load_checkpoint(folder, adapted)
+        else:   # killed before its first checkpoint: it starts again, recorded as resumed
+            state = {"resumed_at": []}
+        state["resumed_at"] = state["resumed_at"] + [state.get("step", 0)]
+    if state is None or "step" not in state:
+        before = held_out_error(adapted, held_out, loss)
+        state = {"step": 0, "seconds": 0.0, "before": before, "best_score": before,
+                 "best_step": 0, "evaluated_step": 0,
+                 "resumed_at": [] if state is None else state["resumed_at"]}
+    if folder is not None and mode == "fresh":
+        if overwrite:
+            clear_run_folder(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / RUN_FILE, record)
+
+    def evaluate():
+        score = held_out_error(adapted, held_out, loss)
+        state["evaluated_step"] = state["step"]
+        if score < state["best_score"]:
+            state.update(best_score=score, best_step=state["step"])
+            return adapted.get_weights()
+        return best_weights
+
+    budget = None if minutes is None else 60.0 * minutes
+    session_start = time_lib.monotonic()
+    spent_before = state["seconds"]
+
+    def spent():
+        return spent_before + time_lib.monotonic() - session_start
+
+    bar = _progress(steps, minutes, progress, already=spent_before)
+    last_checkpoint = session_start
+    diverged = None
+    with HeldSignals(enabled=folder is not None) as held:
+        while (not too_thin and (steps is None or state["step"] < steps)
+               and (budget is None or spent() < budget)):
+            batch = triplets.batch(np.random.default_rng([seed, 1, state["step"]]), batch_size,
+                                   adapted.channels)
+            loss_value = adapted.train_on_batch(*batch)
+            state["step"] += 1
+            if not np.all(np.isfinite(loss_value)):   # diverged: nothing after this can help
+                diverged = f"training diverged at step {state['step']} (non-finite loss)"
+                break
+            if state["step"] % evaluate_every == 0:
+                best_weights = evaluate()
+            bar(state["step"], state["best_score"])
+            now = time_lib.monotonic()
+            if folder is not None and (state["step"] % checkpoint_every == 0 or held.pending
+                                       or now - last_checkpoint >= checkpoint_seconds):
+                state["seconds"] = spent()
+                save_checkpoint(folder, adapted, state, best_weights)
+                last_checkpoint = time_lib.monotonic()
+            if held.pending:
+                held.deliver()   # raises (KeyboardInterrupt) or ends the process, as asked
+        if state["step"] > state["evaluated_step"] and not diverged:
+            best_weights = evaluate()
+        state["seconds"] = spent()
+        improved = best_weights is not None
+        adapted.set_weights(best_weights if improved else base.get_weights())
+        if adapted.dtype_policy.name != base.dtype_policy.name:  # trained in bf16: returned in
+            adapted = copy_in_precision(adapted, "float32")      # float32, as the base model
+            adapted.zoo_entry = entry
+        bar(None, state["best_score"])
+        report = {"model": adapted, "improved": improved,
+                  "validation_before": state["before"], "validation_after": state["best_score"],
+                  "steps": state["step"], "best_step": state["best_step"],
+                  "seconds": state["seconds"], "gaps": gaps, "factor": factor, "output": None,
+                  "resumed": state["resumed_at"], "already_complete": False, "skipped": skipped,
+                  "diverged": diverged}
+        if folder is not None:
+            metadata = dict(entry.get("metadata", {}))
+            metadata["adaptation"] = dict(
+                record, lateral_gaps=gaps, steps_run=state["step"], best_step=state["best_step"],
+                seconds=state["seconds"],
+                self_validation={"error": {"l1": "mae", "l2": "mse"}[loss],
+                                 "before": state["before"], "after": state["best_score"]},
+                replaced_base_weights=improved, skipped=skipped, diverged=diverged,
+                resumed=bool(state["resumed_at"]),
+                resumed_at_steps=state["resumed_at"])
+            # The weights first, config.json last (by rename): loadable only when complete.
+            zoo.save(adapted, folder, name=folder.name, metadata=metadata, overwrite=True)
+            for name in (CHECKPOINT_FILE, RUN_FILE):
+                (folder / name).unlink(missing_ok=True)
+            report["output"] = str(folder)
+    return report
+
+
+def _progress(steps, minutes, enabled, already=0.0):
+    """A progress callback ``(step, best) -> None`` on stderr (``step=None`` ends the line);
+    ``already``: seconds spent before a resume."""
+    import sys
+
+    if not enabled:
+        return lambda step, best: None
+    total = f"/{steps}" if steps is not None else ""
+    budget = f" of {minutes:g} min" if minutes is not None else ""
+    start = time_lib.monotonic() - already
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(step, best):
+        now = time_lib.monotonic()
+        if step is None:
+            if tty:
+                sys.stderr.write("\n")
+            return
+        if not tty and now - last[0] < 30.0:
+            return
+        last[0] = now
+        line = (f"adapt: step {step}{total}, {now - start:.0f} s{budget}, "
+                f"best held-out error {best:.4f}")
+        sys.stderr.write(("\r" + line) if tty else (line + "\n"))
+        sys.stderr.flush()
+
+    return show

@@ -1,0 +1,21 @@
+"""Shared fixtures of the adaptation tests: a tiny saved FILM and a stack that knows its voxel
+size."""
+
+import pytest
+
+from emzoo.testing import save_tiny_film, smooth_volume
+
+
+@pytest.fixture
+def base(tmp_path):
+    return str(save_tiny_film(tmp_path / "base"))
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """The smooth volume as a TIFF that records its voxel size (40 x 10 x 10 nm)."""
+    from emzoo.data.volumes import write_volume
+
+    path = tmp_path / "stack.tif"
+    write_volume(str(path), smooth_volume(), voxel_size=(40, 10, 10))
+    return str(path)
