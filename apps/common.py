@@ -20,72 +20,12 @@ class Terminated(KeyboardInterrupt):
 def quiet_logs(verbose):
     """Hides TensorFlow's own logs unless ``verbose``; call before TensorFlow is imported.
 
-    TensorFlow's C++ start-up lines (oneDNN, CPU features, the absl "All log messages before
-    absl::InitializeLog()" notice) are written while ``tensorflow`` is imported and ignore
-    ``TF_CPP_MIN_LOG_LEVEL``, so stderr is captured during that import and dropped (replayed if
-    the import fails). TensorFlow's Python logger (INFO lines while writing a SavedModel) shows
-    errors only.
+    The library's :func:`emzoo.engine.quiet.quiet_logs` (which also keeps TensorFlow's start-up
+    lines of local Dask workers off the terminal, unless ``verbose``).
     """
-    if verbose:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    if "tensorflow" not in sys.modules and not any(
-            isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    from emzoo.engine.quiet import quiet_logs as quiet
 
-
-class _QuietTensorFlowImport:
-    """A meta-path finder that runs the first ``import tensorflow`` with stderr captured.
-
-    It finds the module with the other finders (so a missing TensorFlow is still missing) and
-    wraps only that spec's ``exec_module``; it removes itself once used.
-    """
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
-            return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = None
-        for finder in list(sys.meta_path):
-            find = getattr(finder, "find_spec", None)
-            if find is not None:
-                spec = find(name, path, target)
-                if spec is not None:
-                    break
-        if hasattr(getattr(spec, "loader", None), "exec_module"):
-            _capture_stderr_while_executing(spec.loader)
-        return spec
-
-
-def _capture_stderr_while_executing(loader):
-    """Makes ``loader.exec_module`` (once) run with file descriptor 2 sent to a temporary file,
-    which is replayed on stderr if the import fails."""
-    import tempfile
-
-    exec_module = loader.exec_module
-
-    def run(module):
-        del loader.exec_module  # back to the class's method
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                exec_module(module)
-            except BaseException:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                captured.seek(0)
-                os.write(2, captured.read())
-                raise
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-
-    loader.exec_module = run
+    quiet(verbose)
 
 
 def _with_quiet_absl(main):

@@ -41,7 +41,12 @@ Modules, one role each:
 - :mod:`~emzoo.engine.blocks`: the blockwise plan (blocks of whole output chunks, what each reads,
   the (y, x) halo) and the computation of one block;
 - :mod:`~emzoo.engine.distributed`: the blockwise engine on Dask (``workers=N`` /
-  ``scheduler=ADDRESS``, ``resume=True``); :mod:`~emzoo.engine.records`: its completion records;
+  ``scheduler=ADDRESS``, ``resume=True``), the job as the client runs it;
+  :mod:`~emzoo.engine.cluster`: starting or connecting to the cluster;
+  :mod:`~emzoo.engine.worker`: what runs in each worker process; :mod:`~emzoo.engine.records`:
+  the blocks' completion records;
+- :mod:`~emzoo.engine.quiet`: TensorFlow's start-up lines off the terminal (the apps' process and
+  the local Dask workers);
 - :mod:`~emzoo.engine.progress`, :mod:`~emzoo.engine.memory`: the progress bar, ``malloc_trim``.
 
 Volumes of any size: ``upscale_volume(..., output="out.ome.zarr", workers=N)`` runs the same job

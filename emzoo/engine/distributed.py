@@ -1,10 +1,11 @@
 """The blockwise engine on Dask: upscale and repair chunked volumes with many worker processes,
-resumable after any crash, and never silently incomplete.
+resumable after any crash, and never silently incomplete. This module is the job as the client
+runs it; :mod:`~emzoo.engine.cluster` starts or connects to the cluster, and
+:mod:`~emzoo.engine.worker` is what runs in each worker process.
 
-``upscale_volume(..., workers=N)`` / ``repair_volume(..., workers=N)`` (``--workers N``) start a
-``distributed.LocalCluster`` of N worker processes on 127.0.0.1 (one Dask thread each), closed at
-the end, also on errors and Ctrl-C; ``scheduler="tcp://host:8786"`` (``--scheduler``) runs on an
-existing cluster instead. A job:
+``upscale_volume(..., workers=N)`` / ``repair_volume(..., workers=N)`` (``--workers N``) run on a
+new local cluster of N worker processes, closed at the end, also on errors and Ctrl-C;
+``scheduler="tcp://host:8786"`` (``--scheduler``) runs on an existing cluster instead. A job:
 
 1. checks everything before writing anything: the output is Zarr, OME-Zarr or N5 (written in place,
    whole chunks at a time: :func:`~emzoo.data.volumes.open_regions`), the input is a path (the
@@ -12,9 +13,9 @@ existing cluster instead. A job:
 2. creates the output empty, marked ``{"complete": false, "plan": ...}`` in its metadata
    (:meth:`~emzoo.data.volumes.zarr_chunked.ChunkedVolumeWriter.publish_incomplete`);
 3. submits one task per block of the :class:`~emzoo.engine.blocks.BlockPlan` (retried up to
-   :data:`RETRIES` times on errors; redone when its worker dies), each computing its block
-   (:func:`~emzoo.engine.blocks.compute_block`), writing its own chunks and then its completion
-   record (:mod:`~emzoo.engine.records`); a progress bar counts blocks, with an ETA;
+   :data:`RETRIES` times on errors; redone when its worker dies), each computing its block,
+   writing its own chunks and then its completion record (:func:`~emzoo.engine.worker.run_block`);
+   a progress bar counts blocks, with an ETA;
 4. marks the output complete once every block is recorded.
 
 ``resume=True`` (``--resume``) reopens the output a killed job left behind, checks that this job's
@@ -27,14 +28,9 @@ pixels wide are processed whole, as the single-process engine does (blocks are t
 z-slabs and both engines give the same output); larger slices are tiled with :data:`DEFAULT_TILE`,
 so that a worker's memory stays bounded by its block.
 
-Each worker process loads the model once (cached by its name or folder) and, on a local cluster,
-runs TensorFlow with ``cores // workers`` threads (at least 1), set through the workers'
-environment (``OMP_NUM_THREADS``, ``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS=1``) and
-:func:`~emzoo.engine.policy.configure_threads`, so N workers on N cores do not oversubscribe them.
-On an existing cluster threads are the cluster's to set (start workers with ``--nthreads 1`` and
-those variables). A model given in memory (a Keras model, e.g. after ``--adapt``) is saved into the
-output's side folder for the workers to load; the sha256 of its weights stands for it in the plan.
-``EMZOO_BLOCK_LOG=FILE`` makes every worker append the id of each block it computes to FILE.
+A model given in memory (a Keras model, e.g. after ``--adapt``) is saved into the output's side
+folder for the workers to load; the sha256 of its weights stands for it in the plan. Every worker
+must resolve the precision alike (``"auto"`` is decided per machine), or the job is refused.
 
 Dask is imported when a job runs (``pip install 'emzoo[dask]'``).
 
@@ -45,35 +41,29 @@ Example:
     96
 """
 
-import contextlib
-import fractions
 import hashlib
 import json
-import logging
 import os
 import shutil
-import threading
 import time
 import uuid
 
 import numpy as np
 
-from emzoo.data.volumes import (CHUNKED_FORMATS, create_volume, format_of, open_regions, open_volume,
-                                split_hdf5_path)
-from emzoo.data.volumes.zarr_chunked import default_chunks, require
-from emzoo.engine.blocks import BlockPlan, RepairRecipe, UpscaleRecipe, compute_block
+from emzoo.data.volumes import CHUNKED_FORMATS, create_volume, format_of, open_regions, split_hdf5_path
+from emzoo.data.volumes.zarr_chunked import default_chunks
+from emzoo.engine.blocks import BlockPlan, RepairRecipe, UpscaleRecipe
+from emzoo.engine.cluster import local_threads, open_client
 from emzoo.engine.job import summary_line
-from emzoo.engine.memory import release_freed_memory
 from emzoo.engine.progress import Progress
 from emzoo.engine.records import BlockRecords
 from emzoo.engine.tiler import Tiler
+from emzoo.engine.worker import prepare_worker, run_block
 from emzoo.errors import EmzooError, VolumeError, check_integer, describe
 
 DEFAULT_TILE = 512  # the blockwise path's tile when none is given and slices are large
 WHOLE_SLICE_MAX = 2048  # without a tile, slices up to this height and width are processed whole
 RETRIES = 3  # attempts after a task's first failure
-SCHEDULER_TIMEOUT = 10  # seconds to wait for a scheduler (and its first worker) to answer
-BLOCK_LOG = "EMZOO_BLOCK_LOG"
 _CHUNKED_TEXT = "an output ending in .zarr, .ome.zarr or .n5 (optionally :/path/inside)"
 
 
@@ -202,8 +192,8 @@ def run_blockwise(job, recipe, shape, voxel_size, model, *, label, kind, extra=N
             "shape": list(job.shape), "tile": tile, "overlap": overlap, "batch_size": batch_size,
             "reuse_features": reuse_features, "jit_compile": jit_compile, "precision": precision,
             "expected_pairs": expected_pairs, "recipe": _recipe_spec(recipe, job.shape[0]),
-            "threads": None if workers is None else _local_threads(workers)}
-    with _client(workers, scheduler, task["threads"]) as client:
+            "threads": None if workers is None else local_threads(workers)}
+    with open_client(workers, scheduler, task["threads"]) as client:
         prepared = _prepare(client, task) if spec is not None else None  # before writing anything
         created = regions is None
         if created:
@@ -245,7 +235,6 @@ def run_blockwise(job, recipe, shape, voxel_size, model, *, label, kind, extra=N
                    threads, text, already_complete=False)
 
 
-# ------------------------------------------------------------------------------------ the client
 def _tiles(shape, tile, overlap):
     """The job's (tile, overlap), checked; no tile means whole slices up to :data:`WHOLE_SLICE_MAX`."""
     if tile is None:
@@ -382,93 +371,12 @@ def _reopen(output):
     return regions
 
 
-def _local_threads(workers):
-    """TensorFlow threads per worker on a local cluster: this machine's cores // ``workers``, >= 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
-
-
-@contextlib.contextmanager
-def _client(workers, scheduler, threads):
-    """A Dask client: of a new local cluster of ``workers`` processes, or of ``scheduler``."""
-    distributed = require("distributed", "dask", "Running on Dask (workers / scheduler)")
-    with _quiet_dask_logs():
-        if scheduler is not None:
-            with _remote_client(distributed, scheduler) as client:
-                yield client
-        else:
-            with _local_client(distributed, workers, threads) as client:
-                yield client
-
-
-@contextlib.contextmanager
-def _quiet_dask_logs():
-    """Dask's own INFO / WARNING lines (cluster start-up, a worker restarted after it died) off the
-    terminal while a job runs; its ``silence_logs`` quiets only Dask's own handlers, not a root
-    handler such as absl's."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _local_client(distributed, workers, threads):
-    """A new cluster of ``workers`` processes on 127.0.0.1, TensorFlow at ``threads`` threads each."""
-    env = {"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
-           "TF_NUM_INTEROP_THREADS": "1"}
-    cluster = client = None
-    try:
-        try:
-            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                               host="127.0.0.1", dashboard_address=None, env=env,
-                                               silence_logs=logging.ERROR)
-            client = distributed.Client(cluster, set_as_default=False)
-        except Exception as error:  # noqa: BLE001 - any start-up failure is one line
-            raise EmzooError(describe(
-                f"Could not start a local Dask cluster of {workers} workers ({_one_line(error)}).",
-                "a machine where Dask can start worker processes on 127.0.0.1 (from a Python script, "
-                "call this under `if __name__ == '__main__':`, since each worker process starts by "
-                "importing the script)", workers=workers)) from None
-        yield client
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-@contextlib.contextmanager
-def _remote_client(distributed, scheduler):
-    try:
-        client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
-    except Exception as error:  # noqa: BLE001 - refused, timed out, malformed: the same for the user
-        raise EmzooError(describe(f"The Dask scheduler at {scheduler} does not answer ({_one_line(error)}); "
-                                  "nothing was written.", "the address of a running scheduler, e.g. "
-                                  "tcp://10.0.0.5:8786", scheduler=scheduler)) from None
-    try:
-        try:
-            client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT)
-        except Exception:  # noqa: BLE001 - a timeout, whatever its class
-            raise EmzooError(describe(f"The Dask scheduler at {scheduler} has no workers; nothing was written.",
-                                      "a cluster with at least one worker", scheduler=scheduler)) from None
-        yield client
-    finally:
-        client.close()
-
-
 def _prepare(client, task):
     """Loads the model in every worker (once per process) before any output is written; returns
     what each worker reports (``pid``, ``precision``, ``threads``)."""
     addresses = sorted(client.nthreads())
     token = uuid.uuid4().hex[:8]
-    futures = [client.submit(_prepare_worker, task, workers=[address], allow_other_workers=False, pure=False,
+    futures = [client.submit(prepare_worker, task, workers=[address], allow_other_workers=False, pure=False,
                              key=f"emzoo-prepare-{token}-{index}") for index, address in enumerate(addresses)]
     try:
         return client.gather(futures)
@@ -496,7 +404,7 @@ def _run(client, task, todo, label, progress, output):
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
-    futures = {client.submit(_run_block, task, block, key=f"emzoo-block-{token}-{block.id}",
+    futures = {client.submit(run_block, task, block, key=f"emzoo-block-{token}-{block.id}",
                              retries=RETRIES, pure=False): block for block in todo}
     bar = Progress(len(todo), label, enabled=progress, unit="blocks")
     try:
@@ -533,78 +441,3 @@ def _result(job, shape, voxel_size, extra, precision, start, blocks, computed, s
             "dtype": job.dtype.name, "voxel_size": voxel_size, **extra, "precision": precision,
             "seconds": seconds, "summary": line, "blocks": len(blocks), "computed": computed,
             "skipped": skipped, "workers": workers, "threads": threads, "already_complete": already_complete}
-
-
-# ----------------------------------------------------------------------------------- the workers
-_WORKER = {}  # this worker process's models, engines and the current job's volumes
-_WORKER_LOCK = threading.Lock()
-
-
-def _model(task):
-    """The task's model, loaded once per process, after TensorFlow's threads are set."""
-    with _WORKER_LOCK:
-        key = ("model", task["model"])
-        if key not in _WORKER:
-            if task["threads"] is not None and "threads" not in _WORKER:
-                from emzoo.engine.policy import configure_threads
-
-                _WORKER["threads"] = configure_threads(intra=task["threads"], inter=1)
-            from emzoo.engine.midpoint import resolve_model
-
-            _WORKER[key] = resolve_model(task["model"])
-        return _WORKER[key]
-
-
-def _engine(task):
-    """A midpoint engine for the task's slices and settings (one per thread; engines hold state)."""
-    model = _model(task)
-    height, width = task["shape"][1:]
-    settings = (task["tile"], task["overlap"], task["batch_size"], task["reuse_features"], task["jit_compile"])
-    key = ("engine", task["model"], height, width, *settings, task["precision"], threading.get_ident())
-    with _WORKER_LOCK:
-        if key not in _WORKER:
-            from emzoo.engine.midpoint import MidpointEngine
-
-            _WORKER[key] = MidpointEngine(model, height, width, *settings,
-                                          expected_pairs=task["expected_pairs"], precision=task["precision"])
-        return _WORKER[key]
-
-
-def _job_state(task):
-    """The current job's input volume, output regions and recipe, opened once per process."""
-    with _WORKER_LOCK:
-        state = _WORKER.get("job")
-        if state is None or state["id"] != task["job"]:
-            source = open_volume(task["input"], allow_incomplete=task["allow_incomplete"])
-            if task["value_range"] is not None:
-                source._range = tuple(task["value_range"])  # the client's: no worker reads it all again
-            kind, num_slices, value = task["recipe"]
-            recipe = (UpscaleRecipe(num_slices, fractions.Fraction(value)) if kind == "upscale"
-                      else RepairRecipe(num_slices, [tuple(run) for run in value]))
-            state = {"id": task["job"], "source": source, "regions": open_regions(task["output"]),
-                     "recipe": recipe}
-            _WORKER["job"] = state
-        return state
-
-
-def _prepare_worker(task):
-    """Runs on each worker before the blocks: loads the model and builds the engine."""
-    engine = _engine(task)
-    return {"pid": os.getpid(), "precision": getattr(engine, "precision", task["precision"]),
-            "threads": _WORKER.get("threads")}
-
-
-def _run_block(task, block):
-    """One task: computes ``block``, writes its chunks, then records it as finished."""
-    engine = _engine(task)
-    state = _job_state(task)
-    raw = compute_block(block, state["recipe"], engine.tiler, engine, state["source"])
-    state["regions"].write(block.z0, block.y0, block.x0, raw)
-    BlockRecords(task["store"]).record(block.id)  # only now: every chunk of the block is written
-    log = os.environ.get(BLOCK_LOG)
-    if log:
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"{block.id}\n")
-    del raw
-    release_freed_memory()
-    return block.id

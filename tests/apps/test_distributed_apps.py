@@ -18,7 +18,7 @@ pytest.importorskip("distributed")
 from app_runner import assert_one_line_error, run_emzoo, start_emzoo  # noqa: E402
 from emzoo.data.volumes import create_volume, open_volume, read_volume, write_volume  # noqa: E402
 from emzoo.engine import upscale_volume  # noqa: E402
-from emzoo.engine.distributed import BLOCK_LOG  # noqa: E402
+from emzoo.engine.worker import BLOCK_LOG  # noqa: E402
 from emzoo.engine.records import SIDE_FOLDER, BlockRecords  # noqa: E402
 from emzoo.testing import random_volume  # noqa: E402
 
@@ -108,7 +108,7 @@ def test_bad_requests_give_one_line_and_write_nothing(zarr_stack, tiny_model, tm
         extra = ["--resume"]
     elif case == "no-scheduler":
         extra = ["--scheduler", "tcp://127.0.0.1:9"]
-        prelude = "import emzoo.engine.distributed as d\nd.SCHEDULER_TIMEOUT = 1\n"
+        prelude = "import emzoo.engine.cluster as c\nc.SCHEDULER_TIMEOUT = 1\n"
     before = sorted(os.listdir(tmp_path))
     done = run_emzoo(["upscale", source, "-o", output, "--model", tiny_model] + extra, prelude=prelude)
     assert_one_line_error(done, match, tmp_path, before)

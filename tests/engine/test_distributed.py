@@ -1,10 +1,13 @@
-"""Tests of emzoo.engine.distributed: the blockwise engine on a local Dask cluster of 2 worker
-processes equals the single-process engine, survives a killed worker, resumes, and refuses bad
-requests before writing anything."""
+"""Tests of emzoo.engine.distributed (with its cluster and worker modules): the blockwise engine on
+a local Dask cluster of 2 worker processes equals the single-process engine, survives a killed
+worker, resumes, refuses bad requests before writing anything, and keeps the workers' TensorFlow
+start-up lines off the terminal."""
 
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,9 +17,10 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from emzoo.data.volumes import open_regions, open_volume, read_volume, write_volume  # noqa: E402
-from emzoo.engine import distributed as blockwise  # noqa: E402
+from emzoo.engine import cluster as dask_cluster  # noqa: E402
 from emzoo.engine import repair_volume, upscale_volume  # noqa: E402
 from emzoo.engine.records import SIDE_FOLDER, BlockRecords  # noqa: E402
+from emzoo.engine.worker import BLOCK_LOG  # noqa: E402
 from emzoo.errors import EmzooError, VolumeError  # noqa: E402
 from emzoo.testing import MeanModel, random_volume, save_tiny_film  # noqa: E402
 
@@ -125,7 +129,7 @@ def test_resume_computes_only_the_blocks_not_recorded(cluster, data, tmp_path):
     with pytest.raises(VolumeError, match="allow-incomplete"):
         open_volume(path)
     log = tmp_path / "computed.txt"
-    name = blockwise.BLOCK_LOG
+    name = BLOCK_LOG
     client.run(lambda: os.environ.update({name: str(log)}))  # the workers log the blocks they compute
     try:
         result = upscale_volume(data["input"], data["model"], factor=2, output=path, scheduler=address,
@@ -154,6 +158,27 @@ def test_an_in_memory_model_is_saved_for_the_workers(cluster, data, tmp_path):
     assert np.abs(read_volume(path)[0].astype(int) - _single(data)).max() <= 1
     assert open_volume(path).marker["plan"]["model"].startswith("in-memory FILM (weights sha256 ")
     assert not os.path.exists(os.path.join(path, SIDE_FOLDER))  # its saved copy went with the records
+
+
+TF_START_UP = ("absl::InitializeLog", "oneDNN", "cpu_feature_guard")
+
+
+def test_local_workers_keep_tensorflow_start_up_lines_off_stderr(data, tmp_path):
+    # Each worker process imports TensorFlow, whose C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL;
+    # run as a user would (variable unset, the main process quieted as the apps quiet it).
+    path = str(tmp_path / "out.zarr")
+    code = ("from emzoo.engine.quiet import quiet_logs\n"
+            "quiet_logs(verbose=False)\n"
+            "from emzoo.engine import upscale_volume\n"
+            f"upscale_volume({data['input']!r}, {data['model']!r}, factor=2, output={path!r}, workers=2, "
+            "tile=32, overlap=8, jit_compile=False, precision='float32', chunks=(8, 64, 96), "
+            "progress=False)\n")
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert open_volume(path).complete
+    assert [line for line in done.stderr.splitlines() if any(text in line for text in TF_START_UP)] == []
 
 
 # -------------------------------------------------------------------------- refused requests
@@ -216,6 +241,6 @@ def test_bad_requests_are_refused_before_anything_is_written(data, tmp_path, mon
              output=str(tmp_path / "out.zarr"), workers=2)
     _refused(tmp_path, EmzooError, "continues a blockwise job", volume=data["input"], model=model,
              output=str(tmp_path / "out.zarr"), resume=True)
-    monkeypatch.setattr(blockwise, "SCHEDULER_TIMEOUT", 1)
+    monkeypatch.setattr(dask_cluster, "SCHEDULER_TIMEOUT", 1)
     _refused(tmp_path, EmzooError, "does not answer", volume=data["input"], model=model,
              output=str(tmp_path / "out.zarr"), scheduler="tcp://127.0.0.1:9")
