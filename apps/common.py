@@ -79,7 +79,7 @@ def run_app(main, argv, module=None):
     """
     import signal
 
-    from emzoo.errors import EmzooError
+    from emzoo.errors import EmzooError, one_line
 
     if module is not None and any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:]):
         print(app_help(module))
@@ -93,8 +93,7 @@ def run_app(main, argv, module=None):
         print(f"emzoo: {error}", file=sys.stderr)
         return 2
     except (EmzooError, OSError) as error:
-        message = " ".join(str(error).split())
-        print(f"emzoo: error: {message}", file=sys.stderr)
+        print(f"emzoo: error: {one_line(error)}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as error:
         message = _missing_backend(error, argv[0])

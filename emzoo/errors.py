@@ -59,3 +59,17 @@ def check_integer(name, value, minimum=1):
         raise EmzooError(describe(f"Invalid value for argument `{name}`.", expected,
                                   **{name: value}))
     return int(value)
+
+
+def one_line(error, limit=None):
+    """``error``'s message on one line (whitespace runs collapsed; the class name when empty),
+    cut to ``limit`` characters if given: for errors quoted inside another message.
+
+    Example:
+        >>> one_line(ValueError("no   such    file"))
+        'no such file'
+        >>> one_line(ValueError(""))
+        'ValueError'
+    """
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if limit is None else text[:limit]

@@ -28,7 +28,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from emzoo.errors import WeightsError, describe
+from emzoo.errors import WeightsError, describe, one_line
 
 CONVERTED_FILE = "model.weights.h5"
 _PACKAGE_PREFIX = "emzoo:"
@@ -218,7 +218,7 @@ def load_into(model, path, fmt=None, entry=None):
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError) as error:
         name = (entry or {}).get("name", model.name)
-        message = " ".join(str(error).split())[:400]
+        message = one_line(error, 400)
         raise WeightsError(describe(
             f"The weights in {path} do not fit `{name}` ({message}).",
             "a .weights.h5 file saved from the same architecture and configuration",

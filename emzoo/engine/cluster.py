@@ -29,7 +29,7 @@ import os
 
 from emzoo.data.volumes.zarr_chunked import require
 from emzoo.engine.quiet import worker_preloads
-from emzoo.errors import EmzooError, describe
+from emzoo.errors import EmzooError, describe, one_line
 
 SCHEDULER_TIMEOUT = 10  # seconds to wait for a scheduler (and its first worker) to answer
 
@@ -56,10 +56,6 @@ def open_client(workers, scheduler, threads):
         else:
             with _local_client(distributed, workers, threads) as client:
                 yield client
-
-
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 @contextlib.contextmanager
@@ -94,7 +90,7 @@ def _local_client(distributed, workers, threads):
             client = distributed.Client(cluster, set_as_default=False)
         except Exception as error:  # noqa: BLE001 - any start-up failure is one line
             raise EmzooError(describe(
-                f"Could not start a local Dask cluster of {workers} workers ({_one_line(error)}).",
+                f"Could not start a local Dask cluster of {workers} workers ({one_line(error)}).",
                 "a machine where Dask can start worker processes on 127.0.0.1 (from a Python script, "
                 "call this under `if __name__ == '__main__':`, since each worker process starts by "
                 "importing the script)", workers=workers)) from None
@@ -111,7 +107,7 @@ def _remote_client(distributed, scheduler):
     try:
         client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
     except Exception as error:  # noqa: BLE001 - refused, timed out, malformed: the same for the user
-        raise EmzooError(describe(f"The Dask scheduler at {scheduler} does not answer ({_one_line(error)}); "
+        raise EmzooError(describe(f"The Dask scheduler at {scheduler} does not answer ({one_line(error)}); "
                                   "nothing was written.", "the address of a running scheduler, e.g. "
                                   "tcp://10.0.0.5:8786", scheduler=scheduler)) from None
     try:

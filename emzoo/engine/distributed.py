@@ -59,7 +59,7 @@ from emzoo.engine.progress import Progress
 from emzoo.engine.records import BlockRecords
 from emzoo.engine.tiler import Tiler
 from emzoo.engine.worker import prepare_worker, run_block
-from emzoo.errors import EmzooError, VolumeError, check_integer, describe
+from emzoo.errors import EmzooError, VolumeError, check_integer, describe, one_line
 
 DEFAULT_TILE = 512  # the blockwise path's tile when none is given and slices are large
 WHOLE_SLICE_MAX = 2048  # without a tile, slices up to this height and width are processed whole
@@ -254,10 +254,6 @@ def _absolute(address):
     return os.path.abspath(os.path.expanduser(file)) + (f":{inner}" if inner else "")
 
 
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _model_spec(model, tile):
     """``(spec the workers load, in-memory Keras model or None, the plan's name for it)``, checked."""
     if isinstance(model, (str, os.PathLike)):
@@ -294,7 +290,7 @@ def _save_for_workers(model, side):
     try:
         zoo.save(model, folder, overwrite=True)
     except Exception as error:  # noqa: BLE001 - any failure means the workers cannot have it
-        raise EmzooError(describe(f"The model cannot be saved for the Dask workers ({_one_line(error)}).",
+        raise EmzooError(describe(f"The model cannot be saved for the Dask workers ({one_line(error)}).",
                                   "a model emzoo.save can write (a registered architecture), a "
                                   "registered name or a saved model folder",
                                   model=type(model).__name__)) from None
@@ -362,7 +358,7 @@ def _reopen(output):
     except (EmzooError, FileNotFoundError):
         raise
     except Exception as error:  # noqa: BLE001 - any reader failure means it cannot be resumed
-        raise VolumeError(describe(f"Cannot reopen {output} to resume it ({_one_line(error)}).",
+        raise VolumeError(describe(f"Cannot reopen {output} to resume it ({one_line(error)}).",
                                    "the output of the job to resume, or --overwrite", output=output)) from None
     if regions.marker is None:
         raise VolumeError(describe(f"{output} is not the output of an emzoo job; there is nothing to resume.",
@@ -383,7 +379,7 @@ def _prepare(client, task):
     except EmzooError:
         raise
     except Exception as error:  # noqa: BLE001 - the worker's failure, as one line
-        raise EmzooError(describe(f"A Dask worker could not load the model ({_one_line(error)}); nothing was "
+        raise EmzooError(describe(f"A Dask worker could not load the model ({one_line(error)}); nothing was "
                                   "written.", "a model every worker can load (a registered name, or a folder "
                                   "on a file system the workers see)", model=task["model"])) from None
 
@@ -426,7 +422,7 @@ def _block_error(future, block, output):
              f"x {block.x0}:{block.x1}) of {output} failed")
     if isinstance(error, EmzooError):
         return type(error)(f"{where}: {error} (the output is kept incomplete; continue it with --resume)")
-    cause = "it was cancelled" if error is None else f"{type(error).__name__}: {_one_line(error)}"
+    cause = "it was cancelled" if error is None else f"{type(error).__name__}: {one_line(error)}"
     return EmzooError(describe(f"{where} after {RETRIES} retries ({cause}); the output is kept incomplete.",
                                "a job that runs to the end: fix the cause and continue it with --resume",
                                output=os.fspath(output)))

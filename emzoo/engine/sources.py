@@ -17,7 +17,7 @@ import numpy as np
 
 from emzoo.data.volumes import (SUPPORTED_DTYPES, ArrayVolume, check_voxel_size, open_volume,
                                 split_hdf5_path)
-from emzoo.errors import EmzooError, VolumeError, describe
+from emzoo.errors import EmzooError, VolumeError, describe, one_line
 
 MAX_OUTPUT_BYTES = 2**40  # the largest output written without EMZOO_MAX_OUTPUT_BYTES saying more
 MAX_OUTPUT_ENV = "EMZOO_MAX_OUTPUT_BYTES"
@@ -56,7 +56,7 @@ def open_source(volume, allow_incomplete=False):
         except (EmzooError, FileNotFoundError):
             raise
         except Exception as error:  # noqa: BLE001 - any reader failure is a bad input file
-            message = " ".join(str(error).split()) or type(error).__name__
+            message = one_line(error)
             raise VolumeError(describe(f"Cannot read the input volume {path}: {message}.",
                                        "a readable TIFF, HDF5 or slice folder", volume=path)) from None
     if all(hasattr(volume, name) for name in ("shape", "dtype", "read", "slice")):

@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from emzoo.errors import WeightsError, describe
+from emzoo.errors import WeightsError, describe, one_line
 
 _SCOPES = ("feat_net/", "predict_flow/", "fusion/")
 # Variables a training run may leave in a SavedModel that are not part of the network.
@@ -37,13 +37,9 @@ def _short_list(names, limit=8):
     return text + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _one_line(error, limit=200):
-    return " ".join(str(error).split())[:limit]
-
-
 def _truncated(path, error):
     return WeightsError(describe(
-        f"The variables of the SavedModel {path} are truncated or corrupt ({_one_line(error)}).",
+        f"The variables of the SavedModel {path} are truncated or corrupt ({one_line(error, 200)}).",
         "complete variables/variables.index and variables.data-* files (download them again)",
         path=str(path)))
 
@@ -83,7 +79,7 @@ def read_saved_model_variables(path):
         saved.ParseFromString((path / "saved_model.pb").read_bytes())
     except Exception as error:  # protobuf DecodeError
         raise WeightsError(describe(f"Cannot read the SavedModel {path}: its saved_model.pb is "
-                                    f"corrupt ({_one_line(error)}).", _EXPECTED,
+                                    f"corrupt ({one_line(error, 200)}).", _EXPECTED,
                                     path=str(path))) from None
     try:
         reader = tf.train.load_checkpoint(str(prefix))
