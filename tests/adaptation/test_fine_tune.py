@@ -32,6 +32,8 @@ def test_adapt_writes_a_loadable_folder_with_its_provenance(base, tmp_path):
     assert record["input"].endswith("stack.tif") and len(record["input_sha256"]) == 64
     assert record["budget"] == {"minutes": None, "steps": 4}
     assert record["self_validation"]["after"] == report["validation_after"]
+    assert record["precision"] in ("bf16", "float32") and record["loss"] == "l2"
+    assert report["model"].compute_dtype == "float32"   # whatever the training computed in
     loaded = emzoo.load(str(tmp_path / "adapted"), compile=False)
     for a, b in zip(loaded.get_weights(), report["model"].get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -146,3 +148,18 @@ def test_bad_input_is_refused(base):
     with pytest.raises(VolumeError, match="too small"):
         emzoo.adapt(base, smooth_volume(depth=3, size=16), voxel_size=(40, 10, 10), steps=1)
     assert TINY_FILM["channels"] == 1
+
+
+def test_bf16_training_returns_a_float32_model_with_the_trained_weights(base, monkeypatch):
+    from emzoo.engine import precision
+
+    monkeypatch.setenv(precision.FORCE_VARIABLE, "1")   # bf16 even where the CPU lacks it
+    settings = dict(voxel_size=(40, 10, 10), factor=4, steps=3, crop=32, batch_size=2,
+                    evaluate_every=1, learning_rate=1e-3, progress=False)
+    bf16 = emzoo.adapt(base, smooth_volume(), precision="bf16", **settings)
+    assert bf16["model"].compute_dtype == "float32"
+    changed = [not np.array_equal(a, b) for a, b in zip(bf16["model"].get_weights(),
+                                                        emzoo.load(base).get_weights())]
+    assert any(changed) == bf16["improved"]    # the trained weights, or the base ones
+    with pytest.raises(EmzooError, match="loss"):
+        emzoo.adapt(base, smooth_volume(), loss="l3", **settings)
