@@ -75,7 +75,7 @@ def main(argv):
               f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
         return
     verdict = ("adapted weights kept" if report["improved"] else report["skipped"]
-               or "no gain on the held-out triplets: base weights kept")
+               or report["vetoed"] or "no gain on the held-out triplets: base weights kept")
     if report["diverged"]:
         verdict = f"{report['diverged']}; {verdict}"
     resumed = (f", resumed at step {', '.join(str(s) for s in report['resumed'])}"

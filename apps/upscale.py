@@ -80,9 +80,11 @@ def main(argv):
                        voxel_size=options["voxel_size"], precision=options["precision"],
                        progress=options["progress"])
         model = report["model"]
-        adapted = (f", {report['skipped']}" if report.get("skipped") else
+        kept = ("" if report["improved"] else
+                f" ({report['vetoed'] or 'no gain on the held-out triplets: base weights kept'})")
+        adapted = (f", {report['skipped']}" if report["skipped"] else
                    f", adapted {report['steps']} steps: held-out error "
-                   f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
+                   f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}{kept}")
     summary = engine.upscale_volume(source, model, factor=factor, output=_OUTPUT.value,
                                     isotropic=_ISOTROPIC.value, **options)
     if summary.get("already_complete"):

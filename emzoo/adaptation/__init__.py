@@ -18,11 +18,15 @@ lowered its scores (measurements in benchmarks/README.md).
 **Never worse than the base model on self-validation, by construction.** The volume is split
 along x: planes from the last ``validation_fraction`` of the x range (and y-planes cropped to it)
 are held out. Both the base weights and the adapted ones are scored on the same fixed held-out
-triplets (mean squared error, or absolute with ``loss="l1"``); the adapted weights replace the base ones only if they score
-better, and the best weights seen during training are kept (early stopping). A short input whose
-stretched planes allow only crops smaller than ``MIN_CROP_MULTIPLES`` times the model's size
-multiple is not adapted at all (the report's ``skipped`` says why): self-validation on such crops
-approved weights that were worse on the real task.
+triplets (mean squared error, or absolute with ``loss="l1"``), and the best weights seen during
+training are kept (early stopping). They replace the base ones only if they score better there
+**and** are not worse on the input's own axial triplets (slices ``z - 1, z, z + 1`` of the input,
+:func:`~emzoo.adaptation.lateral.axial_batches`; the report's ``vetoed`` says when they were): at
+x2 on cube 2 the lateral held-out triplets approved weights that lowered PSNR on the dropped
+slices by 0.1 dB, and the axial ones caught it (measurements in benchmarks/README.md). A short
+input whose stretched planes allow only crops smaller than ``MIN_CROP_MULTIPLES`` times the model's
+size multiple is not adapted at all (the report's ``skipped`` says why): self-validation on such
+crops approved weights that were worse on the real task.
 
 **Only the input is read.** Everything comes from one centre window (at most ``MAX_EXTENT``
 pixels square) of the given volume, read once; the result is a function of those pixels, the

@@ -5,7 +5,7 @@ See :mod:`emzoo.adaptation` for what it trains on, why, and what resume reproduc
 Example:
     >>> import emzoo
     >>> report = emzoo.adapt("default", "stack.tif", factor=4, minutes=5)   # doctest: +SKIP
-    >>> report["improved"], report["validation_before"], report["validation_after"]  # doctest: +SKIP
+    >>> report["improved"], report["vetoed"], report["validation_after"]     # doctest: +SKIP
 """
 
 import json
@@ -15,7 +15,7 @@ import time as time_lib
 
 import numpy as np
 
-from emzoo.adaptation.lateral import LateralTriplets, lateral_gaps, read_block
+from emzoo.adaptation.lateral import LateralTriplets, axial_batches, lateral_gaps, read_block
 from emzoo.adaptation.run_folder import (CHECKPOINT_FILE, RUN_FILE, HeldSignals, array_digest,
                                          check_same_run, clear_run_folder, file_digest,
                                          finished_report, load_checkpoint, model_digest,
@@ -77,8 +77,11 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         held-out triplets), ``steps``, ``best_step``, ``seconds``, ``gaps``, ``factor``,
         ``output``, ``resumed`` (the steps it resumed at: empty for a run never interrupted),
         ``already_complete`` (``resume`` found the finished folder), ``skipped`` (why an input
-        too short was not adapted, else None) and ``diverged`` (when a step's loss was not finite:
-        training stopped there and the best weights before it, or the base ones, are kept).
+        too short was not adapted, else None), ``diverged`` (when a step's loss was not finite:
+        training stopped there and the best weights before it, or the base ones, are kept),
+        ``vetoed`` (why weights better on the lateral held-out triplets were not kept: worse on
+        the input's own axial triplets; else None) and ``axial_before`` / ``axial_after`` (the
+        error on those axial triplets; None for an input of fewer than 3 slices).
     """
     from emzoo.data.volumes import ArrayVolume, check_voxel_size, open_volume
     from emzoo.engine.positions import check_factor
@@ -163,6 +166,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
                f"{triplets.stretched_depth} rows at this spacing, too few for the model's "
                f"{min_crop}-pixel crops; base model kept") if too_thin else None
+    axial = [] if too_thin else axial_batches(block, int(getattr(adapted, "size_multiple", 1) or 1))
     held_rng = np.random.default_rng([seed, 0])
     held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
                 for _ in range(validation_batches)]
@@ -176,6 +180,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     if state is None or "step" not in state:
         before = held_out_error(adapted, held_out, loss)
         state = {"step": 0, "seconds": 0.0, "before": before, "best_score": before,
+                 "axial_before": held_out_error(adapted, axial, loss) if axial else None,
                  "best_step": 0, "evaluated_step": 0,
                  "resumed_at": [] if state is None else state["resumed_at"]}
     if folder is not None and mode == "fresh":
@@ -227,6 +232,15 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
             best_weights = evaluate()
         state["seconds"] = spent()
         improved = best_weights is not None
+        axial_after, vetoed = state["axial_before"], None
+        if improved and axial:
+            adapted.set_weights(best_weights)
+            axial_after = held_out_error(adapted, axial, loss)
+            if axial_after > state["axial_before"]:
+                vetoed = (f"the adapted weights were better on the lateral held-out triplets but "
+                          f"worse on the input's own axial triplets ({state['axial_before']:.6g} "
+                          f"-> {axial_after:.6g}): base weights kept")
+                improved = False
         adapted.set_weights(best_weights if improved else base.get_weights())
         if adapted.dtype_policy.name != base.dtype_policy.name:  # trained in bf16: returned in
             adapted = copy_in_precision(adapted, "float32")      # float32, as the base model
@@ -237,15 +251,19 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                   "steps": state["step"], "best_step": state["best_step"],
                   "seconds": state["seconds"], "gaps": gaps, "factor": factor, "output": None,
                   "resumed": state["resumed_at"], "already_complete": False, "skipped": skipped,
-                  "diverged": diverged}
+                  "diverged": diverged, "vetoed": vetoed,
+                  "axial_before": state["axial_before"], "axial_after": axial_after}
         if folder is not None:
             metadata = dict(entry.get("metadata", {}))
             metadata["adaptation"] = dict(
                 record, lateral_gaps=gaps, steps_run=state["step"], best_step=state["best_step"],
                 seconds=state["seconds"],
                 self_validation={"error": {"l1": "mae", "l2": "mse"}[loss],
-                                 "before": state["before"], "after": state["best_score"]},
+                                 "before": state["before"], "after": state["best_score"],
+                                 "axial_before": state["axial_before"],
+                                 "axial_after": axial_after},
                 replaced_base_weights=improved, skipped=skipped, diverged=diverged,
+                vetoed=vetoed,
                 resumed=bool(state["resumed_at"]),
                 resumed_at_steps=state["resumed_at"])
             # The weights first, config.json last (by rename): loadable only when complete.

@@ -1,4 +1,5 @@
-"""Lateral training triplets: frames taken perpendicular to x and to y of the input volume.
+"""Lateral training triplets: frames taken perpendicular to x and to y of the input volume; and
+the input's own axial triplets, which can veto an adaptation.
 
 Lateral planes are coarse along z (one row per input slice). Before cropping they are stretched
 along z by linear interpolation to the lateral spacing, so they look like the isotropic slices the
@@ -128,3 +129,32 @@ def read_block(volume):
     block = np.stack([volume.normalise_raw(volume.read_crop(z, top, left, h, w))
                       for z in range(depth)]).astype(np.float32)
     return block, volume.voxel_size
+
+
+def axial_batches(block, multiple, count=8, size=256):
+    """The input's own axial triplets ``(z - 1, z, z + 1)`` as ``[(inputs, target)]`` batches of
+    one: up to ``count`` of them, evenly spread along z, each a centre crop of at most ``size``
+    pixels square, cut to a multiple of ``multiple``. Empty when the block has fewer than 3 slices
+    or its slices are smaller than ``multiple``.
+
+    Their outer frames are twice the input spacing apart (the task one recursion level above the
+    finest), but they are real axial slices with the microscope's own noise and section-to-section
+    change, which lateral frames (neighbouring pixel columns of one slice) do not have.
+
+    Example:
+        >>> len(axial_batches(np.zeros((5, 64, 64), np.float32), 16, count=8))
+        3
+    """
+    depth, height, width = block.shape
+    side = (min(size, height, width) // multiple) * multiple
+    if depth < 3 or side < multiple:
+        return []
+    top, left = (height - side) // 2, (width - side) // 2
+    centres = np.unique(np.linspace(1, depth - 2, min(count, depth - 2)).round().astype(int))
+    batches = []
+    for z in centres:
+        frames = [block[z + d, top:top + side, left:left + side][None, ..., None]
+                  for d in (-1, 0, 1)]
+        inputs = {"x0": frames[0], "x1": frames[2], "time": np.full((1, 1), 0.5, np.float32)}
+        batches.append((inputs, frames[1]))
+    return batches

@@ -259,4 +259,6 @@ def finished_report(folder, record):
             "best_step": record["best_step"], "seconds": record["seconds"],
             "gaps": record["lateral_gaps"], "factor": record["factor"], "output": str(folder),
             "resumed": record["resumed_at_steps"], "already_complete": True,
-            "skipped": record.get("skipped"), "diverged": record.get("diverged")}
+            "skipped": record["skipped"], "diverged": record["diverged"],
+            "vetoed": record["vetoed"], "axial_before": scores["axial_before"],
+            "axial_after": scores["axial_after"]}

@@ -86,6 +86,35 @@ def test_a_diverged_step_stops_the_run_and_keeps_the_weights_from_before(base, m
     assert report["best_step"] < 3
 
 
+def test_weights_worse_on_the_input_s_axial_triplets_are_vetoed(base, monkeypatch):
+    """Better on the lateral held-out triplets but worse on the input's own axial triplets: the
+    base weights are kept and the report says why."""
+    from emzoo.adaptation import fine_tune
+
+    real_axial, real_error, axial = fine_tune.axial_batches, fine_tune.held_out_error, []
+
+    def axial_batches(block, multiple, **kwargs):
+        axial.append(real_axial(block, multiple, **kwargs))
+        return axial[0]
+
+    def held_out_error(model, batches, loss):     # the axial check after training: worse
+        error = real_error(model, batches, loss)
+        return error + 1.0 if batches is axial[0] and model.optimizer.iterations > 0 else error
+
+    settings = dict(voxel_size=(40, 10, 10), factor=4, steps=3, crop=32, batch_size=2,
+                    evaluate_every=1, learning_rate=1e-3, progress=False)
+    honest = emzoo.adapt(base, smooth_volume(), **settings)
+    assert honest["improved"] and honest["vetoed"] is None
+    assert honest["axial_after"] <= honest["axial_before"]
+    monkeypatch.setattr(fine_tune, "axial_batches", axial_batches)
+    monkeypatch.setattr(fine_tune, "held_out_error", held_out_error)
+    report = emzoo.adapt(base, smooth_volume(), **settings)
+    assert report["validation_after"] < report["validation_before"]   # lateral: better
+    assert not report["improved"] and "axial triplets" in report["vetoed"]
+    for a, b in zip(report["model"].get_weights(), emzoo.load(base).get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 # Every file the process opens, while a test records them (audit hooks cannot be removed, so one
 # hook serves the module and records only inside `_files_opened`).
 _OPENED = []
