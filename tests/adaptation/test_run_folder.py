@@ -24,6 +24,15 @@ RUN = dict(factor=4, crop=32, batch_size=2, evaluate_every=3, learning_rate=1e-3
            checkpoint_every=2, checkpoint_seconds=3600, progress=False)
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in these tests whatever started pytest: a shell starts
+    background jobs with SIGINT ignored, and an ignored signal is neither held nor delivered."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def _signal_after_step(step, signum, sleep=0.0):
     """Sends ``signum`` to this process at the end of optimizer step ``step`` (in the step)."""

@@ -31,7 +31,8 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
     assert record["steps_run"] == 2 and record["lateral_gaps"] == [2, 1]
     assert record["resumed"] is False and record["budget"] == {"minutes": None, "steps": 2}
     assert record["base_model"] == "tiny-film" and len(record["input_sha256"]) == 64
-    assert set(record["self_validation"]) == {"error", "before", "after"}
+    assert set(record["self_validation"]) == {"error", "before", "after", "axial_before",
+                                              "axial_after"}
     assert record["self_validation"]["error"] == "mse" and record["loss"] == "l2"
     done = run_emzoo(["upscale", stack, "-o", tmp_path / "out.tif", "--model", tmp_path / "adapted",
                       "--factor", "4", "--quiet"], cwd=tmp_path)
