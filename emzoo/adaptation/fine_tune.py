@@ -20,6 +20,7 @@ from emzoo.adaptation.run_folder import (CHECKPOINT_FILE, RUN_FILE, HeldSignals,
                                          check_same_run, clear_run_folder, file_digest,
                                          finished_report, load_checkpoint, model_digest,
                                          prepare_output, save_checkpoint, write_json)
+from emzoo.engine.progress import Progress
 from emzoo.errors import EmzooError, VolumeError, check_integer, describe
 
 # The smallest training crop, in units of the model's size multiple (its coarsest pyramid level is
@@ -36,9 +37,8 @@ LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error"}
 
 def held_out_error(model, batches, loss):
     """Mean ``loss`` (``"l1"``: absolute, ``"l2"``: squared error) of ``model`` on ``batches``."""
-    power = 1 if loss == "l1" else 2
-    errors = [np.mean(np.abs(np.asarray(model.predict_on_batch(x)["image"], np.float32) - y)
-                      ** power) for x, y in batches]
+    differences = [np.asarray(model.predict_on_batch(x)["image"], np.float32) - y for x, y in batches]
+    errors = [np.mean(np.abs(d) if loss == "l1" else np.square(d)) for d in differences]
     return float(np.mean(errors))
 
 
@@ -204,7 +204,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     def spent():
         return spent_before + time_lib.monotonic() - session_start
 
-    bar = _progress(steps, minutes, progress, already=spent_before)
+    bar = _progress(steps, minutes, progress, state["step"], spent_before)
     last_checkpoint = session_start
     diverged = None
     with HeldSignals(enabled=folder is not None) as held:
@@ -219,7 +219,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                 break
             if state["step"] % evaluate_every == 0:
                 best_weights = evaluate()
-            bar(state["step"], state["best_score"])
+            bar(state["step"], spent(), state["best_score"])
             now = time_lib.monotonic()
             if folder is not None and (state["step"] % checkpoint_every == 0 or held.pending
                                        or now - last_checkpoint >= checkpoint_seconds):
@@ -245,7 +245,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         if adapted.dtype_policy.name != base.dtype_policy.name:  # trained in bf16: returned in
             adapted = copy_in_precision(adapted, "float32")      # float32, as the base model
             adapted.zoo_entry = entry
-        bar(None, state["best_score"])
+        bar(None, None, None)
         report = {"model": adapted, "improved": improved,
                   "validation_before": state["before"], "validation_after": state["best_score"],
                   "steps": state["step"], "best_step": state["best_step"],
@@ -274,31 +274,21 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     return report
 
 
-def _progress(steps, minutes, enabled, already=0.0):
-    """A progress callback ``(step, best) -> None`` on stderr (``step=None`` ends the line);
-    ``already``: seconds spent before a resume."""
-    import sys
+def _progress(steps, minutes, enabled, already_steps=0, already_seconds=0.0):
+    """A progress callback ``(step, seconds, best) -> None`` on stderr (``step=None`` closes it): a
+    bar over the steps with ``steps``, else over the seconds of the ``minutes`` budget, with the
+    step and the best held-out error; ``already_*``: what was done before a resume."""
+    if steps is not None:
+        bar = Progress(steps, "adapt", enabled=enabled, unit="steps", initial=already_steps)
+    else:
+        bar = Progress(round(60.0 * minutes), "adapt", enabled=enabled, unit="s",
+                       initial=int(already_seconds), show_rate=False)
 
-    if not enabled:
-        return lambda step, best: None
-    total = f"/{steps}" if steps is not None else ""
-    budget = f" of {minutes:g} min" if minutes is not None else ""
-    start = time_lib.monotonic() - already
-    tty = sys.stderr.isatty()
-    last = [0.0]
-
-    def show(step, best):
-        now = time_lib.monotonic()
+    def show(step, seconds, best):
         if step is None:
-            if tty:
-                sys.stderr.write("\n")
+            bar.close()
             return
-        if not tty and now - last[0] < 30.0:
-            return
-        last[0] = now
-        line = (f"adapt: step {step}{total}, {now - start:.0f} s{budget}, "
-                f"best held-out error {best:.4f}")
-        sys.stderr.write(("\r" + line) if tty else (line + "\n"))
-        sys.stderr.flush()
+        bar.set_status(f"step {step}, best held-out error {best:.4g}")
+        bar.update((step if steps is not None else min(int(seconds), bar.total)) - bar.done)
 
     return show

@@ -21,6 +21,8 @@ from emzoo.errors import VolumeError, describe
 
 # The largest (y, x) window read from the volume: adaptation needs texture, not the whole slice.
 MAX_EXTENT = 512
+
+
 def lateral_gaps(z_spacing, lateral_spacing, factor):
     """Lateral gaps ``g`` (pixels) whose triplets bridge what each recursion level bridges.
 

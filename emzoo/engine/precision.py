@@ -227,11 +227,6 @@ def with_precision(model, precision):
     policy = _POLICIES[precision]
     if model.dtype_policy.name == policy:
         return model
-    if not can_run_bf16(model):
-        raise EmzooError(describe(
-            f"The model {type(model).__name__} cannot be rebuilt to compute in {precision}.",
-            "an emzoo interpolator (with get_config and build_for_weights)",
-            model=type(model).__name__))
     clones = getattr(model, "_emzoo_precision_clones", None)
     if clones is None:  # plain attribute, bypassing Keras' tracking of layer attributes
         clones = {}
@@ -256,12 +251,6 @@ def copy_in_precision(model, precision):
     if precision not in _POLICIES:
         raise EmzooError(describe("copy_in_precision needs a resolved precision.",
                                   "float32 or bf16 (see resolve_precision)", precision=precision))
-    if not can_run_bf16(model):
-        raise EmzooError(describe(
-            f"The model {type(model).__name__} cannot be copied: only emzoo's Keras interpolators "
-            "are rebuilt from their config.",
-            "an emzoo interpolator (with get_config and build_for_weights)",
-            model=type(model).__name__))
     copy = _rebuild(model, _POLICIES[precision])
     copy.set_weights(model.get_weights())
     return copy
@@ -271,6 +260,12 @@ def _rebuild(model, policy):
     """``model``'s class built from its config under the dtype ``policy`` (variables created)."""
     import keras
 
+    if not can_run_bf16(model):
+        raise EmzooError(describe(
+            f"The model {type(model).__name__} cannot be rebuilt under the dtype policy {policy}: only "
+            "emzoo's Keras interpolators are rebuilt from their config.",
+            "an emzoo interpolator (with get_config and build_for_weights)",
+            model=type(model).__name__))
     model.build_for_weights()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)

@@ -3,10 +3,13 @@
 import sys
 import time as time_lib
 
-# tqdm's format for both: label, count (in the bar's unit), rate and time left.
-_BAR_FORMAT = ("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} UNIT  {rate_fmt}  "
-               "ETA {remaining}")
-_LINE_FORMAT = "{desc} {n_fmt}/{total_fmt} UNIT ({percentage:.0f}%)  {rate_fmt}  ETA {remaining}"
+# tqdm's format for both: label, count (in the bar's unit), rate, time left and the job's status.
+_BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} UNIT  RATEETA {remaining}{postfix}"
+_LINE_FORMAT = "{desc} {n_fmt}/{total_fmt} UNIT ({percentage:.0f}%)  RATEETA {remaining}{postfix}"
+
+
+def _format(template, unit, show_rate):
+    return template.replace("UNIT", unit).replace("RATE", "{rate_fmt}  " if show_rate else "")
 
 
 def _is_terminal(stream):
@@ -31,6 +34,10 @@ class Progress:
         stream: where to write (default ``sys.stderr``).
         interval: least seconds between two redraws of the bar.
         log_interval: seconds between two plain lines when ``stream`` is not a terminal.
+        initial: count already done before this bar (a resumed job).
+        show_rate: ``False`` leaves out the rate (e.g. when the count is seconds of a time budget).
+
+    :meth:`set_status` adds a short text after the time left (e.g. a training job's best score).
 
     Example:
         >>> bar = Progress(10, "upscale", enabled=False)
@@ -39,21 +46,30 @@ class Progress:
     """
 
     def __init__(self, total, label, enabled=True, stream=None, interval=0.25, log_interval=30.0,
-                 unit="slices"):
+                 unit="slices", initial=0, show_rate=True):
         self.total, self.label, self.enabled, self.unit = int(total), label, enabled, unit
         self.stream = stream or sys.stderr
         self.interval, self.log_interval = interval, log_interval
-        self.done = 0
+        self.done = self._initial = int(initial)
+        self.status = ""
         self.start = time_lib.perf_counter()
         self._bar = None
         self._last_line = self.start
         self._lines = 0
+        self._line_format = _format(_LINE_FORMAT, unit, show_rate)
         if enabled and _is_terminal(self.stream):
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, desc=label, file=self.stream, unit=" " + unit,
-                             mininterval=interval, bar_format=_BAR_FORMAT.replace("UNIT", unit),
+                             initial=self.done, mininterval=interval,
+                             bar_format=_format(_BAR_FORMAT, unit, show_rate),
                              dynamic_ncols=True, leave=True)
+
+    def set_status(self, text):
+        """Shows ``text`` after the time left, from the next redraw or line on."""
+        self.status = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
 
     def update(self, count=1):
         self.done += count
@@ -70,8 +86,8 @@ class Progress:
         self._last_line = now
         self._lines += 1
         text = tqdm.format_meter(min(self.done, self.total), self.total, now - self.start,
-                                 prefix=self.label, unit=" " + self.unit,
-                                 bar_format=_LINE_FORMAT.replace("UNIT", self.unit))
+                                 prefix=self.label, unit=" " + self.unit, postfix=self.status or None,
+                                 initial=self._initial, bar_format=self._line_format)
         self.stream.write(text + "\n")
         self.stream.flush()
 

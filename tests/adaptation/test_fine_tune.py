@@ -3,6 +3,7 @@ the held-out triplets, short inputs left alone, and only the input read."""
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -40,6 +41,23 @@ def test_adapt_writes_a_loadable_folder_with_its_provenance(base, tmp_path):
     with pytest.raises(EmzooError, match="already holds a model"):
         emzoo.adapt(base, str(stack), factor=4, steps=1, crop=32, batch_size=2,
                     output=tmp_path / "adapted", progress=False)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("budget, shown", [({"steps": 3}, "3/3 steps"), ({"minutes": 0.05}, "/3 s")])
+def test_progress_bar_counts_steps_or_the_time_budget_with_the_best_score(base, monkeypatch, budget,
+                                                                         shown):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    emzoo.adapt(base, smooth_volume(), voxel_size=(40, 10, 10), factor=4, crop=32, batch_size=2,
+                evaluate_every=1, learning_rate=1e-3, **budget)
+    text = terminal.getvalue()
+    assert text.startswith("\radapt") and shown in text and "best held-out error" in text
+    assert text.endswith("\n")
 
 
 def test_input_too_short_for_the_model_s_crops_is_not_adapted(base, monkeypatch):
