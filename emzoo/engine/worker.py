@@ -94,7 +94,7 @@ def _job_state(task):
         if state is None or state["id"] != task["job"]:
             source = open_volume(task["input"], allow_incomplete=task["allow_incomplete"])
             if task["value_range"] is not None:
-                source._range = tuple(task["value_range"])  # the client's: no worker reads it all again
+                source.set_value_range(*task["value_range"])  # the client's: no worker reads it all
             kind, num_slices, value = task["recipe"]
             recipe = (UpscaleRecipe(num_slices, fractions.Fraction(value)) if kind == "upscale"
                       else RepairRecipe(num_slices, [tuple(run) for run in value]))

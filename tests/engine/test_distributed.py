@@ -67,6 +67,21 @@ def test_blockwise_equals_the_single_process_engine(cluster, data, tmp_path, fac
     assert open_volume(path).complete and not os.path.exists(os.path.join(path, SIDE_FOLDER))
 
 
+def test_float_data_outside_0_1_keeps_the_whole_volume_s_range_in_every_block(cluster, data, tmp_path):
+    """Each block is normalised by the range of the whole volume (the client's), not its own."""
+    address, _ = cluster
+    volume = data["array"].astype(np.float32) / 255 * 7 - 2   # values in [-2, 5]
+    volume[0, 0, 0], volume[-1, -1, -1] = -2.0, 5.0          # the extremes in one block each
+    write_volume(str(tmp_path / "in.zarr"), volume, (40, 8, 8))
+    path = str(tmp_path / "out.zarr")
+    upscale_volume(str(tmp_path / "in.zarr"), data["model"], factor=2, output=path, scheduler=address,
+                   **TILES, **BLOCKS)
+    expected = upscale_volume(volume, data["model"], factor=2, progress=False, **TILES)["array"]
+    out = read_volume(path)[0]
+    assert out.dtype == np.float32 and out.min() >= -2 and out.max() <= 5
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
 def test_without_a_tile_blocks_are_whole_slices_as_in_the_single_process_engine(cluster, data, tmp_path):
     address, _ = cluster
     path = str(tmp_path / "out.zarr")

@@ -368,6 +368,17 @@ class Volume:
             self._range = (lo, hi)
         return self._range
 
+    def set_value_range(self, lo, hi):
+        """Uses ``(lo, hi)``, as :meth:`value_range` computed it elsewhere (e.g. by the client of a
+        blockwise job), instead of reading the whole volume again.
+
+        Example:
+            >>> volume = ArrayVolume(np.array([[[-0.25]], [[1.5]]], np.float32))
+            >>> volume.set_value_range(-0.25, 1.5); volume.value_range()
+            (-0.25, 1.5)
+        """
+        self._range = (float(lo), float(hi))
+
     def _mapping(self):
         """``(vmin, vmax)`` mapped to 0 and 1, or ``None`` when the dtype's range applies."""
         if self._window is not None:
