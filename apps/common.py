@@ -103,9 +103,10 @@ def run_app(main, argv, module=None):
         return 1
     except KeyboardInterrupt as stop:
         kept = getattr(stop, "kept_incomplete", None)  # a blockwise output: resumable, kept
-        left = (f"the incomplete output {kept} is kept; continue it with --resume." if kept else
-                "unfinished output was removed." if isinstance(stop, Terminated) else
-                "no output was written.")
+        left = (getattr(stop, "left", None) or   # what the app says is left
+                (f"the incomplete output {kept} is kept; continue it with --resume." if kept else
+                 "unfinished output was removed." if isinstance(stop, Terminated) else
+                 "no output was written."))
         if isinstance(stop, Terminated):
             print(f"emzoo: terminated (SIGTERM); {left}", file=sys.stderr)
             return TERMINATED_EXIT

@@ -6,7 +6,10 @@ size. ``--factor`` takes any number >= 1 (powers of two are pure recursive inter
 factors are resampled linearly from the next power of two); ``--isotropic`` makes the z spacing
 equal to the x spacing (from the file, or from ``--voxel-size``). See :mod:`emzoo.engine`.
 ``--model flow`` is the optical-flow baseline (no weights; needs ``emzoo[flow]``); ``--adapt M``
-first fine-tunes the model on this volume for M minutes (:mod:`emzoo.adaptation`).
+first fine-tunes the model on this volume for M minutes (:mod:`emzoo.adaptation`) in the folder
+``OUTPUT.adapted`` beside the output, kept as a loadable model (``--model OUTPUT.adapted``): the
+same command run again after a crash or a kill continues that adaptation, or reuses it when it
+was complete, and ``--overwrite`` adapts again.
 
 ``--workers N`` runs blockwise on a local Dask cluster of N worker processes (``--scheduler
 ADDRESS`` on an existing one) and writes a Zarr, OME-Zarr or N5 output in place; ``--resume``
@@ -34,7 +37,9 @@ _FACTOR = flags.DEFINE_string("factor", None, "Upscaling factor along z, a numbe
 _ISOTROPIC = flags.DEFINE_boolean("isotropic", False, "Make the z spacing equal to the x spacing "
                                   "(needs a voxel size in the file, or --voxel-size).")
 _ADAPT = flags.DEFINE_float("adapt", None, "First adapt the model to this volume for ADAPT "
-                            "minutes (self-supervised, on the CPU by default; see `emzoo adapt`).")
+                            "minutes (self-supervised, on the CPU by default; see `emzoo adapt`), "
+                            "in the folder OUTPUT.adapted, which the same command run again "
+                            "continues or reuses (--overwrite adapts again).")
 _SHARED = common.define_volume_flags()
 
 
@@ -73,18 +78,33 @@ def main(argv):
     model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
     adapted = ""
     if _ADAPT.value is not None:
-        from emzoo.adaptation import adapt
+        from emzoo.adaptation import adapt, folder_beside, run_state
 
-        report = adapt(model, source, factor=None if _ISOTROPIC.value else factor,
-                       isotropic=_ISOTROPIC.value, minutes=_ADAPT.value,
-                       voxel_size=options["voxel_size"], precision=options["precision"],
-                       progress=options["progress"])
+        # Run in a folder beside the output: a crashed or killed job, run again, continues the
+        # adaptation (or reuses it, when complete) rather than starting it over, and a resumed
+        # blockwise job computes its remaining blocks with the same weights.
+        folder = folder_beside(_OUTPUT.value)
+        try:
+            report = adapt(model, source, factor=None if _ISOTROPIC.value else factor,
+                           isotropic=_ISOTROPIC.value, minutes=_ADAPT.value,
+                           voxel_size=options["voxel_size"], precision=options["precision"],
+                           progress=options["progress"], output=folder,
+                           resume=not options["overwrite"], overwrite=options["overwrite"])
+        except KeyboardInterrupt as stop:   # Ctrl-C / SIGTERM while adapting: say what is kept
+            state = run_state(folder)
+            if state is not None and state[0] != "complete" and state[1]:
+                stop.left = (f"no output was written; the adaptation's checkpoint at step "
+                             f"{state[1]} in {folder} is kept, and the same command continues it.")
+            raise
         model = report["model"]
         kept = ("" if report["improved"] else
                 f" ({report['vetoed'] or 'no gain on the held-out triplets: base weights kept'})")
+        reused = (" (reused)" if report["already_complete"] else
+                  f" (resumed at step {report['resumed'][-1]})" if report["resumed"] else "")
         adapted = (f", {report['skipped']}" if report["skipped"] else
-                   f", adapted {report['steps']} steps: held-out error "
-                   f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}{kept}")
+                   f", adapted {report['steps']} steps{reused}: held-out error "
+                   f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}{kept}; "
+                   f"adapted model in {report['output']}")
     summary = engine.upscale_volume(source, model, factor=factor, output=_OUTPUT.value,
                                     isotropic=_ISOTROPIC.value, **options)
     if summary.get("already_complete"):

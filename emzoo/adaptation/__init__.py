@@ -76,7 +76,7 @@ Example:
 
 from emzoo.adaptation.fine_tune import adapt
 from emzoo.adaptation.lateral import LateralTriplets, lateral_gaps, stretch_along_z
-from emzoo.adaptation.run_folder import CHECKPOINT_FILE, RUN_FILE, run_state
+from emzoo.adaptation.run_folder import CHECKPOINT_FILE, RUN_FILE, folder_beside, run_state
 
-__all__ = ["CHECKPOINT_FILE", "LateralTriplets", "RUN_FILE", "adapt", "lateral_gaps", "run_state",
-           "stretch_along_z"]
+__all__ = ["CHECKPOINT_FILE", "LateralTriplets", "RUN_FILE", "adapt", "folder_beside", "lateral_gaps",
+           "run_state", "stretch_along_z"]

@@ -18,6 +18,7 @@ import pathlib
 
 import numpy as np
 
+from emzoo.data.volumes.base import split_container_path
 from emzoo.errors import EmzooError, describe
 
 RUN_FILE = "adaptation-run.json"
@@ -108,6 +109,18 @@ def check_same_run(folder, stored, current, keys):
             f"the model, volume, factor, budget and settings it was started with (recorded in "
             f"{RUN_FILE}, or in the metadata of a finished folder), or a new -o folder",
             **{key: current.get(key) for key in changed}))
+
+
+def folder_beside(output):
+    """The run folder of the adaptation that ``emzoo upscale OUTPUT --adapt M`` makes: ``OUTPUT``'s
+    file or folder (without a path inside a container) with ``.adapted`` appended, beside it.
+
+    Example:
+        >>> folder_beside("iso.ome.zarr:/0")
+        PosixPath('iso.ome.zarr.adapted')
+    """
+    file, _ = split_container_path(os.fspath(output))
+    return pathlib.Path(file.rstrip("/\\") + ".adapted")
 
 
 def prepare_output(folder, record, resume, overwrite):

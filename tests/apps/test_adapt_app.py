@@ -43,11 +43,43 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
 def test_upscale_adapt_then_upscale_in_one_run(tmp_path):
     model = save_tiny_film(tmp_path)
     stack = _stack(tmp_path / "stack.tif")
-    done = run_emzoo(["upscale", stack, "-o", tmp_path / "out.tif", "--model", model, "--factor",
-                      "2", "--adapt", "0.02", "--voxel-size", "20,10,10", "--quiet"], cwd=tmp_path)
+    command = ["upscale", stack, "-o", tmp_path / "out.tif", "--model", model, "--factor", "2",
+               "--adapt", "0.02", "--voxel-size", "20,10,10", "--quiet"]
+    done = run_emzoo(command, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "adapted" in done.stdout and done.stdout.count("\n") == 1
+    assert f"adapted model in {tmp_path / 'out.tif.adapted'}" in done.stdout
     assert tifffile.imread(tmp_path / "out.tif").shape == (23, 64, 64)
+    record = json.loads((tmp_path / "out.tif.adapted" / "config.json").read_text())
+    assert record["metadata"]["adaptation"]["budget"] == {"minutes": 0.02, "steps": None}
+    again = run_emzoo(command + ["--overwrite"], cwd=tmp_path)   # adapts again, from the base
+    assert again.returncode == 0, again.stderr
+    assert "adapted" in again.stdout and "(reused)" not in again.stdout
+    assert "resumed" not in again.stdout
+
+
+def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_again(tmp_path):
+    model = save_tiny_film(tmp_path)
+    stack = _stack(tmp_path / "stack.tif")
+    out = tmp_path / "out.tif"
+    command = ["upscale", stack, "-o", out, "--model", model, "--factor", "4", "--adapt", "0.3",
+               "--voxel-size", "40,10,10", "--quiet"]
+    stopped = run_emzoo(command, cwd=tmp_path, prelude=_signal_at_step(3, signal.SIGTERM))
+    assert stopped.returncode == 143, stopped.stderr
+    lines = error_lines(stopped)
+    assert len(lines) == 1 and "checkpoint at step 3" in lines[0], lines
+    assert "out.tif.adapted" in lines[0] and "Traceback" not in stopped.stderr
+    assert not out.exists()
+    done = run_emzoo(command, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "(resumed at step 3)" in done.stdout
+    first = tifffile.imread(out)
+    assert first.shape == (45, 64, 64)
+    out.unlink()   # as if the upscaling had crashed: the finished adaptation is reused
+    again = run_emzoo(command, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "(reused)" in again.stdout
+    np.testing.assert_array_equal(tifffile.imread(out), first)
 
 
 def test_model_flow_needs_no_weights(tmp_path):

@@ -109,6 +109,7 @@ def split_container_path(path):
         return path, None
     return match.group("file"), (match.group("inner") or None)
 
+
 def normalise(array, dtype=None, percentiles=None):
     """Maps raw values to float32 ``[0, 1]`` by the range of their dtype.
 
