@@ -9,7 +9,7 @@ _LINE_FORMAT = "{desc} {n_fmt}/{total_fmt} UNIT ({percentage:.0f}%)  RATEETA {re
 
 
 def _format(template, unit, show_rate):
-    return template.replace("UNIT", unit).replace("RATE", "{rate_fmt}  " if show_rate else "")
+    return template.replace("UNIT", unit).replace("RATE", "{rate_noinv_fmt}  " if show_rate else "")
 
 
 def _is_terminal(stream):
