@@ -78,23 +78,20 @@ def main(argv):
     model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
     adapted = ""
     if _ADAPT.value is not None:
-        from emzoo.adaptation import adapt, folder_beside, run_state
+        from emzoo.adaptation import adapt_beside_output, folder_beside, run_state
 
-        # Run in a folder beside the output: a crashed or killed job, run again, continues the
-        # adaptation (or reuses it, when complete) rather than starting it over, and a resumed
-        # blockwise job computes its remaining blocks with the same weights.
         folder = folder_beside(_OUTPUT.value)
         try:
-            report = adapt(model, source, factor=None if _ISOTROPIC.value else factor,
-                           isotropic=_ISOTROPIC.value, minutes=_ADAPT.value,
-                           voxel_size=options["voxel_size"], precision=options["precision"],
-                           progress=options["progress"], output=folder,
-                           resume=not options["overwrite"], overwrite=options["overwrite"])
+            report = adapt_beside_output(
+                model, source, _OUTPUT.value, overwrite=options["overwrite"],
+                factor=None if _ISOTROPIC.value else factor, isotropic=_ISOTROPIC.value,
+                minutes=_ADAPT.value, voxel_size=options["voxel_size"],
+                precision=options["precision"], progress=options["progress"])
         except KeyboardInterrupt as stop:   # Ctrl-C / SIGTERM while adapting: say what is kept
             state = run_state(folder)
             if state is not None and state[0] != "complete" and state[1]:
-                stop.left = (f"no output was written; the adaptation's checkpoint at step "
-                             f"{state[1]} in {folder} is kept, and the same command continues it.")
+                stop.left = (f"the adaptation's checkpoint at step {state[1]} in {folder} is kept, "
+                             "and the same command continues it.")
             raise
         model = report["model"]
         kept = ("" if report["improved"] else
@@ -117,3 +114,4 @@ def main(argv):
     print(f"Wrote {summary['output']}: {shape} {summary['dtype']}, {voxel} "
           f"(x{summary['factor']:g} with model {_SHARED.model.value}{adapted}, "
           f"{summary['seconds']:.1f} s, {summary['precision']}{common.blockwise_note(summary)})")
+

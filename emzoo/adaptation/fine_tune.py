@@ -16,10 +16,12 @@ import time as time_lib
 import numpy as np
 
 from emzoo.adaptation.lateral import LateralTriplets, axial_batches, lateral_gaps, read_block
-from emzoo.adaptation.run_folder import (CHECKPOINT_FILE, RUN_FILE, HeldSignals, array_digest,
-                                         check_same_run, clear_run_folder, file_digest,
-                                         finished_report, load_checkpoint, model_digest,
-                                         prepare_output, save_checkpoint, write_json)
+from emzoo.adaptation.run_folder import (CHECKPOINT_FILE, RUN_FILE, AnotherRunError, HeldSignals,
+                                         array_digest, check_same_run, clear_run_folder,
+                                         file_digest, finished_report, folder_beside,
+                                         load_checkpoint, model_digest, prepare_output,
+                                         save_checkpoint, write_json)
+from emzoo.data.volumes.base import split_container_path
 from emzoo.engine.progress import Progress
 from emzoo.errors import EmzooError, VolumeError, check_integer, describe
 
@@ -272,6 +274,33 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                 (folder / name).unlink(missing_ok=True)
             report["output"] = str(folder)
     return report
+
+
+def adapt_beside_output(model, volume, output, overwrite=False, **settings):
+    """:func:`adapt` in the folder :func:`~emzoo.adaptation.run_folder.folder_beside` ``output``,
+    as ``emzoo upscale OUTPUT --adapt M`` runs it: the folder is kept (a loadable model), and the
+    same call made again continues an interrupted adaptation or returns a finished one, so a job
+    run again after a crash does not adapt again, and a resumed blockwise job keeps its weights.
+
+    A folder left by another run (another budget, factor, model or input) is adapted anew when
+    ``output`` does not exist (it belonged to an output that was removed), and refused
+    (:class:`~emzoo.adaptation.run_folder.AnotherRunError`) when it does: an unfinished output
+    must be finished with the weights it was started with. ``overwrite`` always adapts anew.
+
+    Example:
+        >>> report = adapt_beside_output("default", "stack.tif", "iso.tif", factor=4,
+        ...                              minutes=10)                      # doctest: +SKIP
+        >>> report["output"]                                              # doctest: +SKIP
+        'iso.tif.adapted'
+    """
+    folder = folder_beside(output)
+    try:
+        return adapt(model, volume, output=folder, resume=not overwrite, overwrite=overwrite,
+                     **settings)
+    except AnotherRunError:
+        if os.path.exists(split_container_path(os.fspath(output))[0]):
+            raise
+        return adapt(model, volume, output=folder, overwrite=True, **settings)
 
 
 def _progress(steps, minutes, enabled, already_steps=0, already_seconds=0.0):

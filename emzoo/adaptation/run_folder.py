@@ -99,12 +99,17 @@ def run_state(output):
     return None
 
 
+class AnotherRunError(EmzooError):
+    """A resume asked of a run folder that was started for another model, volume or settings."""
+
+
 def check_same_run(folder, stored, current, keys):
-    """Refuses to resume ``folder`` when ``current`` differs from ``stored`` on ``keys``."""
+    """Refuses (:class:`AnotherRunError`) to resume ``folder`` when ``current`` differs from
+    ``stored`` on ``keys``."""
     changed = [key for key in keys if stored.get(key) != current.get(key)]
     if changed:
         names = ", ".join(dict.fromkeys(IDENTITY[key] for key in changed))
-        raise EmzooError(describe(
+        raise AnotherRunError(describe(
             f"Cannot resume {folder}: it was started for another {names}.",
             f"the model, volume, factor, budget and settings it was started with (recorded in "
             f"{RUN_FILE}, or in the metadata of a finished folder), or a new -o folder",

@@ -60,6 +60,25 @@ def test_progress_bar_counts_steps_or_the_time_budget_with_the_best_score(base, 
     assert text.endswith("\n")
 
 
+def test_adapt_beside_output_reuses_its_folder_and_refuses_another_run_while_the_output_exists(
+        base, tmp_path):
+    from emzoo.adaptation import adapt_beside_output
+    from emzoo.adaptation.run_folder import AnotherRunError
+
+    settings = dict(voxel_size=(40, 10, 10), factor=4, crop=32, batch_size=2, evaluate_every=1,
+                    learning_rate=1e-3, progress=False)
+    volume, output = smooth_volume(), tmp_path / "iso.tif"
+    first = adapt_beside_output(base, volume, output, steps=2, **settings)
+    assert first["output"] == str(tmp_path / "iso.tif.adapted") and not first["already_complete"]
+    assert adapt_beside_output(base, volume, output, steps=2, **settings)["already_complete"]
+    output.write_bytes(b"")   # an output made with those weights exists: they must not change
+    with pytest.raises(AnotherRunError, match="another budget"):
+        adapt_beside_output(base, volume, output, steps=3, **settings)
+    output.unlink()           # gone: the folder is adapted anew for the new budget
+    anew = adapt_beside_output(base, volume, output, steps=3, **settings)
+    assert anew["steps"] == 3 and not anew["already_complete"]
+
+
 def test_input_too_short_for_the_model_s_crops_is_not_adapted(base, monkeypatch):
     from emzoo.adaptation import fine_tune
 

@@ -116,6 +116,7 @@ def _signal_at_step(step, signum):
     (keras is patched when the adaptation starts, so TensorFlow is imported as the app does)."""
     return textwrap.dedent(f"""
         import emzoo.adaptation as _adaptation
+        import emzoo.adaptation.fine_tune as _fine_tune
         _adapt = _adaptation.adapt
         def _adapt_then_signal(*args, **kwargs):
             import os, keras
@@ -129,7 +130,7 @@ def _signal_at_step(step, signum):
                 return result
             keras.Model.train_on_batch = train_on_batch
             return _adapt(*args, **kwargs)
-        _adaptation.adapt = _adapt_then_signal
+        _adaptation.adapt = _fine_tune.adapt = _adapt_then_signal   # emzoo adapt / upscale --adapt
         """)
 
 
