@@ -45,6 +45,9 @@ continues from that checkpoint (a run killed before its first checkpoint starts 
 adapted model (``config.json`` and ``model.weights.h5``) is written only at the end, the weights
 first and ``config.json`` last by rename, so a folder :func:`emzoo.load` accepts appears only
 when the run is complete; the run files are then removed. Resuming a complete folder returns it.
+:func:`~emzoo.adaptation.fine_tune.adapt_beside_output` is the call ``emzoo upscale --adapt``
+makes: the run folder is ``OUTPUT.adapted`` beside the output, resumed or reused when the same job
+runs again.
 
 What resume reproduces: training batch ``i`` is a pure function of ``(seed, i)`` and the held-out
 triplets of ``seed``, so with a **step budget** a run that is killed and resumed (any number of
