@@ -47,3 +47,15 @@ def test_disabled_progress_writes_nothing_anywhere():
     bar.update(5)
     bar.close()
     assert stream.getvalue() == "" and bar.done == 5
+
+
+def test_resumed_job_starts_at_its_count_and_shows_its_status_without_a_rate():
+    stream = io.StringIO()
+    bar = Progress(600, "adapt", stream=stream, log_interval=0, unit="s", initial=100,
+                   show_rate=False)
+    bar.set_status("step 12, best held-out error 0.0012")
+    bar.update(50)
+    bar.close()
+    line = stream.getvalue().splitlines()[-1]
+    assert line.startswith("adapt 150/600 s (25%)") and "/s" not in line
+    assert line.endswith(", step 12, best held-out error 0.0012") and bar.done == 150
