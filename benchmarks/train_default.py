@@ -1,9 +1,12 @@
 """Regenerates the bundled default model's training data and prints the commands that trained it.
 
-The recipe of the second default (recorded in ``zoo_configs/default.json``, ``metadata.training``):
-fine-tune the first default, with the L2 loss, on every region of ../shared/data that is not held
-out for validation, in bfloat16 mixed precision (about 1.4x faster per step than float32 on this
-AVX512-BF16 CPU; the weights stay float32):
+The recipe of the bundled default (third version; every command is recorded in
+``zoo_configs/default.json``, ``metadata.training``): fine-tune the first default, with the L2 loss,
+on every region of ../shared/data that is not held out for validation, in bfloat16 mixed precision
+(about 1.4x faster per step than float32 on this AVX512-BF16 CPU; the weights stay float32), with
+gaps 1, 2 and 4 and then gap 1 (the second default); then 2000 more steps with gaps 1, 2 and 4 at
+learning rate 5e-5, 100 steps of gap 1 from there, and the weight average 0.7 / 0.3 of those two
+(``benchmarks/average_weights.py``). The training data:
 
 - the FIB-SEM stack's training part (z 0..77; z 78..96 is the validation block);
 - ``cube1`` of the training cubes, along z and also along y and along x: the cubes are 10 nm
