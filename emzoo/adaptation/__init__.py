@@ -19,8 +19,9 @@ lowered its scores (measurements in benchmarks/README.md).
 along x: planes from the last ``validation_fraction`` of the x range (and y-planes cropped to it)
 are held out. Both the base weights and the adapted ones are scored on the same fixed held-out
 triplets (mean squared error, or absolute with ``loss="l1"``), and the best weights seen during
-training are kept (early stopping). They replace the base ones only if they score better there
-**and** are not worse on the input's own axial triplets (slices ``z - 1, z, z + 1`` of the input,
+training are kept (early stopping). They replace the base ones only if they score better there,
+by at least ``MIN_GAIN_DB`` (smaller gains did not carry over to the dropped slices), **and** are
+not worse on the input's own axial triplets (slices ``z - 1, z, z + 1`` of the input,
 :func:`~emzoo.adaptation.lateral.axial_batches`; the report's ``vetoed`` says when they were): at
 x2 on cube 2 the lateral held-out triplets approved weights that lowered PSNR on the dropped
 slices by 0.1 dB, and the axial ones caught it (measurements in benchmarks/README.md). A short

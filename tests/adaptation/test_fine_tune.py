@@ -152,6 +152,19 @@ def test_weights_worse_on_the_input_s_axial_triplets_are_vetoed(base, monkeypatc
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_gain_smaller_than_the_margin_keeps_the_base_weights(base, monkeypatch):
+    from emzoo.adaptation import fine_tune
+
+    settings = dict(voxel_size=(40, 10, 10), factor=4, steps=3, crop=32, batch_size=2,
+                    evaluate_every=1, learning_rate=1e-3, progress=False)
+    monkeypatch.setattr(fine_tune, "MIN_GAIN_DB", 1000.0)
+    report = emzoo.adapt(base, smooth_volume(), **settings)
+    assert report["validation_after"] < report["validation_before"]   # lateral: better
+    assert not report["improved"] and "less than 1000 dB" in report["vetoed"]
+    for a, b in zip(report["model"].get_weights(), emzoo.load(base).get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 # Every file the process opens, while a test records them (audit hooks cannot be removed, so one
 # hook serves the module and records only inside `_files_opened`).
 _OPENED = []
