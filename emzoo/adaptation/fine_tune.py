@@ -38,7 +38,8 @@ LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error"}
 # The least gain on the lateral held-out triplets (dB: 10 log10 of the error ratio) for the adapted
 # weights to replace the base ones. Smaller gains did not carry over: with the third default on
 # cube 2 at x8, weights 0.032 and 0.036 dB better there (and better on the axial triplets too)
-# moved PSNR on the dropped slices by +0.009 and -0.042 dB (benchmarks/README.md).
+# moved PSNR on the dropped slices by +0.009 and -0.042 dB; from the second default, where
+# adaptation helped (+0.19 dB), the same run gained 0.148 dB there (benchmarks/README.md).
 MIN_GAIN_DB = 0.05
 
 
