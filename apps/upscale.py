@@ -114,4 +114,3 @@ def main(argv):
     print(f"Wrote {summary['output']}: {shape} {summary['dtype']}, {voxel} "
           f"(x{summary['factor']:g} with model {_SHARED.model.value}{adapted}, "
           f"{summary['seconds']:.1f} s, {summary['precision']}{common.blockwise_note(summary)})")
-
