@@ -10,6 +10,7 @@ Example:
 """
 
 import importlib
+import io
 import json
 
 import keras
@@ -447,3 +448,15 @@ def smooth_volume(depth=20, size=64, seed=0):
     noise = gaussian_filter(rng.random((depth * 4, size, size)), sigma=(4, 2, 2))[::4]
     noise = (noise - noise.min()) / (noise.max() - noise.min())
     return np.round(noise * 255).astype(np.uint8)
+
+
+class TerminalStream(io.StringIO):
+    """A text stream that says it is a terminal (progress bars redraw on it), for tests.
+
+    Example:
+        >>> TerminalStream().isatty()
+        True
+    """
+
+    def isatty(self):
+        return True

@@ -45,8 +45,9 @@ MIN_GAIN_DB = 0.05
 
 def held_out_error(model, batches, loss):
     """Mean ``loss`` (``"l1"``: absolute, ``"l2"``: squared error) of ``model`` on ``batches``."""
-    differences = [np.asarray(model.predict_on_batch(x)["image"], np.float32) - y for x, y in batches]
-    errors = [np.mean(np.abs(d) if loss == "l1" else np.square(d)) for d in differences]
+    error = np.abs if loss == "l1" else np.square
+    errors = [np.mean(error(np.asarray(model.predict_on_batch(x)["image"], np.float32) - y))
+              for x, y in batches]
     return float(np.mean(errors))
 
 

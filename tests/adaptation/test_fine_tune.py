@@ -3,7 +3,6 @@ the held-out triplets, short inputs left alone, and only the input read."""
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import pathlib
@@ -15,7 +14,7 @@ import tifffile
 
 import emzoo
 from emzoo.errors import EmzooError, VolumeError
-from emzoo.testing import TINY_FILM, smooth_volume
+from emzoo.testing import TINY_FILM, TerminalStream, smooth_volume
 
 pytestmark = pytest.mark.tf_only
 
@@ -43,15 +42,10 @@ def test_adapt_writes_a_loadable_folder_with_its_provenance(base, tmp_path):
                     output=tmp_path / "adapted", progress=False)
 
 
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.mark.parametrize("budget, shown", [({"steps": 3}, "3/3 steps"), ({"minutes": 0.05}, "/3 s")])
 def test_progress_bar_counts_steps_or_the_time_budget_with_the_best_score(base, monkeypatch, budget,
                                                                          shown):
-    terminal = _Terminal()
+    terminal = TerminalStream()
     monkeypatch.setattr(sys, "stderr", terminal)
     emzoo.adapt(base, smooth_volume(), voxel_size=(40, 10, 10), factor=4, crop=32, batch_size=2,
                 evaluate_every=1, learning_rate=1e-3, **budget)

@@ -3,15 +3,11 @@
 import io
 
 from emzoo.engine import Progress
-
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
+from emzoo.testing import TerminalStream
 
 
 def test_terminal_bar_shows_done_rate_and_eta():
-    stream = _Terminal()
+    stream = TerminalStream()
     bar = Progress(10, "upscale", stream=stream, interval=0)
     bar.update(4)
     bar.close()
@@ -42,7 +38,7 @@ def test_short_job_in_a_log_writes_nothing():
 
 
 def test_disabled_progress_writes_nothing_anywhere():
-    stream = _Terminal()
+    stream = TerminalStream()
     bar = Progress(5, "upscale", enabled=False, stream=stream)
     bar.update(5)
     bar.close()
