@@ -24,7 +24,8 @@ class Progress:
 
     On a terminal this is a tqdm bar redrawn in place. Elsewhere (a log file, a pipe) redraws
     would pile up into one long line, so it writes a plain line every ``log_interval`` seconds,
-    and a last one at :meth:`close` if it wrote any (short jobs write nothing).
+    and a last one at :meth:`close` if it wrote any and the count or status changed since (short
+    jobs write nothing).
 
     Args:
         total: slices the job writes (or blocks, with ``unit="blocks"``).
@@ -56,6 +57,7 @@ class Progress:
         self._bar = None
         self._last_line = self.start
         self._lines = 0
+        self._last_written = None  # (count, status) of the last plain line
         self._line_format = _format(_LINE_FORMAT, unit, show_rate)
         if enabled and _is_terminal(self.stream):
             from tqdm import tqdm
@@ -85,6 +87,7 @@ class Progress:
 
         self._last_line = now
         self._lines += 1
+        self._last_written = (self.done, self.status)
         text = tqdm.format_meter(min(self.done, self.total), self.total, now - self.start,
                                  prefix=self.label, unit=" " + self.unit, postfix=self.status or None,
                                  initial=self._initial, bar_format=self._line_format)
@@ -95,7 +98,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.enabled and self._lines:
+        elif self.enabled and self._lines and self._last_written != (self.done, self.status):
             self._write_line(time_lib.perf_counter())
 
     @property

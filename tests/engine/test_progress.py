@@ -55,3 +55,17 @@ def test_resumed_job_starts_at_its_count_and_shows_its_status_without_a_rate():
     line = stream.getvalue().splitlines()[-1]
     assert line.startswith("adapt 150/600 s (25%)") and "/s" not in line
     assert line.endswith(", step 12, best held-out error 0.0012") and bar.done == 150
+
+
+def test_a_job_ending_before_its_total_does_not_repeat_its_last_line_in_a_log():
+    stream = io.StringIO()
+    bar = Progress(100, "adapt", stream=stream, log_interval=0)
+    bar.update(40)  # writes "40/100"
+    bar.close()  # nothing changed since: no second line
+    assert [line.split(" (")[0] for line in stream.getvalue().splitlines()] == ["adapt 40/100 slices"]
+    bar = Progress(100, "adapt", stream=stream, log_interval=0)
+    bar.update(40)
+    bar.set_status("stopped early")
+    bar.close()  # the status changed: one more line says so
+    assert stream.getvalue().splitlines()[-1].endswith("stopped early")
+    assert len(stream.getvalue().splitlines()) == 3
