@@ -78,6 +78,8 @@ def main(argv):
                or report["vetoed"] or "no gain on the held-out triplets: base weights kept")
     if report["diverged"]:
         verdict = f"{report['diverged']}; {verdict}"
+    if report["assumed"]:
+        verdict = f"{verdict}; {report['assumed']}"
     resumed = (f", resumed at step {', '.join(str(s) for s in report['resumed'])}"
                if report["resumed"] else "")
     print(f"Wrote {report['output']}: {report['steps']} steps in {report['seconds']:.0f} s"

@@ -11,6 +11,7 @@ Example:
 import json
 import os
 import pathlib
+import sys
 import time as time_lib
 
 import numpy as np
@@ -68,7 +69,10 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
             uninterrupted one.
         output: folder to write the adapted model to (``emzoo.load(output)``), or None; it is
             also the run folder (checkpoints) while the adaptation runs.
-        voxel_size: ``(z, y, x)`` in nm when the file does not say (needed: it sets the gaps).
+        voxel_size: ``(z, y, x)`` in nm when the file does not say (it sets the gaps). When neither
+            gives it, the z spacing is taken as ``factor`` times the x spacing (upscaling then
+            makes the voxels isotropic), said on stderr and in the report's ``assumed``;
+            ``isotropic`` needs it.
         overwrite: start again in ``output`` even if it holds a model or an interrupted run.
         resume: continue the interrupted run in ``output`` (or return it if it finished).
         checkpoint_every, checkpoint_seconds: a checkpoint every so many steps, and at least
@@ -89,7 +93,8 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         too short was not adapted, else None), ``diverged`` (when a step's loss was not finite:
         training stopped there and the best weights before it, or the base ones, are kept),
         ``vetoed`` (why weights better on the lateral held-out triplets were not kept: worse on
-        the input's own axial triplets; else None) and ``axial_before`` / ``axial_after`` (the
+        the input's own axial triplets; else None), ``assumed`` (the spacing assumed for an input
+        without a voxel size; else None) and ``axial_before`` / ``axial_after`` (the
         error on those axial triplets; None for an input of fewer than 3 slices).
     """
     from emzoo.data.volumes import ArrayVolume, check_voxel_size, open_volume
@@ -126,14 +131,21 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     else:
         source = volume if hasattr(volume, "read_crop") else open_volume(volume)
     voxel = check_voxel_size(voxel_size) or source.voxel_size
-    if voxel is None:
+    assumed = None
+    if voxel is None and isotropic:
         raise VolumeError(describe(
-            "The voxel size is needed to choose the lateral triplets, and the file does not say.",
+            "--isotropic needs the voxel size, and the file does not say.",
             "--voxel-size Z,Y,X in nm", voxel_size=None))
     if isotropic:
         factor = voxel[0] / voxel[2]
     factor = float(check_factor(2 if factor is None else factor))
-    gaps = lateral_gaps(voxel[0], voxel[2], factor)
+    if voxel is None:   # what upscaling by `factor` is for: isotropic voxels (z = factor x x)
+        assumed = (f"the input does not give its voxel size: its z spacing is taken as {factor:g}x "
+                   f"its x spacing (the output isotropic); --voxel-size Z,Y,X sets it")
+        if progress:
+            print(f"emzoo adapt: {assumed}", file=sys.stderr)
+    z_over_x = factor if voxel is None else voxel[0] / voxel[2]
+    gaps = lateral_gaps(z_over_x, 1.0, factor)
     block, _ = read_block(source)
 
     record, mode, stored = None, "fresh", None
@@ -142,7 +154,8 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         record = json.loads(json.dumps({
             "input": str(path), "input_sha256": file_digest(path or ""),
             "data_sha256": array_digest(block), "factor": factor,
-            "voxel_size": [float(v) for v in voxel], "budget": {"minutes": minutes, "steps": steps},
+            "voxel_size": None if voxel is None else [float(v) for v in voxel],
+            "z_spacing_over_x": z_over_x, "budget": {"minutes": minutes, "steps": steps},
             "batch_size": batch_size, "crop": crop, "learning_rate": learning_rate,
             "validation_fraction": validation_fraction, "validation_batches": validation_batches,
             "evaluate_every": evaluate_every, "seed": seed, "loss": loss,
@@ -169,7 +182,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                     loss=LOSSES[loss], metrics=[])
     adapted.optimizer.build(adapted.trainable_variables)  # its slots exist before a restore
 
-    triplets = LateralTriplets(block, voxel[0] / voxel[2], gaps, crop, validation_fraction)
+    triplets = LateralTriplets(block, z_over_x, gaps, crop, validation_fraction)
     min_crop = MIN_CROP_MULTIPLES * int(getattr(adapted, "size_multiple", 1) or 1)
     too_thin = triplets.crop < min_crop
     skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
@@ -265,7 +278,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                   "steps": state["step"], "best_step": state["best_step"],
                   "seconds": state["seconds"], "gaps": gaps, "factor": factor, "output": None,
                   "resumed": state["resumed_at"], "already_complete": False, "skipped": skipped,
-                  "diverged": diverged, "vetoed": vetoed,
+                  "diverged": diverged, "vetoed": vetoed, "assumed": assumed,
                   "axial_before": state["axial_before"], "axial_after": axial_after}
         if folder is not None:
             metadata = dict(entry.get("metadata", {}))
@@ -277,7 +290,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                                  "axial_before": state["axial_before"],
                                  "axial_after": axial_after},
                 replaced_base_weights=improved, skipped=skipped, diverged=diverged,
-                vetoed=vetoed,
+                vetoed=vetoed, assumed=assumed,
                 resumed=bool(state["resumed_at"]),
                 resumed_at_steps=state["resumed_at"])
             # The weights first, config.json last (by rename): loadable only when complete.

@@ -278,5 +278,6 @@ def finished_report(folder, record):
             "gaps": record["lateral_gaps"], "factor": record["factor"], "output": str(folder),
             "resumed": record["resumed_at_steps"], "already_complete": True,
             "skipped": record["skipped"], "diverged": record["diverged"],
-            "vetoed": record["vetoed"], "axial_before": scores["axial_before"],
+            "vetoed": record["vetoed"], "assumed": record.get("assumed"),  # (older folders lack it)
+            "axial_before": scores["axial_before"],
             "axial_after": scores["axial_after"]}

@@ -216,11 +216,22 @@ def test_adaptation_reads_only_the_input(base, tmp_path):
 def test_bad_input_is_refused(base):
     with pytest.raises(EmzooError, match="budget"):
         emzoo.adapt(base, smooth_volume(), voxel_size=(40, 10, 10))
-    with pytest.raises(VolumeError, match="voxel size"):
-        emzoo.adapt(base, smooth_volume(), steps=1)
+    with pytest.raises(VolumeError, match="--isotropic needs the voxel size"):
+        emzoo.adapt(base, smooth_volume(), isotropic=True, steps=1)
     with pytest.raises(VolumeError, match="too small"):
         emzoo.adapt(base, smooth_volume(depth=3, size=16), voxel_size=(40, 10, 10), steps=1)
     assert TINY_FILM["channels"] == 1
+
+
+def test_without_a_voxel_size_the_output_is_taken_as_isotropic_and_said(base, capsys):
+    settings = dict(factor=4, steps=2, crop=32, batch_size=2, evaluate_every=1, precision="float32")
+    said = emzoo.adapt(base, smooth_volume(), **settings)
+    assert "z spacing is taken as 4x its x spacing" in capsys.readouterr().err
+    assert said["assumed"] and said["gaps"] == [2, 1]
+    given = emzoo.adapt(base, smooth_volume(), voxel_size=(40, 10, 10), progress=False, **settings)
+    assert given["assumed"] is None and given["gaps"] == said["gaps"]
+    for a, b in zip(said["model"].get_weights(), given["model"].get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bf16_training_returns_a_float32_model_with_the_trained_weights(base, monkeypatch):

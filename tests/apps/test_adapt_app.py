@@ -52,10 +52,15 @@ def test_upscale_adapt_then_upscale_in_one_run(tmp_path):
     assert tifffile.imread(tmp_path / "out.tif").shape == (23, 64, 64)
     record = json.loads((tmp_path / "out.tif.adapted" / "config.json").read_text())
     assert record["metadata"]["adaptation"]["budget"] == {"minutes": 0.02, "steps": None}
-    again = run_emzoo(command + ["--overwrite"], cwd=tmp_path)   # adapts again, from the base
+    # Adapts again, from the base; the file gives no voxel size: x2 output taken as isotropic.
+    command.remove("--voxel-size"), command.remove("20,10,10")
+    again = run_emzoo(command + ["--overwrite"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "adapted" in again.stdout and "(reused)" not in again.stdout
     assert "resumed" not in again.stdout
+    assert "z spacing is taken as 2x its x spacing" in again.stdout
+    record = json.loads((tmp_path / "out.tif.adapted" / "config.json").read_text())
+    assert record["metadata"]["adaptation"]["z_spacing_over_x"] == 2
 
 
 def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_again(tmp_path):
