@@ -28,7 +28,8 @@ _MINUTES = flags.DEFINE_float("minutes", None, "Wall-time budget in minutes.")
 _STEPS = flags.DEFINE_integer("steps", None, "Optimizer-step budget.")
 _FACTOR = flags.DEFINE_string("factor", None, "The upscaling factor you will use (default 2).")
 _ISOTROPIC = flags.DEFINE_boolean("isotropic", False, "You will upscale to isotropic voxels.")
-_VOXEL = flags.DEFINE_string("voxel-size", None, "Voxel size z,y,x in nm when the file lacks it.")
+_VOXEL = flags.DEFINE_string("voxel-size", None, "Voxel size z,y,x in nm when the file lacks it "
+                             "(without either, z spacing = factor x the x spacing is assumed).")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace DIR if it holds a model or an "
                                   "interrupted adaptation (start again).")
 _RESUME = flags.DEFINE_boolean("resume", False, "Continue the interrupted adaptation in DIR from "
