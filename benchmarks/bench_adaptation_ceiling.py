@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from bench_quality import REGIONS, region_volume  # noqa: E402
+from bench_quality import BINNED, REGIONS, region_volume  # noqa: E402
 
 
 def axial_batch(full, gaps, rng, size, crop):
@@ -53,7 +53,7 @@ def axial_batch(full, gaps, rng, size, crop):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--region", default="cube2-all", choices=sorted(REGIONS))
+    parser.add_argument("--region", default="cube2-all", choices=sorted({**REGIONS, **BINNED}))
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
