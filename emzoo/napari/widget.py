@@ -126,7 +126,10 @@ def _upscale_job(data, model, factor, tile, voxel_size, minutes):
             from emzoo.adaptation import adapt
 
             yield "status", f"adapting for {minutes:g} min"
-            loaded = adapt(loaded, array, voxel_size=voxel_size, factor=float(factor),
+            # napari's default scale (all ones) says nothing of the voxel size: adaptation then
+            # takes the z spacing as the factor times the x spacing (the output isotropic).
+            known = None if voxel_size is None or all(s == 1 for s in voxel_size) else voxel_size
+            loaded = adapt(loaded, array, voxel_size=known, factor=float(factor),
                            minutes=minutes, progress=False)["model"]
         yield "status", "upscaling"
         out = yield from upscale_chunks(array, loaded, factor, tile, voxel_size)

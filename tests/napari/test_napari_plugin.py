@@ -256,3 +256,20 @@ def test_upscale_after_a_short_adaptation(make_napari_viewer, qtbot, tiny_model)
     assert any(text.startswith("adapting") for text in statuses)
     assert viewer.layers[-1].data.shape == (31, 64, 64)
     np.testing.assert_allclose(viewer.layers[-1].scale, (4.0, 4.0, 4.0))
+
+
+def test_adaptation_takes_napari_s_default_scale_as_an_unknown_voxel_size(monkeypatch, tiny_model):
+    import emzoo.adaptation
+    from emzoo.napari.widget import _upscale_job
+
+    seen = []
+
+    def spy(model, array, voxel_size, **settings):   # records what the widget passes on
+        seen.append(voxel_size)
+        return {"model": model}
+
+    monkeypatch.setattr(emzoo.adaptation, "adapt", spy)
+    for scale in [(1.0, 1.0, 1.0), (40.0, 4.0, 4.0)]:
+        for _ in _upscale_job(_stack(depth=3, size=16), tiny_model, 2, None, scale, 0.01):
+            pass
+    assert seen == [None, (40.0, 4.0, 4.0)]
