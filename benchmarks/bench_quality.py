@@ -73,6 +73,14 @@ def kept_slices(volume, factor):
     return np.stack([volume.read(z) for z in kept])
 
 
+def _gain(report, name):
+    """The adapted weights' gain over the base on one self-validation set (dB), as text."""
+    before, after = report[f"{name}_before"], report[f"{name}_after"]
+    if before is None or after is None or not after > 0:
+        return "n/a"
+    return f"{10 * np.log10(before / after):+.3f} dB"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -106,7 +114,9 @@ def main():
                                          model_name="adapted")
                 scores[f"adapted {minutes:g} min"] = scored["methods"]["adapted"]["mean"]["psnr"]
                 print(f"  {region} x{factor} adapted {minutes:g} min ({spent:.0f} s, "
-                      f"{adapted['steps']} steps, kept: {adapted['improved']})", file=sys.stderr)
+                      f"{adapted['steps']} steps, kept: {adapted['improved']}; self-validation: "
+                      f"{_gain(adapted, 'validation')} lateral, {_gain(adapted, 'axial')} axial)",
+                      file=sys.stderr)
             rows.append({"region": region, "factor": factor, "psnr": scores})
             line = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
             print(f"{region} x{factor}: {line}", flush=True)

@@ -77,13 +77,15 @@ class LateralTriplets:
         margin = max(self.gaps)
         self.train_x = (margin, split - margin)          # x-planes (and their gap neighbours)
         self.held_x = (split + margin, width - margin)
+        # Planes perpendicular to x are (Z, Y) images, so they fit whatever the width; those
+        # perpendicular to y are used only where a split's x range is at least one crop wide.
         if (self.train_x[1] - self.train_x[0] < 1 or self.held_x[1] - self.held_x[0] < 1
-                or split < self.crop or height < 2 * margin + 1
-                or self.crop < 8):
+                or height < 2 * margin + 1 or self.crop < 8):
+            wide = math.ceil((2 * margin + 1) / min(validation_fraction, 1 - validation_fraction))
             raise VolumeError(describe(
                 "The volume is too small to adapt on.",
-                f"at least about {2 * self.crop} x {2 * self.crop} pixels per slice and enough "
-                f"slices for {self.crop}-pixel crops after stretching along z",
+                f"slices at least about {wide} pixels wide and {max(2 * margin + 1, 8)} high, "
+                f"and enough slices for 8-pixel crops after stretching along z",
                 shape=tuple(block.shape), crop=crop, gaps=self.gaps))
         self.split = split
 

@@ -31,3 +31,17 @@ def test_held_out_triplets_use_only_the_held_out_x_range():
             assert values.min() >= triplets.split - 0.5
         else:
             assert values.max() <= triplets.split + 0.5
+
+
+def test_slices_narrower_than_the_splits_need_for_y_planes_still_give_triplets():
+    # 40 px wide: the training x range (32 px) is narrower than the 37-px crops, so only planes
+    # perpendicular to x (Z, Y images, 40 px wide) are cut, and held-out ones stay apart.
+    block = np.broadcast_to(np.arange(40, dtype=np.float32)[None, None, :], (10, 40, 40)).copy()
+    triplets = LateralTriplets(block / 40.0, ratio=4.0, gaps=[1, 2], crop=128)
+    assert triplets.crop == 37 and triplets.split == 32
+    rng = np.random.default_rng(0)
+    for held_out in (False, True):
+        inputs, target = triplets.batch(rng, 16, 1, held_out=held_out)
+        assert target.shape == (16, 37, 37, 1)
+        values = np.concatenate([inputs["x0"].ravel(), inputs["x1"].ravel(), target.ravel()]) * 40
+        assert values.min() >= triplets.split - 0.5 if held_out else values.max() <= triplets.split + 0.5
