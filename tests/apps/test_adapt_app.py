@@ -43,24 +43,24 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
 def test_upscale_adapt_then_upscale_in_one_run(tmp_path):
     model = save_tiny_film(tmp_path)
     stack = _stack(tmp_path / "stack.tif")
-    command = ["upscale", stack, "-o", tmp_path / "out.tif", "--model", model, "--factor", "2",
-               "--adapt", "0.02", "--voxel-size", "20,10,10", "--quiet"]
+    command = ["upscale", stack, "-o", tmp_path / "out.tif", "--model", model, "--factor", "4",
+               "--adapt", "0.02", "--voxel-size", "40,10,10", "--quiet"]
     done = run_emzoo(command, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "adapted" in done.stdout and done.stdout.count("\n") == 1
     assert f"adapted model in {tmp_path / 'out.tif.adapted'}" in done.stdout
-    assert tifffile.imread(tmp_path / "out.tif").shape == (23, 64, 64)
+    assert tifffile.imread(tmp_path / "out.tif").shape == (45, 64, 64)
     record = json.loads((tmp_path / "out.tif.adapted" / "config.json").read_text())
     assert record["metadata"]["adaptation"]["budget"] == {"minutes": 0.02, "steps": None}
-    # Adapts again, from the base; the file gives no voxel size: x2 output taken as isotropic.
-    command.remove("--voxel-size"), command.remove("20,10,10")
+    # Adapts again, from the base; the file gives no voxel size: x4 output taken as isotropic.
+    command.remove("--voxel-size"), command.remove("40,10,10")
     again = run_emzoo(command + ["--overwrite"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "adapted" in again.stdout and "(reused)" not in again.stdout
     assert "resumed" not in again.stdout
-    assert "z spacing is taken as 2x its x spacing" in again.stdout
+    assert "z spacing is taken as 4x its x spacing" in again.stdout
     record = json.loads((tmp_path / "out.tif.adapted" / "config.json").read_text())
-    assert record["metadata"]["adaptation"]["z_spacing_over_x"] == 2
+    assert record["metadata"]["adaptation"]["z_spacing_over_x"] == 4
 
 
 def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_again(tmp_path):
