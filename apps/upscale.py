@@ -39,7 +39,8 @@ _ISOTROPIC = flags.DEFINE_boolean("isotropic", False, "Make the z spacing equal 
 _ADAPT = flags.DEFINE_float("adapt", None, "First adapt the model to this volume for ADAPT "
                             "minutes (self-supervised, on the CPU by default; see `emzoo adapt`), "
                             "in the folder OUTPUT.adapted, which the same command run again "
-                            "continues or reuses (--overwrite adapts again).")
+                            "continues or reuses (--overwrite adapts again). Only for a z "
+                            "spacing 3-6x the x spacing; elsewhere the model is kept as it is.")
 _SHARED = common.define_volume_flags()
 
 
