@@ -103,8 +103,8 @@ def main(argv):
                    f", adapted {report['steps']} steps{reused}: held-out error "
                    f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}{kept}; "
                    f"adapted model in {report['output']}")
-        if report["assumed"]:
-            adapted += f"; {report['assumed']}"
+        for note in (report["diverged"], report["assumed"]):
+            adapted += f"; {note}" if note else ""
     summary = engine.upscale_volume(source, model, factor=factor, output=_OUTPUT.value,
                                     isotropic=_ISOTROPIC.value, **options)
     if summary.get("already_complete"):

@@ -87,6 +87,26 @@ def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_a
     np.testing.assert_array_equal(tifffile.imread(out), first)
 
 
+def test_upscale_adapt_says_when_a_step_diverged(tmp_path):
+    model = save_tiny_film(tmp_path)
+    stack = _stack(tmp_path / "stack.tif")
+    prelude = textwrap.dedent("""
+        import keras
+        _original = keras.Model.train_on_batch
+        _calls = [0]
+        def _train_on_batch(self, *a, **k):   # the loss of the 3rd step is not finite
+            _calls[0] += 1
+            loss = _original(self, *a, **k)
+            return float("nan") if _calls[0] == 3 else loss
+        keras.Model.train_on_batch = _train_on_batch
+        """)
+    done = run_emzoo(["upscale", stack, "-o", tmp_path / "out.tif", "--model", model, "--factor",
+                      "4", "--adapt", "0.2", "--voxel-size", "40,10,10", "--quiet"], cwd=tmp_path,
+                     prelude=prelude)
+    assert done.returncode == 0, done.stderr
+    assert "adapted 3 steps" in done.stdout and "training diverged at step 3" in done.stdout
+
+
 def test_model_flow_needs_no_weights(tmp_path):
     pytest.importorskip("cv2")
     stack = _stack(tmp_path / "stack.tif", depth=5)
