@@ -38,7 +38,8 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint-every", 100, "Steps between
                                          "(there is one at least every 30 s as well).")
 _PRECISION = flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bf16"],
                                "What the training computes in: bf16 (mixed_bfloat16, float32 "
-                               "weights; where supported) or float32; auto: bf16 where supported.")
+                               "weights; faster, but some runs met a non-finite loss) or "
+                               "float32; auto: float32.")
 _QUIET = flags.DEFINE_boolean("quiet", False, "No progress lines.")
 flags.DEFINE_alias("voxel_size", "voxel-size")
 flags.DEFINE_alias("checkpoint_every", "checkpoint-every")

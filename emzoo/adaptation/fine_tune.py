@@ -87,10 +87,10 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
             every so many seconds (only with ``output``).
         loss: ``"l2"`` (squared error, what PSNR scores; the default) or ``"l1"``; self-validation
             compares the same error. L2 scored higher than L1 on the dropped slices.
-        precision: what the training computes in: ``"bf16"`` (Keras mixed_bfloat16: float32
-            weights, bf16 arithmetic; more steps per minute at the same PSNR on the dropped
-            slices, measured), ``"float32"``, or ``"auto"`` (bf16 where supported: see
-            :mod:`emzoo.engine.precision`). The adapted model is returned in float32.
+        precision: what the training computes in: ``"float32"``, ``"bf16"`` (Keras
+            mixed_bfloat16: float32 weights, bf16 arithmetic; about 1.5x the steps per minute,
+            but some runs met a non-finite loss early), or ``"auto"`` (float32, for that
+            reason). The adapted model is returned in float32.
 
     Returns:
         A dict: ``model`` (the adapted model, or the base weights when adaptation did not help),
@@ -119,7 +119,10 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     if loss not in LOSSES:
         raise EmzooError(describe("Invalid value for argument `loss`.",
                                   " or ".join(sorted(LOSSES)), loss=loss))
-    precision = resolve_precision(precision, model=None)    # refused here, before any output
+    # "auto" trains in float32: in bf16 the loss of the step right after a self-validation pass
+    # was sometimes not finite (2 of 4 runs on cube 2 binned 2x, at steps 26 and 55), which ended
+    # those runs there (benchmarks/README.md). Refused here, before any output, if invalid.
+    precision = resolve_precision("float32" if precision == "auto" else precision, model=None)
     steps = None if steps is None else check_integer("steps", steps)
     batch_size = check_integer("batch_size", batch_size)
     evaluate_every = check_integer("evaluate_every", evaluate_every)
