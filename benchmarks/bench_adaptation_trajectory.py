@@ -1,7 +1,7 @@
 """Does self-validation follow the real task? One adaptation run, scored as it goes on every check.
 
-One run with ``emzoo.adapt``'s settings (L2, bf16 where supported, lr 5e-5, batch 8, crop 128,
-seed 0; no early stopping, no margin), on the kept slices of a region (every F-th slice). At each
+One run with ``emzoo.adapt``'s settings (L2, float32 unless ``--precision bf16``, lr 5e-5, batch
+8, crop 128, seed 0; no early stopping, no margin), on the kept slices of a region (every F-th slice). At each
 step mark it scores the weights reached there, and the best weights so far by adapt's selection, on:
 adapt's own held-out lateral triplets (the selection set), fresh held-out lateral triplets from
 the same x range (another seed; 4x as many), the input's own axial triplets, and PSNR on the
@@ -31,6 +31,9 @@ def main():
     parser.add_argument("--region", default="cube2-all", choices=sorted({**REGIONS, **BINNED}))
     parser.add_argument("--factor", type=int, default=8)
     parser.add_argument("--steps", type=int, nargs="+", default=[150, 350, 550, 800])
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16"],
+                        help="what the training computes in (the numbers of benchmarks/README.md "
+                             "were measured in bf16)")
     args = parser.parse_args()
 
     import keras
@@ -70,7 +73,7 @@ def main():
     before = scores(base)
     print(f"{args.model} {args.region} x{args.factor}: lateral gaps {gaps}, crop {triplets.crop}, "
           f"base PSNR {before['dropped']:.3f}", flush=True)
-    model = copy_in_precision(base, resolve_precision("auto", model=None))
+    model = copy_in_precision(base, resolve_precision(args.precision, model=None))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=5e-5), loss="mean_squared_error")
     best_error, best_step, best_weights = before["selection"], 0, None
     start = time.monotonic()
