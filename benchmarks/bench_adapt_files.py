@@ -36,19 +36,20 @@ def main():
     parser.add_argument("--out", required=True, help="a new folder for the files")
     args = parser.parse_args()
 
+    from emzoo.evaluate import protocol_indices
+
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=False)
     volume, voxel = region_volume(args.region)
-    count = (volume.shape[0] - 1) // args.factor * args.factor + 1
-    truth = np.stack([volume.read(z) for z in range(count)])
-    kept = np.ascontiguousarray(truth[::args.factor])
+    kept_z, dropped = protocol_indices(0, volume.shape[0], args.factor)
+    truth = np.stack([volume.read(z) for z in range(kept_z[-1] + 1)])   # the range upscaled
+    kept = np.ascontiguousarray(truth[kept_z])
     if args.voxel_size:
         um = [v / 1000.0 for v in voxel]
         tifffile.imwrite(out / "kept.tif", kept, imagej=True, resolution=(1 / um[2], 1 / um[1]),
                          metadata={"spacing": um[0] * args.factor, "unit": "um", "axes": "ZYX"})
     else:
         tifffile.imwrite(out / "kept.tif", kept)
-    dropped = [z for z in range(count) if z % args.factor]
     peak = float(np.iinfo(truth.dtype).max) if truth.dtype.kind in "iu" else 1.0
     for name, extra in (("base", []), ("adapted", ["--adapt", f"{args.minutes:g}"])):
         command = ["emzoo", "upscale", str(out / "kept.tif"), "-o", str(out / f"{name}.tif"),

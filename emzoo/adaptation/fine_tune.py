@@ -206,8 +206,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
                    f"{triplets.stretched_depth} rows at this spacing, too few for the model's "
                    f"{min_crop}-pixel crops; base model kept")
-    skip = skipped is not None
-    axial = [] if skip else axial_batches(block, int(getattr(adapted, "size_multiple", 1) or 1))
+    axial = [] if skipped else axial_batches(block, int(getattr(adapted, "size_multiple", 1) or 1))
     held_rng = np.random.default_rng([seed, 0])
     held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
                 for _ in range(validation_batches)]
@@ -249,7 +248,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     last_checkpoint = session_start
     diverged = None
     with HeldSignals(enabled=folder is not None) as held:
-        while (not skip and (steps is None or state["step"] < steps)
+        while (not skipped and (steps is None or state["step"] < steps)
                and (budget is None or spent() < budget)):
             batch = triplets.batch(np.random.default_rng([seed, 1, state["step"]]), batch_size,
                                    adapted.channels)
