@@ -72,9 +72,12 @@ def main(argv):
             progress=not _QUIET.value)
     except KeyboardInterrupt as stop:
         raise SystemExit(_stopped(stop, _OUTPUT.value)) from None
+    scores = ("" if report["validation_before"] is None else
+              f", held-out error {report['validation_before']:.4f} -> "
+              f"{report['validation_after']:.4f}")
     if report["already_complete"]:
-        print(f"{report['output']} is already complete: {report['steps']} steps, held-out error "
-              f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}")
+        print(f"{report['output']} is already complete: {report['steps']} steps{scores}"
+              + (f" ({report['skipped']})" if report["skipped"] else ""))
         return
     verdict = ("adapted weights kept" if report["improved"] else report["skipped"]
                or report["vetoed"] or "no gain on the held-out triplets: base weights kept")
@@ -85,8 +88,7 @@ def main(argv):
     resumed = (f", resumed at step {', '.join(str(s) for s in report['resumed'])}"
                if report["resumed"] else "")
     print(f"Wrote {report['output']}: {report['steps']} steps in {report['seconds']:.0f} s"
-          f"{resumed}, held-out error {report['validation_before']:.4f} -> "
-          f"{report['validation_after']:.4f} ({verdict})")
+          f"{resumed}{scores} ({verdict})")
 
 
 def _stopped(stop, output):

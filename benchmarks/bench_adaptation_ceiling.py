@@ -59,6 +59,8 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--precision", default="float32", choices=("float32", "bf16"),
+                        help="what the fine-tuning computes in (emzoo.adapt's default: float32)")
     args = parser.parse_args()
 
     import keras
@@ -71,7 +73,7 @@ def main():
     full = np.stack([volume.normalise_raw(volume.read(z))
                      for z in range(volume.shape[0])]).astype(np.float32)   # as adaptation reads
     base = emzoo.load(args.model, compile=False)
-    model = copy_in_precision(base, resolve_precision("auto", base))   # as emzoo.adapt trains
+    model = copy_in_precision(base, resolve_precision(args.precision, base))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
                   loss="mean_squared_error")
     gaps, gap = [], args.factor // 2
@@ -92,7 +94,8 @@ def main():
         scores.update({k: m["mean"]["psnr"] for k, m in report["methods"].items()})
     print(f"{args.region} x{args.factor}, {args.minutes:g} min ({steps} steps, gaps {gaps}): "
           f"linear {scores['linear']:.3f}, {args.model} {scores['base']:.3f} "
-          f"({scores['base'] - scores['linear']:+.3f}), fine-tuned on the scored slices "
+          f"({scores['base'] - scores['linear']:+.3f}), fine-tuned on the scored slices in "
+          f"{args.precision} "
           f"{scores['oracle']:.3f} ({scores['oracle'] - scores['base']:+.3f} over {args.model})")
 
 

@@ -95,7 +95,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     Returns:
         A dict: ``model`` (the adapted model, or the base weights when adaptation did not help),
         ``improved``, ``validation_before`` / ``validation_after`` (the mean ``loss`` on the
-        held-out triplets), ``steps``, ``best_step``, ``seconds``, ``gaps``, ``factor``,
+        held-out triplets; None for an input not adapted), ``steps``, ``best_step``, ``seconds``, ``gaps``, ``factor``,
         ``output``, ``resumed`` (the steps it resumed at: empty for a run never interrupted),
         ``already_complete`` (``resume`` found the finished folder), ``skipped`` (why an input
         was not adapted: too short, or a z spacing outside ``STRETCH_RANGE`` times the x
@@ -104,7 +104,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         ``vetoed`` (why weights better on the lateral held-out triplets were not kept: by less
         than ``MIN_GAIN_DB``; else None), ``assumed`` (the spacing assumed for an input without
         a voxel size; else None) and ``axial_before`` / ``axial_after`` (the error on the input's
-        own axial triplets, reported only; None for an input of fewer than 3 slices).
+        own axial triplets, reported only; None for an input of fewer than 3 slices or not adapted).
     """
     from emzoo.data.volumes import ArrayVolume, check_voxel_size, open_volume
     from emzoo.engine.positions import check_factor
@@ -194,22 +194,28 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                     loss=LOSSES[loss], metrics=[])
     adapted.optimizer.build(adapted.trainable_variables)  # its slots exist before a restore
 
-    triplets = LateralTriplets(block, z_over_x, gaps, crop, validation_fraction)
-    min_crop = MIN_CROP_MULTIPLES * int(getattr(adapted, "size_multiple", 1) or 1)
-    skipped = None
+    # An input that is not adapted is told so before its lateral planes are cut (a volume too
+    # small for them at a spacing outside the range is still only "not adapted"), and nothing is
+    # scored on it: its report's validation_before / validation_after are None.
+    skipped, triplets = None, None
     if not STRETCH_RANGE[0] <= z_over_x <= STRETCH_RANGE[1]:
         skipped = (f"not adapted: the input's z spacing is {z_over_x:.3g}x its x spacing, and "
                    f"adaptation runs only from {STRETCH_RANGE[0]:g}x to {STRETCH_RANGE[1]:g}x "
                    f"(outside, it lowered PSNR on the dropped slices although self-validation "
                    f"approved it); base model kept")
-    elif triplets.crop < min_crop:
-        skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
-                   f"{triplets.stretched_depth} rows at this spacing, too few for the model's "
-                   f"{min_crop}-pixel crops; base model kept")
-    axial = [] if skipped else axial_batches(block, int(getattr(adapted, "size_multiple", 1) or 1))
-    held_rng = np.random.default_rng([seed, 0])
-    held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
-                for _ in range(validation_batches)]
+    else:
+        triplets = LateralTriplets(block, z_over_x, gaps, crop, validation_fraction)
+        min_crop = MIN_CROP_MULTIPLES * int(getattr(adapted, "size_multiple", 1) or 1)
+        if triplets.crop < min_crop:
+            skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
+                       f"{triplets.stretched_depth} rows at this spacing, too few for the model's "
+                       f"{min_crop}-pixel crops; base model kept")
+    axial, held_out = [], []
+    if not skipped:
+        axial = axial_batches(block, int(getattr(adapted, "size_multiple", 1) or 1))
+        held_rng = np.random.default_rng([seed, 0])
+        held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
+                    for _ in range(validation_batches)]
     state, best_weights = None, None
     if mode == "resume":
         if (folder / CHECKPOINT_FILE).is_file():
@@ -218,7 +224,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
             state = {"resumed_at": []}
         state["resumed_at"] = state["resumed_at"] + [state.get("step", 0)]
     if state is None or "step" not in state:
-        before = held_out_error(adapted, held_out, loss)
+        before = held_out_error(adapted, held_out, loss) if held_out else None
         state = {"step": 0, "seconds": 0.0, "before": before, "best_score": before,
                  "axial_before": held_out_error(adapted, axial, loss) if axial else None,
                  "best_step": 0, "evaluated_step": 0,

@@ -156,6 +156,20 @@ def test_spacings_outside_the_stretch_range_are_not_adapted(base, voxel_size, fa
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_volume_too_small_to_adapt_on_at_a_spacing_outside_the_range_is_only_not_adapted(
+        base, tmp_path):
+    """Its lateral planes are never cut (they would not fit): "not adapted", not an error."""
+    volume = smooth_volume(depth=4, size=8)
+    with pytest.raises(VolumeError, match="too small to adapt on"):   # in the range: an error
+        emzoo.adapt(base, volume, voxel_size=(40, 10, 10), factor=4, steps=1, progress=False)
+    report = emzoo.adapt(base, volume, voxel_size=(80, 10, 10), factor=8, steps=3,
+                         output=tmp_path / "adapted", progress=False)
+    assert report["steps"] == 0 and "z spacing is 8x its x spacing" in report["skipped"]
+    assert report["validation_before"] is report["validation_after"] is None
+    assert emzoo.adapt(base, volume, voxel_size=(80, 10, 10), factor=8, steps=3,
+                       output=tmp_path / "adapted", resume=True, progress=False)["skipped"]
+
+
 def test_a_gain_smaller_than_the_margin_keeps_the_base_weights(base, monkeypatch):
     from emzoo.adaptation import fine_tune
 

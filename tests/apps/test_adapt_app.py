@@ -40,6 +40,19 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
     assert tifffile.imread(tmp_path / "out.tif").shape == (45, 64, 64)
 
 
+def test_adapt_of_an_input_it_does_not_adapt_says_why_in_one_line(tmp_path):
+    model = save_tiny_film(tmp_path)
+    stack = _stack(tmp_path / "stack.tif", depth=4, size=8)
+    command = ["adapt", model, "--data", stack, "-o", tmp_path / "adapted", "--steps", "2",
+               "--factor", "8", "--voxel-size", "80,10,10", "--quiet"]
+    for said in ("Wrote", "already complete"):
+        done = run_emzoo(command + (["--resume"] if said != "Wrote" else []), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(said) and done.stdout.count("\n") == 1
+        assert "0 steps" in done.stdout and "not adapted: the input's z spacing is 8x" in done.stdout
+        assert "held-out error" not in done.stdout
+
+
 def test_upscale_adapt_then_upscale_in_one_run(tmp_path):
     model = save_tiny_film(tmp_path)
     stack = _stack(tmp_path / "stack.tif")
