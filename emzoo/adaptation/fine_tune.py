@@ -95,16 +95,17 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     Returns:
         A dict: ``model`` (the adapted model, or the base weights when adaptation did not help),
         ``improved``, ``validation_before`` / ``validation_after`` (the mean ``loss`` on the
-        held-out triplets; None for an input not adapted), ``steps``, ``best_step``, ``seconds``, ``gaps``, ``factor``,
-        ``output``, ``resumed`` (the steps it resumed at: empty for a run never interrupted),
-        ``already_complete`` (``resume`` found the finished folder), ``skipped`` (why an input
-        was not adapted: too short, or a z spacing outside ``STRETCH_RANGE`` times the x
-        spacing; else None), ``diverged`` (when a step's loss was not finite:
-        training stopped there and the best weights before it, or the base ones, are kept),
-        ``vetoed`` (why weights better on the lateral held-out triplets were not kept: by less
-        than ``MIN_GAIN_DB``; else None), ``assumed`` (the spacing assumed for an input without
-        a voxel size; else None) and ``axial_before`` / ``axial_after`` (the error on the input's
-        own axial triplets, reported only; None for an input of fewer than 3 slices or not adapted).
+        held-out triplets; None for an input not adapted), ``steps``, ``best_step``,
+        ``seconds``, ``gaps``, ``factor``, ``output``, ``resumed`` (the steps it resumed at:
+        empty for a run never interrupted), ``already_complete`` (``resume`` found the finished
+        folder), ``skipped`` (why an input was not adapted: too short, or a z spacing outside
+        ``STRETCH_RANGE`` times the x spacing; else None), ``diverged`` (when a step's loss was
+        not finite: training stopped there and the best weights before it, or the base ones, are
+        kept), ``vetoed`` (why weights better on the lateral held-out triplets were not kept: by
+        less than ``MIN_GAIN_DB``; else None), ``assumed`` (the spacing assumed for an input
+        without a voxel size; else None) and ``axial_before`` / ``axial_after`` (the error on the
+        input's own axial triplets, reported only; None for an input of fewer than 3 slices or
+        not adapted).
     """
     from emzoo.data.volumes import ArrayVolume, check_voxel_size, open_volume
     from emzoo.engine.positions import check_factor
