@@ -42,13 +42,13 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
 
 def test_adapt_of_an_input_it_does_not_adapt_says_why_in_one_line(tmp_path):
     model = save_tiny_film(tmp_path)
-    stack = _stack(tmp_path / "stack.tif", depth=4, size=8)
+    stack = _stack(tmp_path / "stack.tif", depth=6, size=8)   # (4 planes would read as RGBA)
     command = ["adapt", model, "--data", stack, "-o", tmp_path / "adapted", "--steps", "2",
                "--factor", "8", "--voxel-size", "80,10,10", "--quiet"]
     for said in ("Wrote", "already complete"):
         done = run_emzoo(command + (["--resume"] if said != "Wrote" else []), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(said) and done.stdout.count("\n") == 1
+        assert said in done.stdout and done.stdout.count("\n") == 1
         assert "0 steps" in done.stdout
         assert "not adapted: the input's z spacing is 8x" in done.stdout
         assert "held-out error" not in done.stdout
