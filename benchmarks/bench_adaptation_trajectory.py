@@ -1,12 +1,12 @@
 """Does self-validation follow the real task? One adaptation run, scored as it goes on every check.
 
 One run with ``emzoo.adapt``'s settings (L2, float32 unless ``--precision bf16``, lr 5e-5, batch
-8, crop 128, seed 0; no early stopping, no margin), on the kept slices of a region (every F-th slice). At each
-step mark it scores the weights reached there, and the best weights so far by adapt's selection, on:
-adapt's own held-out lateral triplets (the selection set), fresh held-out lateral triplets from
-the same x range (another seed; 4x as many), the input's own axial triplets, and PSNR on the
-dropped slices with `emzoo evaluate`'s protocol (the truth adaptation never sees). Gains are dB over
-the base model (positive: better).
+8, crop 128, seed 0; no early stopping, no margin), on the kept slices of a region (every F-th
+slice). At each step mark it scores the weights reached there, and the best weights so far by
+adapt's selection, on: adapt's own held-out lateral triplets (the selection set), fresh held-out
+lateral triplets from the same x range (another seed; 4x as many), the input's own axial
+triplets, and PSNR on the dropped slices with `emzoo evaluate`'s protocol (the truth adaptation
+never sees). Gains are dB over the base model (positive: better).
 
 Never run in CI (it scores the dropped slices on purpose). Example:
     python benchmarks/bench_adaptation_trajectory.py --region cube2-bin2 --factor 4 --steps 150 350

@@ -78,8 +78,8 @@ def _gain(report, name):
     """The adapted weights' gain over the base on one self-validation set (dB), as text (the axial
     error is scored only for weights that passed the lateral margin)."""
     before, after = report[f"{name}_before"], report[f"{name}_after"]
-    if before is None or after is None or not after > 0 or (name == "axial"
-                                                           and not report["improved"]):
+    scored = name != "axial" or report["improved"]
+    if not scored or before is None or after is None or not after > 0:
         return "n/a"
     return f"{10 * np.log10(before / after):+.3f} dB"
 
