@@ -31,18 +31,23 @@ REGIONS = {
     "cube2-all": (DATA / "flyem_medulla_training_cubes" / "cube2.tif", "all", (0, 249)),
     "isbi-val": (DATA / "isbi2012_sstem" / "volume.tif", "validation", None),
 }
-# name: (region, bin): a region binned (mean of bin^3 voxels) to a pixel size no default trained
-# on (cube 2 at 20 nm: structures half as many pixels wide, less noise), a stand-in for another
-# microscope.
-BINNED = {"cube2-bin2": ("cube2-all", 2)}
+# name: (region, (z, y, x) bin): a region binned (mean of the bin's voxels) to a voxel size no
+# default trained on, a stand-in for another microscope. cube2-bin2: 20 nm isotropic (structures
+# half as many pixels wide, less noise). cube2-z2: 10 x 10 x 20 nm (z x2 coarser than x/y, as
+# many FIB-SEM and some ssTEM stacks): kept every 2nd slice, the input's z spacing is 4x its x
+# spacing, so x2 upscaling there is adapted (the range is on the spacing, not on the factor).
+# cube2-xy2: 20 x 20 x 10 nm (z finer than x/y, as FIB-SEM milled finer than its pixels): x8
+# upscaling there is adapted (kept slices 80 nm apart, 4x the x spacing).
+BINNED = {"cube2-bin2": ("cube2-all", (2, 2, 2)), "cube2-z2": ("cube2-all", (2, 1, 1)),
+          "cube2-xy2": ("cube2-all", (1, 2, 2))}
 
 
-def bin_volume(array, factor):
-    """Mean of each ``factor``^3 block of a (Z, Y, X) array (edges that do not fill one dropped),
-    rounded back to the array's dtype."""
-    shape = [n // factor for n in array.shape]
-    blocks = array[:shape[0] * factor, :shape[1] * factor, :shape[2] * factor].reshape(
-        shape[0], factor, shape[1], factor, shape[2], factor)
+def bin_volume(array, factors):
+    """Mean of each ``factors`` = (z, y, x) block of a (Z, Y, X) array (edges that do not fill one
+    dropped), rounded back to the array's dtype."""
+    shape = [n // f for n, f in zip(array.shape, factors)]
+    blocks = array[:shape[0] * factors[0], :shape[1] * factors[1], :shape[2] * factors[2]].reshape(
+        shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
     mean = blocks.mean(axis=(1, 3, 5))
     return (np.round(mean) if array.dtype.kind in "iu" else mean).astype(array.dtype)
 
@@ -53,11 +58,12 @@ def region_volume(name):
     from emzoo.evaluate import evaluation_range
 
     if name in BINNED:
-        region, factor = BINNED[name]
+        region, factors = BINNED[name]
         volume, voxel = region_volume(region)
-        array = bin_volume(np.stack([volume.read(z) for z in range(volume.shape[0])]), factor)
-        voxel = tuple(v * factor for v in voxel)
-        return ArrayVolume(array, voxel, path=f"{volume.path} binned {factor}x"), voxel
+        array = bin_volume(np.stack([volume.read(z) for z in range(volume.shape[0])]), factors)
+        voxel = tuple(v * f for v, f in zip(voxel, factors))
+        label = "x".join(str(f) for f in factors)
+        return ArrayVolume(array, voxel, path=f"{volume.path} binned {label}"), voxel
     path, split, z_range = REGIONS[name]
     source = open_volume(str(path))
     start, stop = evaluation_range(source.shape[0], split)
