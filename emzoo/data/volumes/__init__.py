@@ -52,7 +52,7 @@ from emzoo.data.volumes.base import (SUPPORTED_DTYPES, ArrayVolume, Volume, as_z
 from emzoo.data.volumes.folder import FOLDER_METADATA, FolderVolume, FolderVolumeWriter
 from emzoo.data.volumes.hdf5 import Hdf5Volume, Hdf5VolumeWriter, split_hdf5_path
 from emzoo.data.volumes.tiff import TiffVolume, TiffVolumeWriter
-from emzoo.data.volumes.writer import VolumeWriter
+from emzoo.data.volumes.writer import VolumeWriter, check_not_input, check_writable
 from emzoo.errors import VolumeError, describe
 
 # Address -> format: the first module whose names(address) is true. Order matters: an HDF5 address
@@ -236,6 +236,6 @@ def write_volume(path, array, voxel_size=None, overwrite=False):
 
 __all__ = ["ArrayVolume", "CHUNKED_FORMATS", "FOLDER_METADATA", "FORMATS", "FolderVolume", "FolderVolumeWriter", "Hdf5Volume",
            "Hdf5VolumeWriter", "SUPPORTED_DTYPES", "TiffVolume", "TiffVolumeWriter", "Volume", "VolumeWriter",
-           "check_dtype", "check_voxel_size", "create_volume", "denormalise", "format_of", "normalise",
+           "check_dtype", "check_not_input", "check_writable", "check_voxel_size", "create_volume", "denormalise", "format_of", "normalise",
            "normalise_between", "open_regions", "open_volume", "read_volume", "split_hdf5_path", "write_volume",
            "writer_class"]

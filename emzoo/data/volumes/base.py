@@ -25,8 +25,10 @@ Conventions, stated once for the whole of :mod:`emzoo.data.volumes`:
 This module imports NumPy only.
 """
 
+import functools
 import os
 import re
+import weakref
 
 import numpy as np
 
@@ -37,6 +39,9 @@ _SUPPORTED_TEXT = "uint8, uint16 or float32 data"
 _PERCENTILES_TEXT = "two numbers (lo, hi) with 0 <= lo < hi <= 100"
 _VOXEL_SIZE_TEXT = "three positive numbers (z, y, x) in nm, or None"
 _RANGE_CHUNK_BYTES = 64 * 2**20  # slices read at a time when a float volume's range is computed
+# The volumes of this process that are open for reading from a file, so that no writer replaces one
+# (see open_inputs and VolumeWriter); a volume leaves it when closed or garbage-collected.
+_OPEN_INPUTS = weakref.WeakSet()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,6 +213,18 @@ def as_zyx(array, path):
 # Reading
 
 
+def open_inputs():
+    """The addresses of the volumes this process has open for reading from files (not arrays).
+
+    A writer refuses to replace any of them (an output must never be the input it is made from).
+
+    Example:
+        >>> open_inputs()  # doctest: +SKIP
+        ['/data/stack.tif']
+    """
+    return [volume.path for volume in list(_OPEN_INPUTS)]
+
+
 class Volume:
     """A lazily read grey-level z-stack; a format's subclass fetches raw slices, this class does the rest.
 
@@ -237,6 +254,20 @@ class Volume:
         self.voxel_size = voxel_size
         self._window = None  # (vmin, vmax) for percentile normalisation
         self._range = None  # (min, max) of a float volume's data, once computed
+        if not self.path.startswith("<"):  # "<array>": nothing on disk to protect
+            _OPEN_INPUTS.add(self)
+
+    def __init_subclass__(cls, **kwargs):
+        """Every format's ``close`` also takes the volume off the list of open inputs."""
+        super().__init_subclass__(**kwargs)
+        close = cls.__dict__.get("close")
+        if close is not None and not getattr(close, "_leaves_open_inputs", False):
+            @functools.wraps(close)
+            def closing(self):
+                _OPEN_INPUTS.discard(self)
+                return close(self)
+            closing._leaves_open_inputs = True
+            cls.close = closing
 
     def _read_raw(self, z):
         raise NotImplementedError
@@ -250,6 +281,7 @@ class Volume:
 
     def close(self):
         """Releases file handles; the volume cannot be read afterwards."""
+        _OPEN_INPUTS.discard(self)
 
     def __enter__(self):
         return self

@@ -2,17 +2,164 @@
 
 :class:`VolumeWriter` is also the writer factory (``VolumeWriter(path, ...)`` returns the writer of
 the format ``path`` names; see :mod:`emzoo.data.volumes`). The conventions (voxel sizes in nm,
-atomic writes) are stated in :mod:`emzoo.data.volumes.base`. This module imports NumPy only.
+atomic writes) are stated in :mod:`emzoo.data.volumes.base`.
+
+Before it creates anything a writer refuses an output that is one of the volumes this process is
+reading (:func:`check_not_input`; ``overwrite`` never replaces an input) and an output folder it
+cannot write in (:func:`check_writable`), and removes what killed runs left of the same output
+(hidden ``.NAME.HASH-PID.partial`` files or folders whose process is gone; one line on stderr says
+so). This module imports NumPy only.
 """
 
 import os
+import re
 import shutil
+import sys
 import uuid
 
 import numpy as np
 
-from emzoo.data.volumes.base import check_dtype, check_finite, check_voxel_size, denormalise
+from emzoo.data.volumes.base import (check_dtype, check_finite, check_voxel_size, denormalise,
+                                     open_inputs, split_container_path)
 from emzoo.errors import VolumeError, describe
+
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _hdf5_dataset(file, inner):
+    """The dataset an HDF5 address means (a bare file: ``/volumes/raw`` or its only 3-D dataset)."""
+    if inner and inner.strip("/"):
+        return "/" + inner.strip("/")
+    from emzoo.data.volumes import hdf5
+
+    try:
+        import h5py
+
+        with h5py.File(file, "r") as handle:
+            return hdf5._default_dataset(handle, hdf5._datasets(handle)) or hdf5.DEFAULT_DATASET
+    except OSError:
+        return hdf5.DEFAULT_DATASET
+
+
+def check_not_input(input_address, output_address):
+    """Refuses an output that would replace the input volume (even with ``overwrite``).
+
+    An HDF5 output replaces only its own dataset, so it is refused when it names the input's
+    dataset in the same file; the other formats replace the whole file, folder or store, so they
+    are refused when it is the input's (a Zarr or N5 output into the store that holds the input
+    array would delete that array). Files are compared as files (links and relative paths
+    resolved). Returns ``None``; raises :class:`VolumeError`.
+
+    Example:
+        >>> check_not_input("stack.tif", "stack.tif")  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        emzoo.errors.VolumeError: The output is the input volume itself: writing it would replace ...
+    """
+    in_file, in_inner = split_container_path(os.fspath(input_address))
+    out_file, out_inner = split_container_path(os.fspath(output_address))
+    if not os.path.exists(in_file) or not _same_file(in_file, out_file):
+        return
+    if out_file.lower().endswith(_HDF5_SUFFIXES):
+        out_dataset = "/" + (out_inner or "/volumes/raw").strip("/")
+        if _hdf5_dataset(in_file, in_inner) != out_dataset:
+            return  # another dataset of the same file: written beside the input, which stays
+        problem = f"The output is the input volume itself ({out_file}:{out_dataset})"
+    elif in_inner and (out_inner or "").strip("/") != in_inner.strip("/"):
+        problem = (f"The output store {out_file} holds the input {input_address}, and a Zarr / N5 "
+                   "output replaces its whole store")
+    else:
+        problem = f"The output is the input volume itself ({out_file})"
+    raise VolumeError(describe(f"{problem}: writing it would replace the data being read, even with "
+                               "overwrite.", "an output path other than the input",
+                               input=os.fspath(input_address), output=os.fspath(output_address)))
+
+
+def check_writable(output_address):
+    """Refuses an output whose folder is missing or not writable, naming the output as given.
+
+    Called before any work (and by every writer), so a read-only folder is reported at once rather
+    than when the first temporary file is made. Returns the folder.
+
+    Example:
+        >>> check_writable("/proc/out.tif")  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        emzoo.errors.VolumeError: Cannot write in the output folder /proc. Expected a folder you may ...
+    """
+    file = split_container_path(os.fspath(output_address))[0]
+    folder = os.path.dirname(os.path.abspath(file.rstrip(os.sep) or file))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"The output folder does not exist. Expected an existing folder. "
+                                f"Received: folder={folder!r}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise VolumeError(describe(f"Cannot write in the output folder {folder} (permission denied).",
+                                   "a folder you may write in", output=os.fspath(output_address)))
+    return folder
+
+
+def temporary_name(name):
+    """The hidden temporary name of ``name`` while it is written: ``.NAME.HASH-PID.partial``.
+
+    The process id lets a later run tell a leftover of a killed run (process gone) from an output
+    another process is still writing.
+
+    Example:
+        >>> temporary_name("iso.tif")  # doctest: +SKIP
+        '.iso.tif.3f2a9c01-41817.partial'
+    """
+    return f".{name}.{uuid.uuid4().hex[:8]}-{os.getpid()}.partial"
+
+
+def _leftover_pattern(name):
+    return re.compile(rf"^\.{re.escape(name)}\.[0-9a-f]{{8}}(?:-(?P<pid>\d+))?\.partial(?:\.old)?$")
+
+
+def _alive(pid):
+    if pid is None:
+        return False
+    pid = int(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process
+    return True
+
+
+def leftovers(names, name):
+    """Which of ``names`` (entries of a folder or HDF5 group) are temporary outputs of ``name``
+    left by runs whose process is gone: ``(stale, in_use)`` lists.
+
+    Example:
+        >>> leftovers([".iso.tif.3f2a9c01-999999999.partial", "iso.tif"], "iso.tif")
+        (['.iso.tif.3f2a9c01-999999999.partial'], [])
+    """
+    pattern = _leftover_pattern(name)
+    stale, in_use = [], []
+    for entry in names:
+        match = pattern.match(entry)
+        if match:
+            (in_use if _alive(match.group("pid")) else stale).append(entry)
+    return stale, in_use
+
+
+def report_leftovers(removed, in_use, where):
+    """One line on stderr about the temporary outputs of earlier runs removed (or left in use)."""
+    if removed:
+        print(f"emzoo: removed {len(removed)} unfinished output(s) of an earlier run of {where}: "
+              f"{', '.join(removed)}", file=sys.stderr)
+    if in_use:
+        print(f"emzoo: left {', '.join(in_use)} in place: another process is writing {where} now "
+              "(or it could not be removed)", file=sys.stderr)
 
 
 class VolumeWriter:
@@ -70,28 +217,56 @@ class VolumeWriter:
                                        f"one of: {', '.join(self.OPTIONS) or 'no options'}",
                                        option=unknown[0]))
         self.options = {**self.OPTIONS, **given}
+        self.overwrite = bool(overwrite)
         self.target = os.path.abspath(self._file_of(self.path))
-        if os.path.exists(self.target) and not overwrite:
+        for source in open_inputs():
+            check_not_input(source, self.path)
+        parent = check_writable(self.path)
+        if self._exists() and not overwrite:
             raise VolumeError(describe("The output already exists.", "a new path, or overwrite=True "
-                                       "(--overwrite)", path=self.target))
-        parent = os.path.dirname(self.target)
-        if not os.path.isdir(parent):
-            raise FileNotFoundError(f"The output folder does not exist. Expected an existing folder. "
-                                    f"Received: folder={parent!r}")
+                                       "(--overwrite)", path=self.path))
         base = os.path.basename(self.target.rstrip(os.sep))
-        self.temp_path = os.path.join(parent, f".{base}.{uuid.uuid4().hex[:8]}.partial")
+        self._remove_leftovers(parent, base)
+        self.temp_path = os.path.join(parent, temporary_name(base))
         self._written = np.zeros(self.shape[0], bool)
         self._next = 0
         try:
             self._create()
+        except PermissionError as error:
+            self._remove_temp()
+            raise VolumeError(describe(f"Cannot write in the output folder {parent} (permission "
+                                       "denied).", "a folder you may write in", output=self.path)) from error
         except BaseException:
             self._remove_temp()
             raise
         self._closed = False
 
-    # A format's writer implements these (and may override _file_of).
+    # A format's writer implements these (and may override _file_of, _exists and _remove_leftovers).
     def _file_of(self, path):
         return path
+
+    def _exists(self):
+        """Whether the output exists already (HDF5: its dataset, not merely the file)."""
+        return os.path.exists(self.target)
+
+    def _remove_leftovers(self, parent, base):
+        """Removes the temporary outputs killed runs left for this output (see :func:`leftovers`)."""
+        try:
+            stale, in_use = leftovers(os.listdir(parent), base)
+        except OSError:
+            return
+        removed = []
+        for name in stale:
+            path = os.path.join(parent, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+                removed.append(path)
+            except OSError:
+                in_use.append(name)
+        report_leftovers(removed, [os.path.join(parent, name) for name in in_use], self.path)
 
     def _create(self):
         raise NotImplementedError
