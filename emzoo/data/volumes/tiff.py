@@ -164,6 +164,10 @@ class TiffVolume(Volume):
         self._tif.close()
 
 
+# How tifffile's axis letters read in a message (Q, I: unknown / image sequence).
+_AXIS_NAMES = {"T": "time points", "Z": "slices", "C": "channels", "Q": "planes", "I": "images",
+               "P": "positions", "R": "tiles", "E": "lambdas", "H": "phases", "A": "angles"}
+
 _OVERRIDE = ("open it with open_volume(path, axes='ZYX'), or save it again with "
              "tifffile.imwrite(path, data, imagej=True, metadata={'axes': 'ZYX'})")
 
@@ -189,6 +193,15 @@ def _tiff_zyx(shape, axes, path, note=None):
                 f"Unsupported volume layout (colour or multi-channel stack, axes {axes}).",
                 f"a grey-level (z, y, x) volume; convert colour stacks to grey first (if the axes "
                 f"are wrong and {axis} holds z slices, {_OVERRIDE})", shape=shape, axes=axes, path=path))
+    stacked = [(axis, size) for axis, size in zip(axes, shape[:-2]) if size > 1]
+    if len(stacked) > 1:
+        named = " x ".join(f"{size} {_AXIS_NAMES.get(axis, axis)}" for axis, size in stacked)
+        raise VolumeError(describe(
+            f"The TIFF holds more than one z-stack (axes {axes}: {named}); emzoo reads one z-stack "
+            "at a time and would not glue them into one.",
+            "one z-stack per file: pick one and save it, e.g. tifffile.imwrite('one.tif', "
+            f"tifffile.imread(path)[0], imagej=True, metadata={{'axes': 'ZYX'}}) keeps index 0 of "
+            f"axis {stacked[0][0]}", shape=shape, axes=axes, path=path))
     if "Y" not in sizes or "X" not in sizes or not axes.replace("S", "").replace("C", "").endswith("YX"):
         if len(shape) >= 3 and int(np.prod(shape[:-2])) >= 1:
             return (int(np.prod(shape[:-2])), shape[-2], shape[-1])

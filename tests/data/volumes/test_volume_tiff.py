@@ -165,3 +165,16 @@ def test_axes_override_is_checked(tmp_path):
         tifffile.imwrite(folder / f"{z}.tif", np.zeros((8, 6), np.uint8))
     with pytest.raises(VolumeError, match="`axes` applies to TIFF files only"):
         V.open_volume(folder, axes="ZYX")
+
+
+@pytest.mark.parametrize("axes, imagej", [("QQYX", False), ("TZYX", True), ("ZCYX", True)])
+def test_a_4d_stack_is_refused_naming_its_axes_not_glued_into_one(tmp_path, axes, imagej):
+    path = tmp_path / "hyper.tif"
+    array = np.zeros((2, 7, 8, 8), np.uint8)
+    if imagej:
+        tifffile.imwrite(path, array, imagej=True, metadata={"axes": axes})
+    else:
+        tifffile.imwrite(path, array)
+    expected = "more than one z-stack" if "C" not in axes else "multi-channel"
+    with pytest.raises(VolumeError, match=rf"{expected}.*axes='{axes}'"):
+        V.open_volume(path)
