@@ -56,6 +56,8 @@ setup(
             "napari": ["napari[pyqt6]>=0.5"],
             # bioimage.io model packages (`emzoo export --format bioimageio`, `bioimageio test`).
             "bioimageio": ["bioimageio.core>=0.7"],
+            # The documentation site (`mkdocs build --strict`; pages in docs/, mkdocs.yml).
+            "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
             "test": ["pytest>=7", "scipy>=1.10", "opencv-python-headless>=4.5", "tensorstore>=0.1.60",
                      "zarr>=3.0; python_version>='3.11'", "ome-zarr>=0.11; python_version>='3.11'",
                      "bioimageio.core>=0.7", "dask[distributed]>=2024.1"],
