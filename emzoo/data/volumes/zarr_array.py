@@ -89,7 +89,7 @@ def find_level(attrs, where, level=None, array_path=None):
                                        f"an index below {len(paths)} or one of the paths {', '.join(paths)}",
                                        level=level, path=where))
     keep = _space_axes(multiscale.get("axes"))
-    return paths[index], keep, _voxel_size(multiscale, datasets[index], keep)
+    return paths[index], keep, _voxel_size(multiscale, datasets[index], keep, where)
 
 
 def _axis_names(axes):
@@ -106,31 +106,58 @@ def _space_axes(axes):
     return tuple(axis_names.index(n) for n in "zyx")
 
 
-def _scale(transformations):
-    for item in transformations or []:
-        if isinstance(item, dict) and item.get("type") == "scale" and isinstance(item.get("scale"), list):
-            return [float(v) for v in item["scale"]]
+def _scale(transformations, where):
+    """The ``scale`` of a list of coordinate transformations, or ``None`` when it has none;
+    :class:`VolumeError` when it is not a list of positive numbers (NGFF requires numbers)."""
+    if transformations is None:
+        return None
+    if not isinstance(transformations, list):
+        raise _invalid("coordinateTransformations must be a list", where,
+                       coordinateTransformations=transformations)
+    for item in transformations:
+        if isinstance(item, dict) and item.get("type") == "scale":
+            scale = item.get("scale")
+            if (not isinstance(scale, list) or not scale
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                               for v in scale)):
+                raise _invalid("a scale must be a list of positive numbers, one per axis", where,
+                               scale=scale)
+            return [float(v) for v in scale]
     return None
 
 
-def _voxel_size(multiscale, dataset, keep):
-    """(z, y, x) nm from the level's scale and the axes' units; ``None`` without a scale or units."""
-    try:
-        scale = _scale(dataset.get("coordinateTransformations"))
-        outer = _scale(multiscale.get("coordinateTransformations"))
-    except (TypeError, ValueError):
-        return None
+def _invalid(rule, where, **found):
+    """The error for OME-Zarr metadata that breaks the NGFF rules (saying what was found)."""
+    return VolumeError(describe(f"The OME-Zarr metadata of {where} is invalid: {rule}.",
+                                "NGFF 0.4 / 0.5 multiscale metadata (axes with a name, type and unit; "
+                                "numeric scales), or the store written again", **found, path=where))
+
+
+def _voxel_size(multiscale, dataset, keep, where="the store"):
+    """(z, y, x) nm from the level's scale and the axes' units; ``None`` without a scale or units.
+
+    Metadata that break the NGFF rules (a scale that is not numbers, or of another length than
+    the axes; a space axis whose unit is not a length) are refused, saying what was found.
+    """
+    scale = _scale(dataset.get("coordinateTransformations"), where)
+    outer = _scale(multiscale.get("coordinateTransformations"), where)
     axes = multiscale.get("axes")
-    if scale is None or keep is None or not isinstance(axes, list) or len(scale) != len(axes):
+    if scale is None or keep is None or not isinstance(axes, list):
         return None
+    if len(scale) != len(axes):
+        raise _invalid(f"the scale has {len(scale)} values for {len(axes)} axes", where, scale=scale,
+                       axes=_axis_names(axes))
     if outer is not None and len(outer) == len(scale):
         scale = [a * b for a, b in zip(scale, outer)]
     sizes = []
     for axis in keep:
         unit = axes[axis].get("unit") if isinstance(axes[axis], dict) else None
-        factor = UNIT_TO_NM.get(str(unit).lower()) if unit is not None else None
-        if factor is None or not scale[axis] > 0:
-            return None
+        if unit is None:
+            return None  # NGFF allows axes without units: the voxel size is unknown
+        factor = UNIT_TO_NM.get(str(unit).strip().lower())
+        if factor is None:
+            raise _invalid(f"the unit of space axis {_axis_names(axes)[axis]!r} is not a length", where,
+                           unit=unit)
         sizes.append(round_size(scale[axis] * factor))
     return tuple(sizes)
 

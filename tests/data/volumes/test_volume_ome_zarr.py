@@ -168,3 +168,19 @@ def test_cli_upscales_zarr_to_ome_zarr_and_refuses_an_existing_output(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(errors) == 1 and "already exists" in errors[0], done.stderr
     assert sorted(os.listdir(tmp_path)) == ["in.zarr", "out.ome.zarr"]
+
+
+@pytest.mark.parametrize("scale, unit, match", [
+    (["40", "4", "4"], "nanometer", r"invalid: a scale must be a list of positive numbers.*scale=\['40'"),
+    ([40, 0, 4], "nanometer", r"invalid: a scale must be .*scale=\[40, 0, 4\]"),
+    ([40, 4], "nanometer", r"invalid: the scale has 2 values for 3 axes"),
+    ([40, 4, 4], "second", r"invalid: the unit of space axis 'z' is not a length.*unit='second'"),
+])
+def test_broken_ngff_metadata_is_refused_saying_what_was_found(tmp_path, random_stack, scale, unit, match):
+    path = tmp_path / "broken.ome.zarr"
+    write_ngff(path, "0.4", random_stack("uint8", (2, 3, 3)), (1, 1, 1), unit, axes="zyx")
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] = scale
+    zarr.open_group(str(path), mode="r+").attrs.update(attrs)
+    with pytest.raises(VolumeError, match=match):
+        V.open_volume(path)
