@@ -189,7 +189,8 @@ class MidpointEngine:
                 x1 = self._full_batch([tiles[pairs[p][1]][i] for p, i in batch], len(jobs))
                 self._store(outputs, batch, self._call(x0, x1, self._time(len(x0))))
         self.calls["pairs"] += len(pairs)
-        return [np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0) for tiles_of_pair in outputs]
+        return [keep_flat_regions(slices[a], slices[b], np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0))
+                for (a, b), tiles_of_pair in zip(pairs, outputs)]
 
     def _store(self, outputs, batch, image):
         image = self._from_model(_numpy(image)[:len(batch)])
@@ -210,6 +211,70 @@ class MidpointEngine:
             slices.update(zip(new, self.midpoints(pairs, slices)))
             step = half
         return slices
+
+
+FLAT_TOLERANCE = 1.0 / 255.0  # neighbours this close (in [0, 1] units) agree: one 8-bit grey level
+FLAT_WINDOW = 5  # an agreeing region is made of whole windows of this many pixels square
+FLAT_RAMP = 2  # pixels over which the new slice passes from the neighbours' value to the model's
+
+
+def keep_flat_regions(x0, x1, midpoint, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW, ramp=FLAT_RAMP):
+    """``midpoint`` where its neighbours differ; their mean where they agree, blended over ``ramp`` pixels.
+
+    Aligned stacks have black registration margins, masked regions and padding, equal in every
+    slice; a model may still paint structure there (it was trained on tissue). Where ``x0`` and
+    ``x1`` agree within ``tolerance`` over whole ``window`` x ``window`` squares (the union of
+    such squares: isolated equal pixels in tissue do not count, the edge pixels of a margin do),
+    the new slice takes their mean; outside, the weight of that mean falls to zero over ``ramp``
+    pixels, so tissue further than ``ramp`` pixels from such a region is the model's output
+    unchanged. Constant neighbours thus give that constant, and a margin stays what it is.
+
+    Args:
+        x0, x1: the neighbouring slices, ``(H, W)`` or ``(H, W, C)`` float in [0, 1].
+        midpoint: the model's new slice, the same shape.
+
+    Returns:
+        float32 array of ``midpoint``'s shape.
+
+    Example:
+        >>> flat = np.zeros((8, 8, 1), np.float32)
+        >>> float(keep_flat_regions(flat, flat, np.full((8, 8, 1), 0.2, np.float32)).max())
+        0.0
+    """
+    x0, x1 = np.asarray(x0, np.float32), np.asarray(x1, np.float32)
+    midpoint = np.asarray(midpoint, np.float32)
+    equal = np.abs(x0 - x1) <= np.float32(tolerance + 1e-6)
+    if equal.ndim == 3:
+        equal = equal.all(axis=-1)
+    if not equal.any():
+        return midpoint
+    core = _window_filter(equal, window, np.minimum)  # centres of all-agreeing squares
+    if not core.any():
+        return midpoint
+    weight = (_window_filter(core, window, np.maximum) & equal).astype(np.float32)
+    for _ in range(ramp):
+        weight = np.maximum(weight, _window_filter(weight, 3, np.maximum) - np.float32(1.0 / (ramp + 1)))
+    if midpoint.ndim == 3:
+        weight = weight[..., None]
+    return midpoint + weight * (np.float32(0.5) * (x0 + x1) - midpoint)
+
+
+def _window_filter(array, size, reduce):
+    """``reduce`` (np.minimum / np.maximum) over the ``size`` x ``size`` square around each pixel
+    of a 2-D array (edges repeated), done separably along each axis."""
+    half = size // 2
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (half, half)
+        padded = np.pad(array, pad, mode="edge")
+        length = array.shape[axis]
+        part = (lambda shift: padded[shift:shift + length]) if axis == 0 else (
+            lambda shift: padded[:, shift:shift + length])
+        out = part(0)
+        for shift in range(1, size):
+            out = reduce(out, part(shift))
+        array = out
+    return array
 
 
 def _numpy(tensor):
