@@ -1,24 +1,60 @@
-"""``emzoo list [PATTERN]``: the named models, with architecture, parameters and weights source."""
+"""``emzoo list [PATTERN ...]``: the named models, with architecture, parameters and weights source.
 
+Each PATTERN is a name or a shell-style pattern (``film*``); the models matching any of them are
+listed, and each row fits in 100 columns (its description cut to fit; ``--long`` prints it whole,
+with the paper, training data, licence and where the weights come from). ``flow``, the
+optical-flow baseline that ``--model flow`` runs (no weights; needs ``emzoo[flow]``), is listed
+with the models.
+
+Example:
+    emzoo list
+    emzoo list default tsain
+    emzoo list "film*" --long
+"""
+
+import fnmatch
 import os
+import textwrap
 
 from absl import flags
 
-_LONG = flags.DEFINE_boolean("long", False, "Also print each entry's paper, training data, "
-                             "licence, where its weights come from and how to convert them.")
+_LONG = flags.DEFINE_boolean("long", False, "Also print each entry's full description, paper, "
+                             "training data, licence, where its weights come from and how to "
+                             "convert them.")
+
+WIDTH = 100  # columns of a listing row
+FLOW = "flow"  # the optical-flow baseline: a model name for every volume command, not a zoo entry
+_FLOW_DESCRIPTION = ("Optical-flow baseline (OpenCV's DIS flow in both directions, each slice "
+                     "warped halfway, the two blended): no weights to load or train; needs "
+                     "emzoo[flow].")
+
+
+def matching(patterns, names):
+    """The names matching any of ``patterns`` (all names without patterns), in ``names``' order.
+
+    Example:
+        >>> matching(["default", "ts*"], ["dan", "default", "tsain"])
+        ['default', 'tsain']
+    """
+    if not patterns:
+        return list(names)
+    return [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
 
 
 def main(argv):
     import emzoo
     from emzoo import weights as weights_lib
 
-    pattern = argv[1] if len(argv) > 1 else "*"
-    names = emzoo.list_models(pattern)
+    patterns = argv[1:]
+    names = matching(patterns, sorted(emzoo.list_models() + [FLOW]))
     if not names:
-        print(f"No model matches {pattern!r}; `emzoo list` shows them all.")
+        print(f"No model matches {' '.join(repr(p) for p in patterns)}; `emzoo list` shows them all.")
         return
     rows = []
     for name in names:
+        if name == FLOW:
+            rows.append((FLOW, "flow", "0", "none needed", _FLOW_DESCRIPTION))
+            continue
         entry = emzoo.describe_model(name)
         meta = entry.get("metadata", {})
         source = weights_lib.source(entry.get("weights"), name,
@@ -28,12 +64,19 @@ def main(argv):
                      meta.get("description", "")))
     header = ("name", "architecture", "params", "weights", "description")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(4)]
+    room = max(20, WIDTH - sum(widths) - 2 * 4)
     print("  ".join(h.ljust(w) for h, w in zip(header[:4], widths)) + "  " + header[4])
     for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths)) + "  " + row[4])
+        print(("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths)) + "  "
+               + textwrap.shorten(row[4], room, placeholder="...")).rstrip())
         if _LONG.value:
-            for label, text in _details(emzoo.describe_model(row[0]), row[3]):
-                print(f"    {label}: {text}")
+            details = ([("weights", "none needed: it computes optical flow with OpenCV "
+                         "(pip install \"emzoo[flow]\")")] if row[0] == FLOW else
+                       _details(emzoo.describe_model(row[0]), row[3]))
+            for label, text in [("description", row[4])] + details:
+                print(textwrap.fill(f"{label}: {text}", WIDTH, initial_indent="    ",
+                                    subsequent_indent="      ", break_on_hyphens=False,
+                                    break_long_words=False))
 
 
 def _details(entry, source):

@@ -33,7 +33,9 @@ def test_long_listing_shows_training_data_licence_weights_and_convert_command(tm
     assert done.returncode == 0, done.stderr
     blocks, name = {}, None
     for line in done.stdout.splitlines()[1:]:
-        if line.startswith("    "):
+        if line.startswith("      "):  # a wrapped detail goes on
+            blocks[name][label] += " " + line.strip()
+        elif line.startswith("    "):
             label, _, text = line.strip().partition(": ")
             blocks[name][label] = text
         elif line.strip():
@@ -50,3 +52,21 @@ def test_long_listing_shows_training_data_licence_weights_and_convert_command(tm
     assert blocks["tsain"]["weights"].startswith("none")
     assert "emzoo train tsain" in blocks["tsain"]["weights"]
     assert "convert" not in blocks["tsain"]
+
+
+def test_several_patterns_list_every_match_and_rows_fit_100_columns(tmp_path):
+    done = run_emzoo(["list", "default", "tsain"], cwd=tmp_path, EMZOO_HOME=str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    assert list(_sources(done)) == ["default", "tsain"]
+    for args in (["list"], ["list", "--long"]):
+        done = run_emzoo(args, cwd=tmp_path, EMZOO_HOME=str(tmp_path / "cache"))
+        assert done.returncode == 0, done.stderr
+        assert max(len(line) for line in done.stdout.splitlines()) <= 100
+
+
+def test_flow_is_listed_as_a_model_without_weights(tmp_path):
+    done = run_emzoo(["list", "fl*"], cwd=tmp_path, EMZOO_HOME=str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    assert _sources(done) == {"flow": "none"}  # "none needed"
+    done = run_emzoo(["list", "fl*", "--long"], cwd=tmp_path, EMZOO_HOME=str(tmp_path / "cache"))
+    assert "emzoo[flow]" in done.stdout and "description: Optical-flow baseline" in done.stdout
