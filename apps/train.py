@@ -52,18 +52,21 @@ for _name in ("batch-size", "mixed-precision", "learning-rate", "checkpoint-ever
 
 
 def main(argv):
+    import contextlib
     import os
     import sys
 
-    from emzoo import training
     from emzoo.errors import EmzooError, describe
 
     if len(argv) != 2:
         raise EmzooError(describe("emzoo train takes one model.",
                                   "emzoo train MODEL --data PATH --steps N --output DIR", arguments=argv[1:]))
+    needed = {"data": "--data PATH[,PATH...]: the training volumes (TIFF, HDF5, Zarr, N5, a folder "
+                      "of slices, or the word sample for the bundled sample)",
+              "output": "--output DIR: the run folder for checkpoints, logs and the trained model"}
     for name, holder in (("data", _DATA), ("output", _OUTPUT)):
         if not holder.value:
-            raise EmzooError(describe(f"Missing --{name}.", f"--{name} ...", **{name: None}))
+            raise EmzooError(describe(f"emzoo train needs --{name}.", needed[name], **{name: None}))
     # Before TensorFlow is imported (a typo costs no start-up), with the flags' own names.
     for flag, holder in (("steps", _STEPS), ("batch-size", _BATCH), ("crop", _CROP),
                          ("checkpoint-every", _EVERY)):
@@ -78,7 +81,18 @@ def main(argv):
             raise EmzooError(describe("--from-scratch and --weights contradict each other.",
                                       "one of them", weights=weights, from_scratch=True))
         weights = "none"
-    training.train(argv[1], weights=weights, data=_DATA.value, steps=_STEPS.value, batch_size=_BATCH.value,
+    # Keras draws its progress bar on stdout; progress belongs on stderr (stdout may be a file,
+    # which then gets no terminal control codes either: the bar is drawn for a terminal only).
+    with contextlib.redirect_stdout(sys.stderr):
+        _train(argv[1], weights)
+
+
+def _train(model, weights):
+    import sys
+
+    from emzoo import training
+
+    training.train(model, weights=weights, data=_DATA.value, steps=_STEPS.value, batch_size=_BATCH.value,
                    crop=_CROP.value, gaps=_GAPS.value, strategy=_STRATEGY.value, output=_OUTPUT.value,
                    overrides=_SET.value, resume=_RESUME.value, mixed_precision=_MIXED.value,
                    learning_rate=_LR.value, checkpoint_every=_EVERY.value, loss=_LOSS.value,

@@ -50,6 +50,7 @@ def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
     assert "emzoo: training film from scratch (random weights: it has no trained weights)" in done.stderr
     assert "loss l1" in done.stderr
     assert "2 steps done" in done.stderr and "emzoo.load(" in done.stderr
+    assert done.stdout.strip() == ""  # the progress bar goes to stderr, like every other line
     for name in ("run_config.json", "config.json", "model.weights.h5"):
         assert (run / name).is_file(), sorted(os.listdir(run))
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
@@ -151,10 +152,22 @@ def test_inference_commands_share_one_default_batch_size():
         assert inspect.signature(function).parameters["batch_size"].default is None, function
     for command in ("upscale", "repair", "evaluate"):
         done = run_emzoo([command, "--help"])
-        block = done.stdout.split("--batch-size:", 1)[1].split("--batch_size", 1)[0]
+        block = done.stdout.split("--batch-size:", 1)[1].split("\n  -", 1)[0]
         assert "4 with a GPU, 1 on CPU" in " ".join(block.split()), (command, block)
         assert "(default: '" not in block, (command, block)  # absl's line for a set default
     done = run_emzoo(["train", "--help"])
-    block = " ".join(done.stdout.split("--batch-size:", 1)[1].split("--batch_size", 1)[0].split())
+    block = " ".join(done.stdout.split("--batch-size:", 1)[1].split("\n  -", 1)[0].split())
     assert "unlike the --batch-size of upscale, repair and evaluate" in block
     assert "-o,--output" in done.stdout
+
+
+@pytest.mark.parametrize("missing, expected", [
+    ("--data", "Expected --data PATH[,PATH...]: the training volumes"),
+    ("--output", "Expected --output DIR: the run folder")])
+def test_a_missing_data_or_output_flag_says_what_it_takes(tmp_path, data, missing, expected):
+    args = {"--data": str(data / "stack.tif"), "--output": str(tmp_path / "run")}
+    args.pop(missing)
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["train", "film"] + [item for pair in args.items() for item in pair], cwd=tmp_path)
+    assert_one_line_error(done, "needs " + missing, tmp_path, before)
+    assert expected in done.stderr

@@ -54,6 +54,7 @@ from emzoo.data.volumes.hdf5 import Hdf5Volume, Hdf5VolumeWriter, split_hdf5_pat
 from emzoo.data.volumes.tiff import TiffVolume, TiffVolumeWriter
 from emzoo.data.volumes.writer import VolumeWriter, check_not_input, check_writable
 from emzoo.errors import VolumeError, describe
+from emzoo.samples import resolve_input
 
 # Address -> format: the first module whose names(address) is true. Order matters: an HDF5 address
 # may end in anything after its ':', and the folder row also takes new paths without a suffix.
@@ -95,7 +96,9 @@ def open_volume(path, dataset=None, percentiles=None, axes=None, allow_incomplet
 
     Args:
         path: ``stack.tif`` (multi-page / BigTIFF / OME / ImageJ), ``file.h5:/volumes/raw``, a folder of
-            PNG/TIFF slices, an existing :class:`Volume` (returned as is) or a NumPy ``(Z, Y, X)`` array.
+            PNG/TIFF slices, an existing :class:`Volume` (returned as is) or a NumPy ``(Z, Y, X)`` array;
+            the word ``sample`` is the bundled sample stack (:mod:`emzoo.samples`) unless a file of
+            that name exists.
         dataset: HDF5 dataset when ``path`` names only the file. Without it (and without ``:/dataset``
             in ``path``) ``/volumes/raw`` is used, or else the file's only 3-D dataset.
         percentiles: optional ``(lo, hi)``: normalise ``slice()`` by these percentiles of the volume
@@ -126,11 +129,12 @@ def open_volume(path, dataset=None, percentiles=None, axes=None, allow_incomplet
     elif isinstance(path, np.ndarray):
         volume = ArrayVolume(path)
     else:
-        path = os.fspath(path)
+        path = resolve_input(os.fspath(path))  # the word "sample": the bundled sample stack
         file = split_hdf5_path(path)[0]
         if not os.path.exists(file):
             raise FileNotFoundError(f"No such file or folder. Expected an existing volume (TIFF, "
-                                    f"file.h5:/dataset or a folder of slices). Received: path={file!r}")
+                                    f"file.h5:/dataset, a Zarr / N5 store, a folder of slices, or "
+                                    f"the word sample). Received: path={file!r}")
         if _is_picture(path):
             shape, _ = folder.image_header(path)
             raise VolumeError(describe("A 2-D image was given where a stack of slices is needed.",

@@ -86,3 +86,14 @@ def test_bad_inputs_give_clear_messages(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
     with pytest.raises(VolumeError, match="2-D image"):
         V.open_volume(png)
+
+
+def test_the_word_sample_opens_the_bundled_sample_unless_such_a_file_exists(tmp_path, monkeypatch):
+    import emzoo.samples
+
+    monkeypatch.chdir(tmp_path)
+    with V.open_volume("sample") as volume:
+        assert volume.path == emzoo.samples.sample_path() and len(volume) == 17
+    V.write_volume(str(tmp_path / "sample"), np.zeros((2, 3, 3), np.uint8))  # a folder named sample
+    with V.open_volume("sample") as volume:
+        assert volume.shape == (2, 3, 3)
