@@ -99,6 +99,13 @@ class TiffVolume(Volume):
                 raise
             raise VolumeError(describe("Cannot read the TIFF file (corrupt or not a TIFF).",
                                        "a readable multi-page TIFF", path=path, error=str(error))) from error
+        mismatch = _metadata_mismatch(self._tif, series)
+        if mismatch:
+            raise VolumeError(describe(
+                f"The TIFF's ImageJ metadata do not match its pages: {mismatch} (tifffile writes a "
+                "stack of slices 1 pixel wide this way; the file is complete, not truncated).",
+                "a stack whose pages are its slices: slices at least 2 pixels wide, or the volume "
+                "saved as HDF5 or a folder of slices", path=path, shape=tuple(series.shape)))
         truncated = _truncation(self._tif, series)
         if truncated:
             raise VolumeError(describe(
@@ -265,6 +272,24 @@ def _truncation(tif, series):
     return None
 
 
+def _metadata_mismatch(tif, series):
+    """How an ImageJ file's announced images disagree with a complete set of pages, or ``None``.
+
+    A file whose one contiguous data block ends inside the file, holding fewer pages than the
+    metadata announce but as many pixels, is complete; its metadata describe another layout.
+    """
+    if not tif.is_imagej or series.dataoffset is None:
+        return None
+    first = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+    announced = _announced_pages(tif, first)
+    pages = len(tif.pages)
+    complete = int(series.dataoffset) + int(series.nbytes) <= int(tif.filehandle.size)
+    if announced and announced > pages and complete and int(np.prod(first.shape)) % announced == 0:
+        return (f"they announce {announced} images, and the file holds {pages} page(s) of "
+                f"{' x '.join(str(n) for n in first.shape)} pixels")
+    return None
+
+
 def _links_past_end(tif, size):
     """Whether the last page directory tifffile found links to a next one beyond the file's end."""
     try:
@@ -386,6 +411,11 @@ class TiffVolumeWriter(VolumeWriter):
                                   byteorder="<", returnoffset=True, **kwargs)
         # (offset, bytes of one page) when all pages are stored back to back from that offset.
         slice_bytes = self.shape[1] * self.shape[2] * self.dtype.itemsize
+        if self.shape[2] == 1:
+            raise VolumeError(describe(
+                "A TIFF cannot hold slices 1 pixel wide (tifffile stores a last axis of 1 as "
+                "colour samples, so the pages would not be the slices).", "an HDF5 (.h5), Zarr or "
+                "folder output, or slices at least 2 pixels wide", path=self.path, shape=self.shape))
         if layout is None or layout[1] != slice_bytes:
             raise VolumeError(describe("Cannot lay out the TIFF output as one contiguous block.",
                                        "an uncompressed stack tifffile stores contiguously",

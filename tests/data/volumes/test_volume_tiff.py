@@ -178,3 +178,14 @@ def test_a_4d_stack_is_refused_naming_its_axes_not_glued_into_one(tmp_path, axes
     expected = "more than one z-stack" if "C" not in axes else "multi-channel"
     with pytest.raises(VolumeError, match=rf"{expected}.*axes='{axes}'"):
         V.open_volume(path)
+
+
+def test_slices_one_pixel_wide_are_refused_clearly_when_read_and_before_writing(tmp_path):
+    path = tmp_path / "thin.tif"
+    tifffile.imwrite(path, np.zeros((5, 1, 1), np.uint8), imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(VolumeError, match="ImageJ metadata do not match its pages: they announce 5 "
+                                          "images.*not truncated"):
+        V.open_volume(path)
+    with pytest.raises(VolumeError, match="cannot hold slices 1 pixel wide"):
+        V.create_volume(str(tmp_path / "out.tif"), (5, 1, 1), "uint8")
+    assert sorted(os.listdir(tmp_path)) == ["thin.tif"]
