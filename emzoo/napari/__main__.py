@@ -2,13 +2,23 @@
 
 TensorFlow is imported before napari creates its OpenGL canvas: where OpenGL is Mesa's software
 renderer (llvmpipe: virtual machines, remote desktops, Xvfb), TensorFlow cannot load once Mesa's
-LLVM is in the process.
+LLVM is in the process. Before anything is loaded it checks the system libraries Qt's window
+needs on Linux (naming the packages to install when one is missing), and it ends by ``os._exit``
+once the window is closed, skipping the exit-time destructors that crash beside TensorFlow.
 """
 
+import os
 import sys
 
 
 def main(argv=None):
+    from emzoo.napari.io import missing_qt_libraries, qt_missing_hint
+
+    missing = missing_qt_libraries()  # Qt would abort without a word napari could catch
+    if missing:
+        print(f"emzoo napari: error: Qt cannot open a window: this machine lacks {', '.join(missing)}. "
+              f"Expected them installed: {qt_missing_hint(missing)}.", file=sys.stderr)
+        return 1
     import keras  # noqa: F401  (loads the backend first; see the module docstring)
     import napari
 
@@ -25,7 +35,12 @@ def main(argv=None):
         else:  # HDF5 / N5 files through emzoo's reader: napari's own would claim .h5 and fail
             viewer.open(path, plugin="emzoo" if _address(path) else None)
     napari.run()
+    # TensorFlow's and Mesa's exit-time destructors crash the process after the window has
+    # closed ("free(): invalid pointer", status 134): the work is done, so skip them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
