@@ -159,6 +159,7 @@ class MidpointEngine:
         """Midpoints (list of (H, W, C) arrays) of ``pairs`` of keys into the dict ``slices``."""
         if not pairs:
             return []
+        model_inputs = {key: fill_margins(slices[key]) for pair in pairs for key in pair}
         jobs = [(p, i) for p in range(len(pairs)) for i in range(len(self.tiler))]
         outputs = np.empty((len(pairs), len(self.tiler)) + self.tiler.padded + (1,),
                            np.float32)
@@ -166,7 +167,7 @@ class MidpointEngine:
             import keras
             from keras import ops
 
-            self._ensure_features([k for pair in pairs for k in pair], slices)
+            self._ensure_features([k for pair in pairs for k in pair], model_inputs)
             concat = lambda *t: ops.concatenate(t, axis=0)  # noqa: E731
             for start in range(0, len(jobs), self.batch_size):
                 batch = jobs[start:start + self.batch_size]
@@ -182,7 +183,7 @@ class MidpointEngine:
         else:
             tiles = {}
             for key in dict.fromkeys(k for pair in pairs for k in pair):
-                tiles[key] = self._to_model(self.tiler.split(slices[key]))
+                tiles[key] = self._to_model(self.tiler.split(model_inputs[key]))
             for start in range(0, len(jobs), self.batch_size):
                 batch = jobs[start:start + self.batch_size]
                 x0 = self._full_batch([tiles[pairs[p][0]][i] for p, i in batch], len(jobs))
@@ -257,6 +258,62 @@ def keep_flat_regions(x0, x1, midpoint, tolerance=FLAT_TOLERANCE, window=FLAT_WI
     if midpoint.ndim == 3:
         weight = weight[..., None]
     return midpoint + weight * (np.float32(0.5) * (x0 + x1) - midpoint)
+
+
+def fill_margins(image, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW):
+    """``image`` with its flat margins filled by mirroring the tissue next to them: what the model sees.
+
+    A margin is a flat region (``window`` x ``window`` squares of one value within ``tolerance``)
+    reaching the slice's edge: registration margins and padding. A model shown a black margin
+    misjudges the motion of the tissue beside it (its features see a still edge), which spoils
+    the tissue within some tens of pixels of the margin; shown the tissue mirrored across the
+    margin's edge, it interpolates that tissue as it would without the margin. Each row's run of
+    margin from the left and from the right edge is mirrored from the row's tissue, then each
+    column's from the top and bottom (for rows that are margin throughout); flat regions inside
+    the tissue are left as they are. Only the model's inputs are filled: the margins of the new
+    slice come from :func:`keep_flat_regions`.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` float in [0, 1].
+
+    Returns:
+        float32 array of ``image``'s shape (``image`` itself when it has no margin).
+
+    Example:
+        >>> row = np.array([[0, 0, 0, 0.2, 0.4, 0.6]] * 6, np.float32)
+        >>> row[:, :3] = 0.0
+        >>> fill_margins(row, window=3)[0].tolist()
+        [0.6000000238418579, 0.4000000059604645, 0.20000000298023224, 0.20000000298023224, 0.4000000059604645, 0.6000000238418579]
+    """
+    image = np.asarray(image, np.float32)
+    grey = image.mean(axis=-1) if image.ndim == 3 else image
+    spread = _window_filter(grey, window, np.maximum) - _window_filter(grey, window, np.minimum)
+    core = spread <= np.float32(tolerance + 1e-6)
+    if not core.any():
+        return image
+    flat = _window_filter(core, window, np.maximum)
+    rows = _mirror_edges(flat)
+    filled = image[np.arange(image.shape[0])[:, None], rows]
+    still = flat & flat.all(axis=1, keepdims=True)  # rows that are margin throughout
+    if still.any() and not still.all():
+        columns = _mirror_edges(still.T).T
+        filled = filled[columns, np.arange(image.shape[1])[None, :]]
+    return filled
+
+
+def _mirror_edges(flat):
+    """For each row of the 2-D mask ``flat``, the column to read each pixel from: a run of ``True``
+    from either edge mirrored across its end into the row's other pixels (rows all ``True`` and
+    pixels not in an edge run read themselves)."""
+    height, width = flat.shape
+    columns = np.broadcast_to(np.arange(width), (height, width))
+    tissue = ~flat
+    has_tissue = tissue.any(axis=1, keepdims=True)
+    first = np.where(has_tissue, tissue.argmax(axis=1)[:, None], 0)  # the left run's length
+    last = np.where(has_tissue, width - tissue[:, ::-1].argmax(axis=1)[:, None], width)
+    source = np.where(columns < first, 2 * first - 1 - columns, columns)
+    source = np.where(columns >= last, 2 * last - 1 - columns, source)
+    return np.clip(source, 0, width - 1)
 
 
 def _window_filter(array, size, reduce):

@@ -1,9 +1,10 @@
-"""Where two neighbouring slices agree (margins, padding, flat regions) the new slice agrees with them."""
+"""Where two neighbouring slices agree (margins, padding, flat regions) the new slice agrees with them,
+and the model sees margins filled with the tissue mirrored across their edge."""
 
 import numpy as np
 import pytest
 
-from emzoo.engine.midpoint import MidpointEngine, keep_flat_regions
+from emzoo.engine.midpoint import MidpointEngine, fill_margins, keep_flat_regions
 
 
 def reference(x0, x1, midpoint, tolerance=1 / 255, window=5, ramp=2):
@@ -71,3 +72,81 @@ def test_the_engine_keeps_margins_in_every_new_slice(tile):
     for key in (1, 2, 3):
         assert np.all(slices[key][:, :5] == 0.0)
         np.testing.assert_allclose(slices[key][:, 8:], 0.3)  # tissue: the model's output
+
+
+def reference_fill(image, tolerance=1 / 255, window=5):
+    """Row by row, then column by column: a flat run from an edge mirrored across its end."""
+    height, width = image.shape
+    half = window // 2
+    padded = np.pad(image, half, mode="edge")
+    core = np.array([[np.ptp(padded[y:y + window, x:x + window]) <= tolerance + 1e-6
+                      for x in range(width)] for y in range(height)])
+    padded = np.pad(core, half, mode="edge")
+    flat = np.array([[padded[y:y + window, x:x + window].any() for x in range(width)]
+                     for y in range(height)])
+
+    def mirror(values, mask):
+        out, n = values.copy(), len(values)
+        if mask.all():
+            return out
+        first = int(np.argmax(~mask))
+        last = n - int(np.argmax(~mask[::-1]))
+        for x in range(first):
+            out[x] = values[min(max(2 * first - 1 - x, 0), n - 1)]
+        for x in range(last, n):
+            out[x] = values[min(max(2 * last - 1 - x, 0), n - 1)]
+        return out
+
+    out = np.stack([mirror(image[y], flat[y]) for y in range(height)])
+    full_rows = flat.all(axis=1)
+    if full_rows.any() and not full_rows.all():
+        out = np.stack([mirror(out[:, x], full_rows) for x in range(width)], axis=1)
+    return out
+
+
+def test_fill_margins_matches_the_reference_on_edge_margins_and_keeps_inner_flat_regions():
+    rng = np.random.default_rng(2)
+    image = rng.random((18, 22)).astype(np.float32)
+    image[:, :6] = 0.0  # a left margin
+    image[:4, :] = 0.0  # a top margin, rows flat throughout
+    for y in range(4, 18):  # a wedge on the right, as a rotated alignment leaves
+        image[y, 22 - (y // 3):] = 0.0
+    image[9:15, 10:16] = 1.0  # a flat region inside the tissue: left as it is
+    filled = fill_margins(image)
+    np.testing.assert_array_equal(filled, reference_fill(image))
+    np.testing.assert_array_equal(filled[9:15, 10:16], 1.0)
+    np.testing.assert_array_equal(filled[4:, 6:15], image[4:, 6:15])  # tissue itself untouched
+    assert filled[6, 0] == image[6, 11] and filled[0, 8] == image[7, 8]  # mirrored across the edges
+    np.testing.assert_array_equal(fill_margins(image[..., None])[..., 0], filled)
+
+
+def test_fill_margins_leaves_tissue_and_constant_slices_alone():
+    tissue = np.random.default_rng(3).random((12, 12)).astype(np.float32)
+    np.testing.assert_array_equal(fill_margins(tissue), tissue)
+    constant = np.full((12, 12), 0.25, np.float32)
+    np.testing.assert_array_equal(fill_margins(constant), constant)
+
+
+class RecordingModel:
+    """Returns the mean of its inputs and records what it was shown."""
+
+    size_multiple, channels = 1, 1
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, inputs, training=False):
+        self.seen.append(np.asarray(inputs["x0"]))
+        return {"image": 0.5 * (np.asarray(inputs["x0"]) + np.asarray(inputs["x1"]))}
+
+
+def test_the_model_sees_filled_margins_and_the_new_slice_keeps_them():
+    rng = np.random.default_rng(4)
+    first, last = rng.random((2, 16, 16, 1)).astype(np.float32)
+    first[:, :5] = last[:, :5] = 0.0
+    model = RecordingModel()
+    engine = MidpointEngine(model, 16, 16, jit_compile=False)
+    middle, = engine.midpoints([(0, 1)], {0: first, 1: last})
+    assert model.seen[0][0, :, :5].min() > 0.0  # the model saw tissue, not the margin
+    np.testing.assert_array_equal(middle[:, :5], 0.0)
+    np.testing.assert_allclose(middle[:, 8:], 0.5 * (first + last)[:, 8:], atol=1e-6)
