@@ -19,6 +19,7 @@ A few minutes on two CPU cores.
 Example:
     python docs/make_figures.py                       # both figures
     python docs/make_figures.py --only xz             # the x-z views only
+    python docs/make_figures.py --only chart          # redraw the chart from scores.json
 """
 
 import argparse
@@ -85,9 +86,9 @@ def xz_figure(data, folder, scores):
     y = truth.shape[1] // 2
     dropped = np.setdiff1d(z, kept_z)
 
-    def dropped_psnr(volume):
+    def dropped_psnr(volume):  # the mean over reconstructed slices, as emzoo evaluate scores
         error = volume[dropped].astype(np.float64) - truth[dropped]
-        return float(10 * np.log10(255 ** 2 / np.mean(error ** 2)))
+        return float(np.mean(10 * np.log10(255 ** 2 / np.mean(error ** 2, axis=(1, 2)))))
 
     scale, gap, title, margin, columns = 2, 12, 22, 14, 2
     width, height = truth.shape[2] * scale, truth.shape[0] * scale
@@ -110,7 +111,7 @@ def xz_figure(data, folder, scores):
                 row = top + title + zk * scale + scale // 2
                 draw.line((2, row, margin - 4, row), fill=(200, 0, 0), width=2)
     draw.text((margin, rows * (title + height + gap)), f"x-z plane (y = {y}) of cube 2, z 0..64, 10 nm, "
-              f"z down: every {factor}th slice kept (red), the rest reconstructed; dB on those", fill="black", font=_font(13))
+              f"z down: every {factor}th slice kept (red), the rest reconstructed; PSNR on those", fill="black", font=_font(13))
     OUT.mkdir(exist_ok=True)
     sheet.save(OUT / "xz_cube2_x8.png", optimize=True)
     scores["xz_cube2_x8_psnr_dropped_uint8"] = {name: round(dropped_psnr(v), 3)
@@ -121,35 +122,47 @@ def gain_figure(data, folder, scores):
     cube2, _ = cube2_head(data, folder)
     regions = {"FIB-SEM validation block": ["--data", data / FIBSEM, "--split", "validation"],
                "cube 2 (z 0..64)": ["--data", cube2]}
-    gains = {}
     for region, args in regions.items():
         for factor in FACTORS:
-            out = folder / f"scores_{len(gains)}.json"
+            out = folder / f"scores_{region[:4]}_{factor}.json"
             emzoo("evaluate", "default", *args, "--factor", factor, "--baselines", "linear,flow",
                   "--json", out)
-            means = {name: m["mean"]["psnr"] for name, m in json.loads(out.read_text())["methods"].items()}
-            scores.setdefault("psnr", {}).setdefault(region, {})[f"x{factor}"] = means
-            gains[(region, factor)] = {name: means[name] - means["linear"]
-                                       for name in means if name != "linear"}
+            methods = json.loads(out.read_text())["methods"]
+            scores.setdefault("psnr", {}).setdefault(region, {})[f"x{factor}"] = {
+                name: method["mean"]["psnr"] for name, method in methods.items()}
+    draw_gain(scores["psnr"])
+
+
+def draw_gain(psnr):
+    """The bar chart of PSNR over linear, from {region: {"x2": {method: psnr}}} as recorded."""
+    gains = {(region, factor): {name: value - means["linear"] for name, value in means.items()
+                                if name != "linear"}
+             for region, by_factor in psnr.items() for factor, means in by_factor.items()}
     methods = sorted(next(iter(gains.values())), key=lambda name: name != "flow")
     colours = dict(zip(methods, [(120, 120, 120), (214, 96, 40), (60, 110, 190)]))
-    chart_w, chart_h, left, top, bottom = 860, 380, 60, 40, 60
+    values = [value for gain in gains.values() for value in gain.values()]
+    high = max(1.5, max(values) + 0.15)
+    low = min(0.0, min(values) - 0.15)
+    chart_w, chart_h, left, top, bottom = 860, 400, 60, 40, 62
     image = Image.new("RGB", (chart_w, chart_h), "white")
     draw = ImageDraw.Draw(image)
     font, small = _font(14), _font(12)
-    top_db = max(1.5, max(max(g.values()) for g in gains.values()) + 0.1)
     plot_h = chart_h - top - bottom
 
     def ypos(db):
-        return top + plot_h - db / top_db * plot_h
+        return top + (high - db) / (high - low) * plot_h
 
-    for tick in np.arange(0, top_db + 1e-9, 0.5):
+    tick = np.ceil(low / 0.5) * 0.5
+    while tick <= high + 1e-9:
         draw.line((left, ypos(tick), chart_w - 10, ypos(tick)), fill=(225, 225, 225))
-        draw.text((8, ypos(tick) - 7), f"{tick:+.1f}", fill="black", font=small)
+        draw.text((8, ypos(tick) - 7), f"{tick:+.1f}" if abs(tick) > 1e-9 else " 0", fill="black",
+                  font=small)
+        tick += 0.5
     draw.text((left, 8), "PSNR over linear interpolation (dB), emzoo evaluate's protocol",
               fill="black", font=font)
     group_w = (chart_w - left - 20) / len(gains)
     bar_w = group_w / (len(methods) + 1.5)
+    regions_seen = set()
     for g, ((region, factor), gain) in enumerate(gains.items()):
         x0 = left + g * group_w + bar_w * 0.75
         for m, name in enumerate(methods):
@@ -157,10 +170,12 @@ def gain_figure(data, folder, scores):
             x = x0 + m * bar_w
             draw.rectangle((x, min(ypos(value), ypos(0)), x + bar_w - 3, max(ypos(value), ypos(0))),
                            fill=colours[name])
-            draw.text((x, min(ypos(value), ypos(0)) - 14), f"{value:+.2f}", fill="black", font=small)
-        draw.text((x0, chart_h - bottom + 6), f"x{factor}", fill="black", font=font)
-        if factor == FACTORS[0]:
-            draw.text((x0, chart_h - bottom + 26), region, fill="black", font=small)
+            label_y = ypos(value) - 14 if value >= 0 else ypos(value) + 2
+            draw.text((x, label_y), f"{value:+.2f}", fill="black", font=small)
+        draw.text((x0 + bar_w * 0.6, chart_h - bottom + 6), factor, fill="black", font=font)
+        if region not in regions_seen:
+            regions_seen.add(region)
+            draw.text((x0, chart_h - bottom + 28), region, fill="black", font=small)
     for m, name in enumerate(methods):
         x = chart_w - 260 + m * 120
         draw.rectangle((x, 10, x + 12, 22), fill=colours[name])
@@ -173,13 +188,18 @@ def gain_figure(data, folder, scores):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=pathlib.Path, default=DATA, help="the shared data folder")
-    parser.add_argument("--only", choices=("xz", "gain"), help="make one figure only")
+    parser.add_argument("--only", choices=("xz", "gain", "chart"),
+                        help="make one figure only (chart: redraw the gain chart from the scores "
+                             "recorded in docs/figures/scores.json, without running anything)")
     args = parser.parse_args()
     if not (args.data / CUBE2).exists():
         sys.exit(f"make_figures: the EM data was not found. Expected {args.data / CUBE2}. "
                  f"Received: --data={args.data}")
     scores_path = OUT / "scores.json"
     scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+    if args.only == "chart":
+        draw_gain(scores["psnr"])
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "xz"):
             xz_figure(args.data, pathlib.Path(tmp), scores)
