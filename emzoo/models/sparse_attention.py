@@ -53,9 +53,13 @@ from emzoo.models.base import crop_padding, float32_outputs, pad_to_multiple
 _SIAMESE_INPUTS = ("pair", "single")
 
 
-def conv(filters, kernel_size, name, activation=None, use_bias=True, dtype=None):
+def conv(filters, kernel_size, name, activation=None, use_bias=True, dtype=None, zero=False):
+    """A same-padded conv; ``zero=True`` starts its kernel at zero (an output branch that an
+    untrained network leaves out: SSAN and DAN then start as linear interpolation)."""
+    initializer = "zeros" if zero else "glorot_uniform"
     return keras.layers.Conv2D(filters, kernel_size, padding="same", activation=activation,
-                               use_bias=use_bias, name=name, dtype=dtype)
+                               use_bias=use_bias, name=name, dtype=dtype,
+                               kernel_initializer=initializer)
 
 
 @keras.saving.register_keras_serializable(package="emzoo")
@@ -63,7 +67,8 @@ class AttentionAwareLayer(keras.layers.Layer):
     """Features and their source frame -> (attended features, warped frame).
 
     ``attended = HierarchicalSparseAttention(features)``;
-    ``warped = frame + conv3x3(attended)`` (see the module docstring for why the residual).
+    ``warped = frame + conv3x3(attended)`` (see the module docstring for why the residual); the
+    conv starts at zero, so an untrained layer returns the frame itself.
 
     Args:
         channels: image channels of the warped frame.
@@ -92,7 +97,7 @@ class AttentionAwareLayer(keras.layers.Layer):
                                                      adaptive=self.adaptive_partitions,
                                                      name="attention")
         self.attention.build(features_shape)
-        self.to_frame = conv(self.channels, 3, "to_frame")
+        self.to_frame = conv(self.channels, 3, "to_frame", zero=True)
         self.to_frame.build(features_shape)
         super().build(features_shape)
 

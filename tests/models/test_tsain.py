@@ -16,7 +16,7 @@ from emzoo.models.tsain import TSAIN
 # A reduced configuration: every kind of block once, narrow features, a 2-level pyramid.
 SMALL = dict(filters=8, extraction_blocks=1, reconstruction_blocks=1, deformable_groups=2,
              spatial_adaptive_blocks=1, rsab_deformable_groups=1, refinement_blocks=1,
-             pyramid_levels=2, channels=1, remat=False)
+             pyramid_levels=2, channels=1, remat=False, residual=False)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,17 @@ def test_gradients_reach_every_weight(small_model):
     missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
     assert not missing, missing
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+def test_untrained_residual_tsain_is_linear_interpolation():
+    model = TSAIN(**{**SMALL, "residual": True})
+    inputs, _ = testing.random_inputs(2, 8, 12, 1, seed=3)
+    expected = 0.5 * (np.asarray(inputs["x0"]) + np.asarray(inputs["x1"]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(inputs)["image"]), expected,
+                               atol=1e-6)
+    paper = TSAIN(**SMALL)
+    paper(inputs)
+    assert model.count_params() == paper.count_params()
 
 
 def test_config_round_trip_and_serialization(small_model):

@@ -42,7 +42,8 @@ class DAN(SparseAttentionInterpolator):
             self.outer_partition, self.inner_partition, self.attention_reduction,
             self.scale_scores, adaptive=self.adaptive_partitions,
             name="blend_attention") if self.blend_attention else None)
-        self.blend_out = conv(self.channels, 3, "blend_out", dtype="float32")  # added to the image
+        # Added to the linear blend; zero at the start, so an untrained DAN is linear interpolation.
+        self.blend_out = conv(self.channels, 3, "blend_out", dtype="float32", zero=True)
 
     def fuse(self, head_input, warped0, warped1, time):
         hidden = self.blend_blocks[1](self.blend_blocks[0](self.blend_in(head_input)))

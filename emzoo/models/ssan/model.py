@@ -39,7 +39,8 @@ class SSAN(SparseAttentionInterpolator):
         self.hybrid_in = conv(self.hybrid_width, 3, "hybrid_in", activation="relu")
         self.hybrid_trunk = [ResidualBlock(self.hybrid_width, name=f"hybrid_block{i}")
                              for i in range(self.hybrid_blocks)]
-        self.hybrid_mask = conv(1, 3, "hybrid_mask", dtype="float32")  # blends the frames
+        # Blends the frames; zero at the start (mask 0.5), so an untrained SSAN averages them.
+        self.hybrid_mask = conv(1, 3, "hybrid_mask", dtype="float32", zero=True)
 
     def fuse(self, head_input, warped0, warped1, time):
         hidden = self.hybrid_in(head_input)

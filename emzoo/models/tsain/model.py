@@ -281,6 +281,9 @@ class TSAIN(Interpolator):
             (:class:`~emzoo.layers.deformable.DeformableConv2D`) instead of keeping them: same
             results, less training memory, more time per step (``emzoo train ... --set
             remat=true``; measurements in benchmarks/README.md).
+        residual: predict what is added to the mean of the two frames (a zero-initialised last
+            conv, so training starts from linear interpolation) instead of the whole image as
+            the paper does (default False: the paper's network).
 
     Example:
         >>> model = TSAIN(filters=16, deformable_groups=2, reconstruction_blocks=1)
@@ -293,9 +296,11 @@ class TSAIN(Interpolator):
 
     def __init__(self, filters=64, extraction_blocks=5, reconstruction_blocks=10,
                  deformable_groups=8, spatial_adaptive_blocks=3, rsab_deformable_groups=1,
-                 refinement_blocks=3, pyramid_levels=3, channels=1, remat=False, **kwargs):
+                 refinement_blocks=3, pyramid_levels=3, channels=1, remat=False, residual=False,
+                 **kwargs):
         super().__init__(channels=channels, **kwargs)
         self.remat = bool(remat)
+        self.residual = bool(residual)
         self.filters = check_integer("filters", filters)
         self.extraction_blocks = check_integer("extraction_blocks", extraction_blocks, 0)
         self.reconstruction_blocks = check_integer("reconstruction_blocks", reconstruction_blocks, 0)
@@ -330,7 +335,11 @@ class TSAIN(Interpolator):
         self.reconstruction_conv = _conv(f, 3, "reconstruction_conv")
         self.reconstruction = [ResidualBlock(f, name=f"reconstruction_block{i}")
                                for i in range(self.reconstruction_blocks)]
-        self.conv_last = _conv(self.channels, 3, "conv_last", dtype="float32")  # the image
+        # The image, or with ``residual`` what is added to the frames' mean (starting at zero, so
+        # an untrained residual TSAIN is linear interpolation).
+        self.conv_last = (keras.layers.Conv2D(self.channels, 3, padding="same", name="conv_last",
+                                              kernel_initializer="zeros", dtype="float32")
+                          if self.residual else _conv(self.channels, 3, "conv_last", dtype="float32"))
         for layer in self._flatten_layers(include_self=False):
             if isinstance(layer, DeformableConv2D):
                 layer.remat = self.remat
@@ -356,7 +365,10 @@ class TSAIN(Interpolator):
         features = _lrelu(self.reconstruction_conv(features), 0.2)
         for block in self.reconstruction:
             features = block(features)
-        return float32_outputs({"image": crop_padding(self.conv_last(features), window)})
+        image = self.conv_last(features)
+        if self.residual:
+            image = image + 0.5 * (ops.cast(x0, image.dtype) + ops.cast(x1, image.dtype))
+        return float32_outputs({"image": crop_padding(image, window)})
 
     def paper_loss(self, vgg_weights="default", schedule_scale=1.0):
         """TSAIN's loss (:func:`emzoo.models.tsain.loss.paper_loss`); it has no schedule."""
@@ -375,4 +387,5 @@ class TSAIN(Interpolator):
             "pyramid_levels": self.pyramid_levels,
             "channels": self.channels,
             "remat": self.remat,
+            "residual": self.residual,
         }
