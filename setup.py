@@ -9,6 +9,11 @@ HERE = pathlib.Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "emzoo" / "__init__.py").read_text()).group(1)
 
 
+# What `emzoo export --format bioimageio` and `bioimageio test` need, in the extra and in `test`
+# (.ci/run installs the extra from a fresh resolve, so an upstream break shows in CI).
+BIOIMAGEIO = ["bioimageio.core>=0.7", "pydantic>=2.7,<2.14"]
+
+
 def _packages(root, prefix):
     """Python packages below ``root`` (folders with an ``__init__.py``), named under ``prefix``."""
     root = HERE / root
@@ -55,12 +60,14 @@ setup(
             # The napari plugin (emzoo/napari/): the "Upscale along z" dock widget, HDF5/N5 reader.
             "napari": ["napari[pyqt6]>=0.5"],
             # bioimage.io model packages (`emzoo export --format bioimageio`, `bioimageio test`).
-            "bioimageio": ["bioimageio.core>=0.7"],
+            # bioimageio.core 0.11 pins bioimageio.spec 0.5.12, whose package serializer fails under
+            # pydantic 2.14 ("'index_key' is expected to be an integer or a string"): pydantic < 2.14.
+            "bioimageio": BIOIMAGEIO,
             # The documentation site (`mkdocs build --strict`; pages in docs/, mkdocs.yml).
             "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
             "test": ["pytest>=7", "scipy>=1.10", "opencv-python-headless>=4.5", "tensorstore>=0.1.60",
                      "zarr>=3.0; python_version>='3.11'", "ome-zarr>=0.11; python_version>='3.11'",
-                     "bioimageio.core>=0.7", "dask[distributed]>=2024.1"],
+                     *BIOIMAGEIO, "dask[distributed]>=2024.1"],
         },
         entry_points={"console_scripts": ["emzoo=emzoo.apps.main:run"],
                       "napari.manifest": ["emzoo = emzoo.napari:napari.yaml"]},
