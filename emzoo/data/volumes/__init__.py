@@ -205,6 +205,30 @@ def create_volume(path, shape, dtype, voxel_size=None, overwrite=False, **option
     return writer_class(path)(path, shape, dtype, voxel_size, overwrite=overwrite, **options)
 
 
+def output_exists(path):
+    """Whether writing ``path`` would replace something that exists (``overwrite`` needed).
+
+    For an HDF5 address that is its dataset (or a group of that name), not the file: a new dataset
+    goes into an existing file beside the others. For the other formats it is the file or folder.
+
+    Example:
+        >>> output_exists("vol.h5:/volumes/up")     # vol.h5 holds only /volumes/raw  # doctest: +SKIP
+        False
+    """
+    path = os.fspath(path)
+    file, inner = split_hdf5_path(path)
+    if format_of(path) is hdf5 and os.path.isfile(file) and hdf5._is_hdf5(file):
+        try:
+            entry = hdf5._open_shared(file, writable=False)
+        except OSError:
+            return True
+        try:
+            return ("/" + (inner or hdf5.DEFAULT_DATASET).strip("/")) in entry.handle
+        finally:
+            hdf5._release(entry)
+    return os.path.exists(file)
+
+
 def open_regions(path):
     """An existing Zarr / OME-Zarr / N5 output reopened for writing in place, region by region
     (:class:`~emzoo.data.volumes.zarr_chunked.ChunkedRegions`: whole chunks per write; its
@@ -241,5 +265,5 @@ def write_volume(path, array, voxel_size=None, overwrite=False):
 __all__ = ["ArrayVolume", "CHUNKED_FORMATS", "FOLDER_METADATA", "FORMATS", "FolderVolume", "FolderVolumeWriter", "Hdf5Volume",
            "Hdf5VolumeWriter", "SUPPORTED_DTYPES", "TiffVolume", "TiffVolumeWriter", "Volume", "VolumeWriter",
            "check_dtype", "check_not_input", "check_writable", "check_voxel_size", "create_volume", "denormalise", "format_of", "normalise",
-           "normalise_between", "open_regions", "open_volume", "read_volume", "split_hdf5_path", "write_volume",
+           "normalise_between", "open_regions", "output_exists", "open_volume", "read_volume", "split_hdf5_path", "write_volume",
            "writer_class"]

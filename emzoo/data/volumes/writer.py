@@ -11,10 +11,12 @@ cannot write in (:func:`check_writable`), and removes what killed runs left of t
 so). This module imports NumPy only.
 """
 
+import errno
 import os
 import re
 import shutil
 import sys
+import tempfile
 import uuid
 
 import numpy as np
@@ -99,8 +101,16 @@ def check_writable(output_address):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"The output folder does not exist. Expected an existing folder. "
                                 f"Received: folder={folder!r}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise VolumeError(describe(f"Cannot write in the output folder {folder} (permission denied).",
+    problem = None if os.access(folder, os.W_OK | os.X_OK) else "permission denied"
+    if problem is None:  # root passes os.access; read-only mounts and immutable folders do not
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".emzoo-write-check-", dir=folder)
+            os.close(handle)
+            os.remove(probe)
+        except OSError as error:
+            problem = os.strerror(error.errno) if error.errno else str(error)
+    if problem is not None:
+        raise VolumeError(describe(f"Cannot write in the output folder {folder} ({problem.lower()}).",
                                    "a folder you may write in", output=os.fspath(output_address)))
     return folder
 
@@ -232,10 +242,13 @@ class VolumeWriter:
         self._next = 0
         try:
             self._create()
-        except PermissionError as error:
+        except OSError as error:
             self._remove_temp()
-            raise VolumeError(describe(f"Cannot write in the output folder {parent} (permission "
-                                       "denied).", "a folder you may write in", output=self.path)) from error
+            if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise VolumeError(describe(f"Cannot write in the output folder {parent} "
+                                       f"({os.strerror(error.errno).lower()}).", "a folder you may "
+                                       "write in", output=self.path)) from error
         except BaseException:
             self._remove_temp()
             raise

@@ -186,3 +186,27 @@ def test_tiff_input_stays_byte_identical_after_a_refused_overwrite(tmp_path):
         with pytest.raises(VolumeError, match="input volume itself"):
             V.write_volume(str(path), volume.read_range(0, 2), overwrite=True)
     assert path.read_bytes() == before
+
+
+def test_a_folder_that_refuses_files_is_reported_before_anything_is_made(tmp_path, monkeypatch):
+    """As root (os.access says yes) on a read-only mount: the probe file is refused."""
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(VolumeError, match=r"Cannot write in the output folder .*\(read-only file "
+                                          r"system\).*Received: output=.*o\.h5:/v'"):
+        V.create_volume(str(tmp_path / "o.h5:/v"), (2, 3, 3), "uint8")
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_exists_means_the_dataset_for_hdf5_and_the_path_otherwise(tmp_path):
+    path = tmp_path / "vol.h5"
+    _lab_file(path)
+    assert not V.output_exists(f"{path}:/volumes/up")
+    assert V.output_exists(f"{path}:/volumes/raw") and V.output_exists(f"{path}:/volumes/labels")
+    assert V.output_exists(str(path))  # a bare file means its /volumes/raw, present here
+    assert not V.output_exists(str(tmp_path / "new.tif"))
