@@ -1,0 +1,162 @@
+"""find_damage and repair_masked on small synthetic stacks (smooth 3-D noise as tissue)."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from emzoo.engine.damage import KINDS, find_damage, repair_masked
+from emzoo.errors import EmzooError
+
+
+def tissue(depth=16, size=96, seed=0):
+    """A smooth uint8 stack whose neighbouring slices are alike (as EM sections are)."""
+    rng = np.random.default_rng(seed)
+    volume = ndimage.gaussian_filter(rng.normal(size=(depth, size, size)), (2.0, 2.5, 2.5))
+    volume = (volume - volume.mean()) / volume.std()
+    noise = rng.normal(0, 0.15, volume.shape)
+    return np.clip(128 + 40 * (volume + noise), 0, 255).astype(np.uint8)
+
+
+def mean_model(inputs, training=False):
+    """The mean of the two slices: a model whose output is known."""
+    return {"image": (inputs["x0"] + inputs["x1"]) / 2}
+
+
+def test_clean_stack_has_no_findings():
+    report = find_damage(tissue())
+    assert report.findings == []
+    assert report.mask.dtype == np.uint8 and not report.mask.any()
+
+
+def test_blank_and_duplicate_slices_are_found():
+    volume = tissue()
+    volume[5] = 0
+    volume[10] = volume[9]
+    report = find_damage(volume)
+    kinds = {f["slice"]: f["kind"] for f in report.findings}
+    assert kinds == {5: "blank", 10: "duplicate"}
+    assert (report.mask[5] == KINDS["blank"]).all()
+    assert (report.mask[10] == KINDS["duplicate"]).all()
+    assert not report.mask[[z for z in range(16) if z not in (5, 10)]].any()
+
+
+def test_dark_band_is_found_as_a_region():
+    volume = tissue()
+    truth = np.zeros(volume.shape[1:], bool)
+    truth[30:54] = True  # a quarter of the slice: a fold's dark band
+    volume[7][truth] = (volume[7][truth] * 0.3).astype(np.uint8)
+    report = find_damage(volume)
+    assert report.damaged_slices == [7]
+    assert "dark" in {f["kind"] for f in report.findings}
+    found = report.mask[7] > 0
+    assert (found & truth).sum() / (found | truth).sum() >= 0.5
+    assert not np.delete(report.mask, 7, axis=0).any()
+
+
+def test_report_is_json_and_saved(tmp_path):
+    volume = tissue()
+    volume[4] = 255
+    report = find_damage(volume, mask_output=tmp_path / "mask.tif")
+    text = json.dumps(report.to_dict())
+    assert '"blank"' in text
+    report.save(tmp_path / "report.json")
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["findings"][0]["slice"] == 4 and saved["damaged_slices"] == [4]
+    import tifffile
+
+    assert (tifffile.imread(tmp_path / "mask.tif") == report.mask).all()
+
+
+def test_find_damage_refuses_bad_arguments():
+    with pytest.raises(EmzooError, match="Received: sensitivity=0"):
+        find_damage(tissue(), sensitivity=0)
+    with pytest.raises(EmzooError, match="at least 3 slices"):
+        find_damage(tissue(depth=2))
+
+
+def test_empty_mask_gives_the_input_unchanged():
+    volume = tissue(depth=6, size=32)
+    result = repair_masked(volume, np.zeros_like(volume), "no model needed", progress=False)
+    assert result["array"].tobytes() == volume.tobytes()
+    assert result["repaired"] == [] and result["repaired_pixels"] == 0
+
+
+def test_only_masked_pixels_and_the_band_change():
+    volume = tissue(depth=6, size=32)
+    mask = np.zeros_like(volume)
+    mask[2, 10:20, 8:16] = 1
+    damaged = volume.copy()
+    damaged[2, 10:20, 8:16] = 255
+    fixed = repair_masked(damaged, mask, mean_model, band=3, progress=False)["array"]
+    expected = np.rint((volume[1].astype(np.float32) + volume[3]) / 2)
+    assert np.abs(fixed[2, 10:20, 8:16] - expected[10:20, 8:16]).max() <= 1
+    far = ndimage.distance_transform_edt(mask[2] == 0) > 3  # past the band
+    assert (fixed[2][far] == damaged[2][far]).all()
+    assert (fixed[2][~far] != damaged[2][~far]).any()
+    assert (fixed[[0, 1, 3, 4, 5]] == damaged[[0, 1, 3, 4, 5]]).all()
+
+
+def test_band_zero_changes_only_masked_pixels():
+    volume = tissue(depth=5, size=32)
+    mask = np.zeros_like(volume)
+    mask[2, 5:9, 5:9] = 3
+    fixed = repair_masked(volume, mask, mean_model, band=0, progress=False)["array"]
+    assert (fixed[mask == 0] == volume[mask == 0]).all()
+
+
+def test_a_run_of_masked_slices_is_bridged_from_the_nearest_good_ones():
+    volume = np.zeros((5, 16, 16), np.uint8)
+    volume[0], volume[4] = 0, 200
+    mask = np.zeros_like(volume)
+    mask[1:4, :, :8] = 1  # left half damaged in three slices: bridged from 0 and 4
+    fixed = repair_masked(volume, mask, mean_model, band=0, progress=False)["array"]
+    assert fixed[1:4, 0, 0].tolist() == [50, 100, 150]
+    assert (fixed[1:4, :, 8:] == 0).all()
+
+
+def test_damage_in_the_first_slice_takes_the_next_good_one():
+    volume = tissue(depth=4, size=16)
+    mask = np.zeros_like(volume)
+    mask[0, :4] = 1
+    fixed = repair_masked(volume, mask, mean_model, band=0, progress=False)["array"]
+    assert (fixed[0, :4] == volume[1, :4]).all()
+
+
+def test_output_file_keeps_dtype_and_voxel_size(tmp_path):
+    from emzoo.data.volumes import open_volume
+
+    volume = (tissue(depth=5, size=32).astype(np.uint16) * 200)
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[2, :8] = 1
+    out = tmp_path / "fixed.h5"
+    repair_masked(volume, mask, mean_model, output=out, voxel_size=(30, 4, 4), progress=False)
+    with open_volume(str(out)) as written:
+        assert written.dtype == np.uint16 and tuple(written.voxel_size) == (30, 4, 4)
+        assert (written.read(0) == volume[0]).all()
+
+
+def test_mask_errors_say_what_is_expected():
+    volume = tissue(depth=4, size=16)
+    with pytest.raises(EmzooError, match=r"Received: mask_shape=\(3, 16, 16\)"):
+        repair_masked(volume, np.zeros((3, 16, 16), np.uint8), mean_model, progress=False)
+    everywhere = np.zeros_like(volume)
+    everywhere[:, 2, 3] = 1
+    with pytest.raises(EmzooError, match=r"pixel \(y=2, x=3\) in every slice"):
+        repair_masked(volume, everywhere, mean_model, progress=False)
+    with pytest.raises(EmzooError, match="Received: band=-1"):
+        repair_masked(volume, np.zeros_like(volume), mean_model, band=-1, progress=False)
+
+
+def test_cancel_leaves_no_output(tmp_path):
+    import threading
+
+    volume = tissue(depth=4, size=16)
+    cancel = threading.Event()
+    cancel.set()
+    out = tmp_path / "fixed.tif"
+    with pytest.raises(EmzooError):
+        repair_masked(volume, np.zeros_like(volume), mean_model, output=out, cancel=cancel,
+                      progress=False)
+    assert list(tmp_path.iterdir()) == []
