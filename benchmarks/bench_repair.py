@@ -37,7 +37,7 @@ DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 # block); only slices of the range are damaged and scored for repair.
 REGIONS = {
     "fibsem-val": (DATA / "flyem_medulla_fibsem_10nm" / "volume.tif", (78, 97)),
-    "cube2": (DATA / "flyem_medulla_training_cubes" / "cube2.tif", (0, 250)),
+    "cube2": (DATA / "flyem_medulla_training_cubes" / "cube2.tif", (100, 160)),
     "isbi-val": (DATA / "isbi2012_sstem" / "volume.tif", (24, 30)),
 }
 WHOLE = ("blank", "duplicate")

@@ -24,7 +24,8 @@ from emzoo.zoo import describe_model, list_models, load, save
 
 # Public functions of heavier modules, imported on first use so that ``import emzoo`` stays light;
 # each is the module's own function (real signature and docstring for help()).
-_LAZY = {"upscale_volume": "emzoo.engine", "adapt": "emzoo.adaptation"}
+_LAZY = {"upscale_volume": "emzoo.engine", "adapt": "emzoo.adaptation",
+         "find_damage": "emzoo.engine.damage"}
 
 
 def __getattr__(name):
@@ -41,5 +42,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["EmzooError", "__version__", "adapt", "describe_model", "list_models", "load", "save",
-           "upscale_volume"]
+__all__ = ["EmzooError", "__version__", "adapt", "describe_model", "find_damage", "list_models",
+           "load", "save", "upscale_volume"]

@@ -330,6 +330,13 @@ def _regions(maps, statistics, sensitivity, min_fraction):
         if not keep:
             continue
         region = np.isin(components, keep)
+        # a strong defect's edge: where its fine score falls to a third of its typical value
+        # (a fixed fraction of the threshold would let a very strong one spread by blur)
+        edge = max(0.4 * sensitivity, np.percentile(fine[region], 75) / 3.0)
+        refined = ndimage.binary_fill_holes(
+            ndimage.binary_closing(region & (fine > edge), iterations=2))
+        if refined.sum() >= min_fraction * area:
+            region = refined
         new = region & (labels == 0)
         labels[new] = KINDS[kind]
         scores[kind] = float(np.median(coarse[region]))
@@ -440,7 +447,7 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
                     plane[full.shape[0]:] = plane[full.shape[0] - 1:full.shape[0]]
                 for kind, score in scores.items():
                     where = plane == KINDS[kind]
-                    if not where.any():
+                    if where.mean() < min_fraction / 2:  # mostly drawn under another kind
                         continue
                     ys, xs = np.nonzero(where.any(axis=1))[0], np.nonzero(where.any(axis=0))[0]
                     findings.append(_finding(z, kind, [ys[0], xs[0], ys[-1] + 1, xs[-1] + 1],

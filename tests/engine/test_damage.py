@@ -160,3 +160,9 @@ def test_cancel_leaves_no_output(tmp_path):
         repair_masked(volume, np.zeros_like(volume), mean_model, output=out, cancel=cancel,
                       progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_find_damage_is_public():
+    import emzoo
+
+    assert emzoo.find_damage is find_damage and "find_damage" in emzoo.__all__
