@@ -93,7 +93,7 @@ def run_app(main, argv, module=None):
         print(f"emzoo: {error}", file=sys.stderr)
         return 2
     except (EmzooError, OSError) as error:
-        print(f"emzoo: error: {one_line(error)}", file=sys.stderr)
+        print(f"emzoo: error: {cli_message(error)}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as error:
         message = _missing_backend(error, argv[0])
@@ -102,17 +102,97 @@ def run_app(main, argv, module=None):
         print(f"emzoo: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
-        kept = getattr(stop, "kept_incomplete", None)  # a blockwise output: resumable, kept
-        left = (getattr(stop, "left", None) or   # what the app says is left
-                (f"the incomplete output {kept} is kept; continue it with --resume." if kept else
-                 "unfinished output was removed." if isinstance(stop, Terminated) else
-                 "no output was written."))
-        if isinstance(stop, Terminated):
+        terminated = isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated)
+        left = interrupted_message(stop, terminated)
+        if terminated:
             print(f"emzoo: terminated (SIGTERM); {left}", file=sys.stderr)
             return TERMINATED_EXIT
         print(f"emzoo: interrupted; {left}", file=sys.stderr)
         return 130
     return 0
+
+
+# Python argument -> command-line flag, for the library's messages (which name arguments).
+FLAG_NAMES = {
+    "tile": "--tile", "overlap": "--overlap", "batch_size": "--batch-size",
+    "voxel_size": "--voxel-size", "overwrite": "--overwrite", "resume": "--resume",
+    "workers": "--workers", "scheduler": "--scheduler", "block_size": "--block-size",
+    "chunks": "--chunks", "allow_incomplete": "--allow-incomplete", "precision": "--precision",
+    "xla": "--xla", "factor": "--factor", "isotropic": "--isotropic", "slices": "--slices",
+    "allow_random_weights": "--allow-random-weights", "model": "--model",
+}
+
+
+def cli_message(error):
+    """``error``'s message on one line, worded for the command line: the argument names of the
+    library (```tile```, ``overwrite=True``) become the flags that set them (``--tile``,
+    ``--overwrite``) before ``Received:``, and typed errors say which flag continues or allows
+    what they stopped.
+
+    Example:
+        >>> from emzoo.errors import EmzooError
+        >>> cli_message(EmzooError("Invalid value for argument `batch_size`. Expected a strictly "
+        ...                        "positive integer. Received: batch_size=0"))
+        'Invalid value for --batch-size. Expected a strictly positive integer. Received: batch_size=0'
+    """
+    import re
+
+    from emzoo.errors import IncompleteOutputError, RandomWeightsError, describe, one_line
+
+    if isinstance(error, IncompleteOutputError):
+        return one_line(f"{error.problem} The output {error.path} is kept incomplete; continue it "
+                        "with --resume.")
+    if isinstance(error, RandomWeightsError):
+        return one_line(describe(error.problem, f"{error.advice}, or --allow-random-weights to run "
+                                 "it on random weights anyway", model=error.name))
+    text = one_line(error)
+    head, marker, received = text.partition(" Received: ")
+
+    def flag(match):
+        name = match.group("name")
+        return FLAG_NAMES.get(name, match.group(0))
+    head = re.sub(r"argument `(?P<name>\w+)`", flag, head)
+    head = re.sub(r"`(?P<name>\w+)`", flag, head)
+    head = re.sub(r"\b(?P<name>\w+)=True\b", flag, head)
+    return head + marker + received
+
+
+def interrupted_message(stop, terminated):
+    """What an app says is left after Ctrl-C / SIGTERM (``stop``), from the typed interrupt:
+    a blockwise output kept incomplete, an adaptation checkpoint kept, or nothing."""
+    from emzoo.errors import AdaptationInterrupted, JobInterrupted
+
+    if isinstance(stop, JobInterrupted):
+        return f"the incomplete output {stop.path} is kept; continue it with --resume."
+    if isinstance(stop, AdaptationInterrupted) and stop.step:
+        return (f"the adaptation's checkpoint at step {stop.step} in {stop.folder} is kept, and "
+                "the same command continues it.")
+    return "unfinished output was removed." if terminated else "no output was written."
+
+
+def define_overwrite_flag(help_text="Replace OUTPUT if it exists."):
+    """``--overwrite``, one definition for every app that writes (its help says what it replaces)."""
+    return flags.DEFINE_boolean("overwrite", False, help_text)
+
+
+def define_precision_flag(default="auto", help_text=None):
+    """``--precision`` (auto / float32 / bf16): what the model computes in, see
+    :mod:`emzoo.engine.precision`."""
+    from emzoo.engine.precision import PRECISIONS
+
+    return flags.DEFINE_enum(
+        "precision", default, list(PRECISIONS), help_text or (
+            "What the model computes in: bf16 (Keras mixed_bfloat16: CPUs with AVX512-BF16/AMX, "
+            "GPUs of compute capability >= 8.0; refused elsewhere) or float32; auto: bf16 where "
+            "supported, else float32 (speed and PSNR of both: benchmarks/README.md)."))
+
+
+def define_batch_size_flag(default=None, help_text=None):
+    """``--batch-size`` (alias ``--batch_size``): slice pairs (or tiles) per model call."""
+    flag = flags.DEFINE_integer("batch-size", default, help_text or (
+        "Slice pairs (or tiles) per model call (default: 4 with a GPU, 1 on CPU)."))
+    flags.DEFINE_alias("batch_size", "batch-size")
+    return flag
 
 
 def define_volume_flags():
@@ -133,9 +213,8 @@ def define_volume_flags():
         tile=flags.DEFINE_integer("tile", None, "Process slices larger than TILE pixels in "
                                   "overlapping tiles (saves memory on large slices)."),
         overlap=flags.DEFINE_integer("overlap", 32, "Overlap of neighbouring tiles in pixels."),
-        batch=flags.DEFINE_integer("batch-size", None, "Slice pairs (or tiles) per model call "
-                                   "(default: 4 with a GPU, 1 on CPU)."),
-        overwrite=flags.DEFINE_boolean("overwrite", False, "Replace OUTPUT if it exists."),
+        batch=define_batch_size_flag(),
+        overwrite=define_overwrite_flag(),
         random_weights=define_random_weights_flag(),
         workers=flags.DEFINE_integer("workers", None, "Run blockwise on a local Dask cluster of "
                                      "WORKERS processes (output: .zarr, .ome.zarr or .n5)."),
@@ -153,15 +232,9 @@ def define_volume_flags():
         xla=flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "XLA-compile the model calls "
                               "(auto: for FILM models on TensorFlow, on jobs long enough to pay "
                               "for the compile)."),
-        precision=flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bf16"],
-                                    "What the model computes in: bf16 (Keras mixed_bfloat16: "
-                                    "CPUs with AVX512-BF16/AMX, GPUs of compute capability >= 8.0; "
-                                    "refused elsewhere) or float32; auto: bf16 where supported, "
-                                    "else float32 (speed and PSNR of both: "
-                                    "benchmarks/README.md)."),
+        precision=define_precision_flag(),
     )
     flags.DEFINE_alias("voxel_size", "voxel-size")
-    flags.DEFINE_alias("batch_size", "batch-size")
     flags.DEFINE_alias("allow_incomplete", "allow-incomplete")
     flags.DEFINE_alias("block_size", "block-size")
     return shared
@@ -177,18 +250,24 @@ def define_random_weights_flag():
     return flag
 
 
-def job_model(name, allow_random_weights):
-    """The model argument for ``upscale_volume`` / ``repair_volume``, checked before any work.
+def job_model(name, allow_random_weights, options=None):
+    """The model argument for :func:`emzoo.engine.run`, checked before any work.
 
-    A model with trained weights stays a name (the engine loads it after its own checks); one
-    without them is refused (:func:`emzoo.zoo.check_trained`), or with ``allow_random_weights``
-    built here with random weights.
+    A model with trained weights stays a name (the engine loads it); one without them is refused
+    (:func:`emzoo.zoo.check_trained`), or with ``allow_random_weights`` built here with random
+    weights. With ``options`` (:class:`~emzoo.engine.EngineOptions`), their tile is held against
+    the size multiple the model's entry records, before TensorFlow is imported.
     """
     from emzoo import zoo
 
-    if name == "flow" or zoo.check_trained(name, allow_random_weights):  # flow has no weights
+    if name == "flow":  # the optical-flow baseline: no weights, any tile
+        if options is not None:
+            options.check_tile()
         return name
-    return zoo.load(name, weights=None, compile=False)
+    trained = zoo.check_trained(name, allow_random_weights)
+    if options is not None:
+        options.check_tile(zoo.describe_model(name).get("metadata", {}).get("size_multiple"))
+    return name if trained else zoo.load(name, weights=None, compile=False)
 
 
 def check_flag_integer(flag, value, minimum=1, example=None):
@@ -225,52 +304,48 @@ def check_output_flag(output, overwrite, kind="file"):
                                   "a path in an existing folder", output=output))
 
 
-def check_volume_flags(shared, output):
-    """The shared volume flags and ``-o``, checked before TensorFlow is imported (a typo costs no
-    start-up). The tile is held against the size multiple the model's entry records; the engine
-    checks it again against the built model."""
-    from emzoo.errors import EmzooError, describe
+def volume_job(shared):
+    """The job settings the shared volume flags give, built in this one place: the keyword
+    arguments of :func:`emzoo.engine.plan_upscale` / :func:`~emzoo.engine.plan_repair` besides
+    the input, the output and what is computed. Every value is checked by what it builds
+    (:class:`~emzoo.engine.EngineOptions`, :class:`~emzoo.engine.Blockwise`), before TensorFlow
+    is imported.
 
-    check_output_flag(output, shared.overwrite.value or shared.resume.value, kind="volume")
-    check_blockwise_flags(shared, output)
-    tile = check_flag_integer("tile", shared.tile.value, example=512)
-    overlap = check_flag_integer("overlap", shared.overlap.value, minimum=0, example=32)
-    if tile is not None:
-        from emzoo import zoo
+    Example:
+        >>> plan = engine.plan_repair(source, slices, output, **volume_job(_SHARED))  # doctest: +SKIP
+    """
+    from emzoo.engine import Blockwise, EngineOptions, parse_voxel_size
 
-        multiple = (1 if shared.model.value == "flow" else
-                    zoo.describe_model(shared.model.value).get("metadata", {}).get("size_multiple"))
-        if multiple and tile < int(multiple):
-            raise EmzooError(describe(
-                "--tile is smaller than the model's size multiple.",
-                f"a tile of at least {multiple} pixels (better a multiple of {multiple})",
-                tile=tile))
-    if tile is not None and overlap >= tile:
-        raise EmzooError(describe("--overlap must be smaller than --tile.",
-                                  f"an overlap below {tile} pixels", overlap=overlap, tile=tile))
-    check_flag_integer("batch-size", shared.batch.value, example=4)
+    blockwise = None
+    if (shared.workers.value is not None or shared.scheduler.value is not None
+            or shared.resume.value or shared.block_size.value is not None):
+        blockwise = Blockwise(shared.workers.value, shared.scheduler.value,
+                              shared.block_size.value, shared.resume.value)
+    options = EngineOptions(tile=shared.tile.value, overlap=shared.overlap.value,
+                            batch_size=shared.batch.value, xla=xla_setting(shared.xla.value),
+                            precision=shared.precision.value)
+    return dict(options=options, blockwise=blockwise,
+                voxel_size=parse_voxel_size(shared.voxel.value) if shared.voxel.value else None,
+                overwrite=shared.overwrite.value, allow_incomplete=shared.allow_incomplete.value,
+                chunks=parse_chunks(shared.chunks.value))
 
 
-def check_blockwise_flags(shared, output):
-    """``--workers``, ``--scheduler``, ``--resume``, ``--chunks`` and ``--block-size``, checked
-    before any work: the blockwise engine writes Zarr / OME-Zarr / N5 outputs only."""
-    from emzoo.data.volumes import CHUNKED_FORMATS, format_of
-    from emzoo.engine.distributed import check_request, wants_blockwise
-    from emzoo.errors import EmzooError, describe
+def job_summary(result, what):
+    """The line the volume apps print for a finished job (``what``: the job and model in words).
 
-    workers = check_flag_integer("workers", shared.workers.value, example=4)
-    check_flag_integer("block-size", shared.block_size.value, example=2048)
-    if wants_blockwise(workers, shared.scheduler.value, shared.resume.value):
-        check_request(None, output, workers, shared.scheduler.value, shared.resume.value,
-                      shared.overwrite.value)
-    elif shared.block_size.value is not None:
-        raise EmzooError(describe("--block-size applies to blockwise jobs.",
-                                  "--workers N or --scheduler ADDRESS with it",
-                                  block_size=shared.block_size.value))
-    chunks = parse_chunks(shared.chunks.value)
-    if chunks is not None and format_of(os.path.expanduser(output)) not in CHUNKED_FORMATS:
-        raise EmzooError(describe("--chunks applies to chunked outputs.",
-                                  "an output ending in .zarr, .ome.zarr or .n5", output=output))
+    Example:
+        >>> job_summary({"output": "o.tif", "output_shape": (5, 8, 8), "dtype": "uint8",
+        ...              "voxel_size": None, "seconds": 1.0, "precision": "float32"}, "x2 with model m")
+        'Wrote o.tif: 5 x 8 x 8 uint8, unknown voxel size (x2 with model m, 1.0 s, float32)'
+    """
+    if result.get("already_complete"):
+        return result["summary"]
+    shape = " x ".join(str(s) for s in result["output_shape"])
+    voxel = result["voxel_size"]
+    voxel = "unknown voxel size" if voxel is None else "voxel " + " x ".join(
+        f"{v:g}" for v in voxel) + " nm"
+    return (f"Wrote {result['output']}: {shape} {result['dtype']}, {voxel} ({what}, "
+            f"{result['seconds']:.1f} s, {result['precision']}{blockwise_note(result)})")
 
 
 def blockwise_note(summary):
@@ -315,24 +390,6 @@ def parse_chunks(text):
 def xla_setting(value):
     """``--xla`` (auto/on/off) as the engine's ``jit_compile`` argument."""
     return {"on": True, "off": False}.get(value, "auto")
-
-
-def volume_job_options(shared):
-    """The keyword arguments the shared volume flags give ``upscale_volume`` / ``repair_volume``.
-
-    Example:
-        >>> engine.repair_volume(source, slices, model, **volume_job_options(_SHARED))  # doctest: +SKIP
-    """
-    from emzoo.engine import parse_voxel_size
-
-    voxel_size = parse_voxel_size(shared.voxel.value) if shared.voxel.value else None
-    return dict(tile=shared.tile.value, overlap=shared.overlap.value,
-                batch_size=shared.batch.value, voxel_size=voxel_size,
-                overwrite=shared.overwrite.value, progress=not shared.quiet.value,
-                jit_compile=xla_setting(shared.xla.value), precision=shared.precision.value,
-                workers=shared.workers.value, scheduler=shared.scheduler.value,
-                resume=shared.resume.value, allow_incomplete=shared.allow_incomplete.value,
-                chunks=parse_chunks(shared.chunks.value), block_size=shared.block_size.value)
 
 
 def _terminate(signum, frame):

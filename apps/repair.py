@@ -39,12 +39,11 @@ def main(argv):
     if not _SLICES.value:
         raise EmzooError(describe("No damaged slices given.", "--slices 12,37 (0-based)",
                                   slices=None))
-    slices = engine.parse_slices(_SLICES.value)
-    common.check_volume_flags(_SHARED, _OUTPUT.value)  # before TensorFlow is imported
-    options = common.volume_job_options(_SHARED)
-    model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
-    summary = engine.repair_volume(samples.resolve_input(argv[1]), slices, model,
-                                   output=_OUTPUT.value, **options)
+    job = common.volume_job(_SHARED)
+    plan = engine.plan_repair(samples.resolve_input(argv[1]), engine.parse_slices(_SLICES.value),
+                              _OUTPUT.value, **job)  # everything checked once, before the model
+    model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value, plan.options)
+    summary = engine.run(plan, model, progress=not _SHARED.quiet.value).to_dict()
     if summary.get("already_complete"):
         print(summary["summary"])
         return

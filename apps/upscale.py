@@ -55,65 +55,25 @@ def main(argv):
                                   arguments=argv[1:]))
     if not _OUTPUT.value:
         raise EmzooError(describe("No output given.", "-o OUTPUT (e.g. -o out.tif)", output=None))
-    if _ISOTROPIC.value and _FACTOR.value is not None:
-        raise EmzooError(describe("--factor and --isotropic exclude each other.",
-                                  "one of them", factor=_FACTOR.value, isotropic=True))
-    factor = engine.parse_factor(_FACTOR.value if _FACTOR.value is not None else 2)
-    common.check_volume_flags(_SHARED, _OUTPUT.value)  # before TensorFlow is imported
-    options = common.volume_job_options(_SHARED)
     if _ADAPT.value is not None and (_ADAPT.value <= 0 or _SHARED.model.value == "flow"):
         raise EmzooError(describe("Invalid value for --adapt.", "a number of minutes > 0, with a "
                                   "trained model (not flow)", adapt=_ADAPT.value,
                                   model=_SHARED.model.value))
+    job = common.volume_job(_SHARED)
     source = samples.resolve_input(argv[1])
-    from emzoo.engine.upscale import plan_upscale
-
-    if options["workers"] is not None or options["scheduler"] is not None:
-        from emzoo.engine.distributed import check_request
-
-        check_request(source, _OUTPUT.value, options["workers"], options["scheduler"],
-                      options["resume"], options["overwrite"])
-    plan_upscale(source, factor, _OUTPUT.value, _ISOTROPIC.value, options["voxel_size"],
-                 options["overwrite"] or options["resume"], False, options["allow_incomplete"],
-                 options["chunks"])  # input, output and its size, before the model is loaded
-    model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value)
+    plan = engine.plan_upscale(source, _FACTOR.value, _OUTPUT.value, isotropic=_ISOTROPIC.value,
+                               **job)  # everything checked once, before the model is loaded
+    model = common.job_model(_SHARED.model.value, _SHARED.random_weights.value, plan.options)
     adapted = ""
     if _ADAPT.value is not None:
-        from emzoo.adaptation import adapt_beside_output, folder_beside, run_state
+        from emzoo.adaptation import adapt_beside_output, describe_report
 
-        folder = folder_beside(_OUTPUT.value)
-        try:
-            report = adapt_beside_output(
-                model, source, _OUTPUT.value, overwrite=options["overwrite"],
-                factor=None if _ISOTROPIC.value else factor, isotropic=_ISOTROPIC.value,
-                minutes=_ADAPT.value, voxel_size=options["voxel_size"],
-                precision=options["precision"], progress=options["progress"])
-        except KeyboardInterrupt as stop:   # Ctrl-C / SIGTERM while adapting: say what is kept
-            state = run_state(folder)
-            if state is not None and state[0] != "complete" and state[1]:
-                stop.left = (f"the adaptation's checkpoint at step {state[1]} in {folder} is kept, "
-                             "and the same command continues it.")
-            raise
-        model = report["model"]
-        kept = ("" if report["improved"] else
-                f" ({report['vetoed'] or 'no gain on the held-out triplets: base weights kept'})")
-        reused = (" (reused)" if report["already_complete"] else
-                  f" (resumed at step {report['resumed'][-1]})" if report["resumed"] else "")
-        adapted = (f", {report['skipped']}" if report["skipped"] else
-                   f", adapted {report['steps']} steps{reused}: held-out error "
-                   f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}{kept}; "
-                   f"adapted model in {report['output']}")
-        for note in (report["diverged"], report["assumed"]):
-            adapted += f"; {note}" if note else ""
-    summary = engine.upscale_volume(source, model, factor=factor, output=_OUTPUT.value,
-                                    isotropic=_ISOTROPIC.value, **options)
-    if summary.get("already_complete"):
-        print(summary["summary"])
-        return
-    shape = " x ".join(str(s) for s in summary["output_shape"])
-    voxel = summary["voxel_size"]
-    voxel = "unknown voxel size" if voxel is None else "voxel " + " x ".join(
-        f"{v:g}" for v in voxel) + " nm"
-    print(f"Wrote {summary['output']}: {shape} {summary['dtype']}, {voxel} "
-          f"(x{summary['factor']:g} with model {_SHARED.model.value}{adapted}, "
-          f"{summary['seconds']:.1f} s, {summary['precision']}{common.blockwise_note(summary)})")
+        report = adapt_beside_output(
+            model, source, _OUTPUT.value, overwrite=plan.overwrite,
+            factor=None if _ISOTROPIC.value else float(plan.factor), isotropic=_ISOTROPIC.value,
+            minutes=_ADAPT.value, voxel_size=job["voxel_size"], precision=plan.options.precision,
+            progress=not _SHARED.quiet.value)
+        model, adapted = report["model"], ", " + describe_report(report)
+    result = engine.run(plan, model, progress=not _SHARED.quiet.value).to_dict()
+    print(common.job_summary(result, f"x{result['factor']:g} with model "
+                                     f"{_SHARED.model.value}{adapted}"))

@@ -27,6 +27,76 @@ class VolumeError(EmzooError):
     """A volume that cannot be read or written, or whose content is not usable."""
 
 
+class IncompleteOutputError(VolumeError):
+    """A blockwise job that ended before every block was recorded: its output ``path`` is kept,
+    marked incomplete, and the same job run again with ``resume=True`` continues it.
+
+    ``problem`` says what happened; the message adds what is kept and how to continue, in the
+    library's words (the apps word it with their own flags from ``problem`` and ``path``).
+
+    Example:
+        >>> str(IncompleteOutputError("out.zarr", "Block 3 failed."))
+        'Block 3 failed. The output out.zarr is kept incomplete; the same job with resume=True continues it.'
+    """
+
+    def __init__(self, path, problem):
+        self.path, self.problem = str(path), problem.rstrip()
+        super().__init__(f"{self.problem} The output {self.path} is kept incomplete; the same job "
+                         "with resume=True continues it.")
+
+
+class JobCancelled(EmzooError):
+    """A volume job stopped by its ``cancel`` event (see :func:`emzoo.engine.run`); a single-process
+    job leaves no output behind, a blockwise one keeps its output incomplete at ``path``.
+
+    Example:
+        >>> str(JobCancelled(None))
+        'The job was cancelled; no output was written.'
+    """
+
+    def __init__(self, path=None):
+        self.path = None if path is None else str(path)
+        super().__init__("The job was cancelled; " + (
+            "no output was written." if path is None else
+            f"the incomplete output {path} is kept and resume=True continues it."))
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a blockwise job: its output ``path`` is kept, marked incomplete,
+    and ``resume=True`` continues it. Raised from the original interrupt (``__cause__``)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        super().__init__(f"interrupted; the incomplete output {self.path} is kept")
+
+
+class AdaptationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while adapting a model in the run folder ``folder``: its checkpoint
+    at ``step`` is kept, and the same call with ``resume=True`` continues it. Raised from the
+    original interrupt (``__cause__``)."""
+
+    def __init__(self, folder, step):
+        self.folder, self.step = str(folder), int(step)
+        super().__init__(f"interrupted; the adaptation's checkpoint at step {step} in {folder} is kept")
+
+
+class RandomWeightsError(WeightsError):
+    """A model asked for with its trained weights, whose entry has none: running it would mean
+    random weights, which needs an explicit opt-in (``emzoo.load(name, weights=None)``, or
+    ``allow_random_weights=True``). ``name`` is the model, ``problem`` what is missing and
+    ``advice`` how to get trained weights.
+
+    Example:
+        >>> str(RandomWeightsError("tsain", "`tsain` has no trained weights.", "a trained model"))
+        "`tsain` has no trained weights. Expected a trained model, or weights=None (random weights, explicitly). Received: model='tsain'"
+    """
+
+    def __init__(self, name, problem, advice):
+        self.name, self.problem, self.advice = str(name), problem, advice
+        super().__init__(describe(problem, f"{advice}, or weights=None (random weights, "
+                                           "explicitly)", model=self.name))
+
+
 def describe(problem, expected, **received):
     """Formats ``problem``, ``expected`` and the received values into one message.
 

@@ -28,7 +28,7 @@ import os
 import pathlib
 import pkgutil
 
-from emzoo.errors import EmzooError, UnknownModelError, WeightsError, describe
+from emzoo.errors import EmzooError, RandomWeightsError, UnknownModelError, WeightsError, describe
 
 _CONFIG_FILE = "config.json"
 _WEIGHTS_FILE = "model.weights.h5"
@@ -234,7 +234,9 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
     Args:
         name_or_dir: a registered name (see :func:`list_models`) or a folder written by :func:`save`.
         weights: ``"default"`` for the entry's weights (explicit file, then the ``$EMZOO_HOME``
-            cache, then download), ``None`` for random initial weights, or a path to a
+            cache, then download; an entry that has none is refused with a
+            :class:`~emzoo.errors.RandomWeightsError`, never silently random), ``None`` for
+            random initial weights, or a path to a
             ``.weights.h5`` file (or, for FILM entries, an original FILM SavedModel folder).
         compile: compile with the architecture's paper loss, optimizer and metrics.
         **config_overrides: constructor arguments replacing those of the entry.
@@ -251,6 +253,8 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
     model = build_model(entry, **config_overrides)
     if weights == "default":
         spec = entry.get("weights")
+        if not spec:  # nothing to load: random weights only when asked for (weights=None)
+            raise _untrained(entry, name_or_dir)
         if spec:
             from emzoo import weights as weights_lib
 
@@ -294,24 +298,28 @@ def check_trained(name_or_dir, allow_random_weights=False):
     found = weights_lib.source(spec, entry["name"], base_dir)
     if found in ("bundled", "cached", "download") or allow_random_weights:
         return found in ("bundled", "cached", "download")
+    raise _untrained(entry, name_or_dir, found)
+
+
+def _untrained(entry, name_or_dir, found=None):
+    """The :class:`~emzoo.errors.RandomWeightsError` for an entry without trained weights here:
+    what is missing and how to get them (converting, training), in the library's words."""
+    spec = entry.get("weights") or {}
     name = entry.get("_dir") or entry["name"]
-    smoke = (f"or --allow-random-weights to run it on random weights anyway "
-             f"(emzoo.load({str(name)!r}, weights=None) in Python)")
     if found == "convert":
         where = f" (from {spec['source']})" if spec.get("source") else ""
         command = spec.get("convert_command") or f"emzoo convert film SAVED_MODEL --name {name}"
-        raise WeightsError(describe(
-            f"`{name}` has no trained weights on this machine: they must be converted first.",
-            f"its weights converted with `{command}`{where}, {smoke}", model=str(name_or_dir)))
+        return RandomWeightsError(
+            name_or_dir, f"`{name}` has no trained weights on this machine: they must be converted "
+            "first.", f"its weights converted with `{command}`{where}")
     if entry.get("_dir"):
-        raise WeightsError(describe(
-            f"The saved model {name} has no trained weights (its weights file is missing).",
-            f"a folder written by `emzoo train` or emzoo.save with its {_WEIGHTS_FILE}, {smoke}",
-            model=str(name_or_dir)))
-    raise WeightsError(describe(
-        f"`{name}` has no trained weights (it would run on random weights).",
+        return RandomWeightsError(
+            name_or_dir, f"The saved model {name} has no trained weights (its weights file is "
+            "missing).", f"a folder written by `emzoo train` or emzoo.save with its {_WEIGHTS_FILE}")
+    return RandomWeightsError(
+        name_or_dir, f"`{name}` has no trained weights (it would run on random weights).",
         f"a trained model: train it with `emzoo train {name} --data VOLUME --output RUN` and use "
-        f"the folder RUN as the model, {smoke}", model=str(name_or_dir)))
+        "the folder RUN as the model")
 
 
 def load_trained(name_or_dir, allow_random_weights=False, **kwargs):
@@ -325,7 +333,7 @@ def load_trained(name_or_dir, allow_random_weights=False, **kwargs):
     Example:
         >>> model = load_trained("tsain")                  # doctest: +SKIP
         Traceback (most recent call last):
-        emzoo.errors.WeightsError: `tsain` has no trained weights (it would run on random weights). ...
+        emzoo.errors.RandomWeightsError: `tsain` has no trained weights (it would run on random weights). ...
     """
     trained = check_trained(name_or_dir, allow_random_weights)
     return load(name_or_dir, weights="default" if trained else None, **kwargs)

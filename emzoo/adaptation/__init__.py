@@ -82,9 +82,9 @@ Example:
     >>> model = emzoo.load("runs/adapted")                     # doctest: +SKIP
 """
 
-from emzoo.adaptation.fine_tune import adapt, adapt_beside_output
+from emzoo.adaptation.fine_tune import adapt, adapt_beside_output, describe_report
 from emzoo.adaptation.lateral import LateralTriplets, lateral_gaps, stretch_along_z
 from emzoo.adaptation.run_folder import CHECKPOINT_FILE, RUN_FILE, folder_beside, run_state
 
-__all__ = ["CHECKPOINT_FILE", "LateralTriplets", "RUN_FILE", "adapt", "adapt_beside_output",
-           "folder_beside", "lateral_gaps", "run_state", "stretch_along_z"]
+__all__ = ["LateralTriplets", "adapt", "adapt_beside_output", "describe_report", "lateral_gaps",
+           "stretch_along_z"]

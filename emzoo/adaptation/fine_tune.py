@@ -21,10 +21,10 @@ from emzoo.adaptation.run_folder import (CHECKPOINT_FILE, RUN_FILE, AnotherRunEr
                                          array_digest, check_same_run, clear_run_folder,
                                          file_digest, finished_report, folder_beside,
                                          load_checkpoint, model_digest, prepare_output,
-                                         save_checkpoint, write_json)
+                                         run_state, save_checkpoint, write_json)
 from emzoo.data.volumes.base import split_container_path
 from emzoo.engine.progress import Progress
-from emzoo.errors import EmzooError, VolumeError, check_integer, describe
+from emzoo.errors import AdaptationInterrupted, EmzooError, VolumeError, check_integer, describe
 
 # The smallest training crop, in units of the model's size multiple (its coarsest pyramid level is
 # then at least this many pixels wide), for adaptation to train at all. A short input (few slices
@@ -340,12 +340,39 @@ def adapt_beside_output(model, volume, output, overwrite=False, **settings):
     """
     folder = folder_beside(output)
     try:
-        return adapt(model, volume, output=folder, resume=not overwrite, overwrite=overwrite,
-                     **settings)
-    except AnotherRunError:
-        if os.path.exists(split_container_path(os.fspath(output))[0]):
-            raise
-        return adapt(model, volume, output=folder, overwrite=True, **settings)
+        try:
+            return adapt(model, volume, output=folder, resume=not overwrite, overwrite=overwrite,
+                         **settings)
+        except AnotherRunError:
+            if os.path.exists(split_container_path(os.fspath(output))[0]):
+                raise
+            return adapt(model, volume, output=folder, overwrite=True, **settings)
+    except KeyboardInterrupt as stop:  # Ctrl-C / SIGTERM while adapting: say what is kept
+        state = run_state(folder)
+        if state is not None and state[0] != "complete":
+            raise AdaptationInterrupted(folder, state[1] or 0) from stop
+        raise
+
+
+def describe_report(report):
+    """What an adaptation did, in words: the text ``emzoo upscale --adapt`` adds to its line.
+
+    Example:
+        >>> describe_report({"skipped": "not adapted: z spacing 2x the x spacing"})
+        'not adapted: z spacing 2x the x spacing'
+    """
+    if report.get("skipped"):
+        return report["skipped"]
+    kept = ("" if report["improved"] else
+            f" ({report['vetoed'] or 'no gain on the held-out triplets: base weights kept'})")
+    reused = (" (reused)" if report["already_complete"] else
+              f" (resumed at step {report['resumed'][-1]})" if report["resumed"] else "")
+    text = (f"adapted {report['steps']} steps{reused}: held-out error "
+            f"{report['validation_before']:.4f} -> {report['validation_after']:.4f}{kept}; "
+            f"adapted model in {report['output']}")
+    for note in (report.get("diverged"), report.get("assumed")):
+        text += f"; {note}" if note else ""
+    return text
 
 
 def _progress(steps, minutes, enabled, already_steps=0, already_seconds=0.0):

@@ -36,8 +36,13 @@ Modules, one role each:
 - :mod:`~emzoo.engine.midpoint`: the midpoint engine (pairs, feature reuse, batching);
 - :mod:`~emzoo.engine.policy`: batch size, XLA policy and compiled model calls;
 - :mod:`~emzoo.engine.sources`: checks of the input volume, voxel size and output path;
-- :mod:`~emzoo.engine.job`: what both jobs share (resampling, writing, progress, summary);
-- :mod:`~emzoo.engine.upscale`, :mod:`~emzoo.engine.repair`: the two jobs, short orchestrators;
+- :mod:`~emzoo.engine.plan`: the job plan (:func:`plan_upscale`, :func:`plan_repair`,
+  :class:`EngineOptions`, :class:`Blockwise`): every setting of a job, checked once;
+- :mod:`~emzoo.engine.runner`: :func:`run` (a plan with a model, on one process or on Dask) and
+  its :class:`JobResult`;
+- :mod:`~emzoo.engine.job`: what both jobs share (input checks, resampling, writing, summary);
+- :mod:`~emzoo.engine.upscale`, :mod:`~emzoo.engine.repair`: the two jobs' slices, and
+  ``upscale_volume`` / ``repair_volume``, the one-call forms of plan then run;
 - :mod:`~emzoo.engine.blocks`: the blockwise plan (blocks of whole output chunks, what each reads,
   the (y, x) halo) and the computation of one block;
 - :mod:`~emzoo.engine.distributed`: the blockwise engine on Dask (``workers=N`` /
@@ -57,6 +62,14 @@ single-process engine's with the same ``tile`` and ``overlap``.
 
 Importing the engine imports NumPy only; Keras and the backend are imported when a model runs.
 
+A job is planned, then run: the plan checks everything before any work (and the apps make it
+before loading a model, so a typo costs no start-up); the same plan runs on one process or on Dask
+and reports progress to a bar or a callback::
+
+    plan = plan_upscale("stack.tif", factor=4, output="iso.tif",
+                        options=EngineOptions(tile=1024, precision="auto"))
+    result = run(plan, "default", progress=lambda done, total: ..., cancel=threading.Event())
+
 Example:
     >>> import emzoo, numpy as np
     >>> model = emzoo.load("default")                                   # doctest: +SKIP
@@ -68,14 +81,18 @@ Example:
 """
 
 from emzoo.engine.midpoint import MidpointEngine
+from emzoo.engine.plan import Blockwise, EngineOptions, JobPlan, plan_repair, plan_upscale
 from emzoo.engine.policy import default_batch_size, resolve_jit_compile
 from emzoo.engine.positions import check_factor, parse_factor, upscale_positions
 from emzoo.engine.progress import Progress
 from emzoo.engine.repair import parse_slices, repair_volume
+from emzoo.engine.runner import JobResult, run
 from emzoo.engine.sources import parse_voxel_size
 from emzoo.engine.tiler import Tiler
 from emzoo.engine.upscale import upscale_volume
 
-__all__ = ["MidpointEngine", "Progress", "Tiler", "check_factor", "default_batch_size",
-           "parse_factor", "parse_slices", "parse_voxel_size", "repair_volume",
-           "resolve_jit_compile", "upscale_positions", "upscale_volume"]
+# The public API; the parts (MidpointEngine, Tiler, Progress, ...) stay importable from their
+# modules for those who build on them.
+__all__ = ["Blockwise", "EngineOptions", "JobPlan", "JobResult", "parse_factor", "parse_slices",
+           "parse_voxel_size", "plan_repair", "plan_upscale", "repair_volume", "run",
+           "upscale_volume"]

@@ -1,9 +1,9 @@
 """What upscaling and repair share: the checked input and output, resampling, writing, reporting.
 
-A :class:`Job` opens and checks its input and output before any work (:meth:`Job.ready` once the
-output shape is known). The orchestrators then produce ``(z, raw slice)`` pairs in output order;
-:meth:`Job.write` streams them to the output (or into an array), draws the progress bar and
-returns the result: the same summary dict whether or not there is an output path.
+A :class:`Job` opens and checks its input and output (:meth:`Job.ready` once the output shape is
+known); the job plans (:mod:`~emzoo.engine.plan`) are made from it. The jobs then produce
+``(z, raw slice)`` pairs in output order; :func:`write_slices` streams them to the output (or
+into an array) and reports progress.
 """
 
 import errno
@@ -12,31 +12,27 @@ import math
 import numpy as np
 
 from emzoo.data.volumes import create_volume, denormalise
-from emzoo.engine.progress import Progress
+from emzoo.engine.progress import job_progress
 from emzoo.engine.sources import (check_output, check_output_size, check_volume, open_source,
                                   source_voxel_size)
-from emzoo.errors import VolumeError, describe
+from emzoo.errors import JobCancelled, VolumeError, describe
 
 
 class Job:
-    """One volume job: its source, shape, dtype and voxel size, and where its output goes.
+    """A volume job's input and output, checked: its source, shape, dtype and voxel size.
 
     Args:
         volume: a path (TIFF, HDF5, slice folder), a NumPy array (Z, Y, X) or a Volume.
-        output: path to write; ``None`` keeps the result in memory (the result's ``array``).
-        overwrite: replace an existing ``output``.
+        output: path to write; ``None`` keeps the result in memory.
+        overwrite: an existing ``output`` may be replaced.
         voxel_size: (z, y, x) in nm replacing the file's, or ``None``.
-        progress: show a progress bar (stderr); the summary line is returned, not printed.
         minimum_slices: the fewest input slices the job can work with.
         allow_incomplete: read an input that is the unfinished output of an emzoo job.
-        chunks: the chunk shape (z, y, x) of a Zarr / OME-Zarr / N5 output (``None``: the
-            format's default).
     """
 
-    def __init__(self, volume, output, overwrite, voxel_size, progress, minimum_slices=2,
-                 allow_incomplete=False, chunks=None):
+    def __init__(self, volume, output, overwrite, voxel_size, minimum_slices=2,
+                 allow_incomplete=False):
         self.output = check_output(output, overwrite)
-        self.overwrite, self.progress, self.chunks = overwrite, progress, chunks
         self.source = open_source(volume, allow_incomplete)
         self.shape = check_volume(self.source, minimum_slices)
         self.dtype = np.dtype(self.source.dtype)
@@ -44,49 +40,41 @@ class Job:
 
     def ready(self, shape, remedy="a smaller factor"):
         """Checks, before any work, that an output of ``shape`` can be made, then reads what the
-        input's normalisation needs (a float volume's value range, which refuses NaN / Inf)."""
+        input's normalisation needs (a float volume's value range, which refuses NaN / Inf):
+        returns that range as two floats, or ``None`` for integer data."""
         check_output_size(shape, self.dtype, self.output, remedy)
         value_range = getattr(self.source, "value_range", None)
-        if callable(value_range):
-            value_range()
+        if self.dtype.kind != "f" or not callable(value_range):
+            return None
+        return tuple(float(v) for v in value_range())
 
-    def unit(self, z):
-        """Input slice ``z`` as the engine's (H, W, 1) float32 in [0, 1]."""
-        return np.asarray(self.source.slice(z), np.float32)[..., None]
 
-    def resample(self, dense, position):
-        """The output slice (input dtype) at ``position`` on the dense grid ``dense``.
+def unit(source, z):
+    """Input slice ``z`` of ``source`` as the engine's (H, W, 1) float32 in [0, 1]."""
+    return np.asarray(source.slice(z), np.float32)[..., None]
 
-        ``position`` is a fraction in dense-grid units; off the grid, the slice is the linear
-        interpolation of the two nearest grid slices (weights by distance along z).
-        """
-        return resample(dense, position, self.source, self.dtype)
 
-    def write(self, slices, shape, voxel_size, label, kind, **extra):
-        """Writes the ``(z, raw)`` pairs of ``slices``; I/O errors become one VolumeError.
+def write_slices(plan, slices, progress=True, cancel=None):
+    """Writes the ``(z, raw)`` pairs of ``slices`` to ``plan``'s output (or into an array);
+    returns ``(array or None, seconds)``.
 
-        Returns the summary dict, with or without an output path: ``output`` (the path, or
-        ``None``), ``array`` (the result when there is no output path, else ``None``),
-        ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``, then ``extra``, ``seconds``
-        and ``summary`` (a one-line description of the job). ``label`` names the progress bar,
-        ``kind`` the job in the summary line.
-        """
-        bar = Progress(shape[0], label, enabled=self.progress)
-        writer = _open_writer(self.output, shape, self.dtype, voxel_size, self.overwrite,
-                              self.chunks)
-        try:
-            with writer:
-                for z, raw in slices:
-                    writer.write(z, raw)
-                    bar.update()
-        except OSError as error:
-            raise _disk_error(error, self.output, shape, self.dtype) from None
-        bar.close()
-        line = summary_line(kind, self.shape, shape, self.dtype, self.voxel_size, voxel_size,
-                        bar.seconds, self.output)
-        return {"output": self.output, "array": writer.array if self.output is None else None,
-                "input_shape": self.shape, "output_shape": shape, "dtype": self.dtype.name,
-                "voxel_size": voxel_size, **extra, "seconds": bar.seconds, "summary": line}
+    I/O errors become one VolumeError; a set ``cancel`` event stops the job between two slices
+    (:class:`~emzoo.errors.JobCancelled`), and the output's temporary name is removed.
+    """
+    bar = job_progress(progress, plan.output_shape[0], plan.job)
+    writer = _open_writer(plan.output, plan.output_shape, plan.dtype, plan.output_voxel_size,
+                          plan.overwrite, plan.chunks)
+    try:
+        with writer:
+            for z, raw in slices:
+                if cancel is not None and cancel.is_set():
+                    raise JobCancelled(None)
+                writer.write(z, raw)
+                bar.update()
+    except OSError as error:
+        raise _disk_error(error, plan.output, plan.output_shape, plan.dtype) from None
+    bar.close()
+    return (writer.array if plan.output is None else None), bar.seconds
 
 
 def resample(dense, position, source, dtype):

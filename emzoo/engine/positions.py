@@ -137,8 +137,8 @@ def isotropic_factor(voxel):
     if voxel is None:
         raise VolumeError(describe(
             "`isotropic` needs the voxel size, and the input file does not record one.",
-            "a voxel size given explicitly (command line: --voxel-size z,y,x in nm, e.g. "
-            "--voxel-size 40,4,4; Python: voxel_size=(40, 4, 4))", voxel_size=None))
+            "a voxel size given explicitly: `voxel_size`, z,y,x in nm (e.g. 40,4,4)",
+            voxel_size=None))
     factor = voxel[0] / voxel[2]
     if factor < 1:
         raise VolumeError(describe(

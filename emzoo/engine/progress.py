@@ -37,6 +37,8 @@ class Progress:
         log_interval: seconds between two plain lines when ``stream`` is not a terminal.
         initial: count already done before this bar (a resumed job).
         show_rate: ``False`` leaves out the rate (e.g. when the count is seconds of a time budget).
+        callback: called as ``callback(done, total)`` after every update (e.g. a viewer's
+            progress bar), whether or not anything is written.
 
     :meth:`set_status` adds a short text after the time left (e.g. a training job's best score).
 
@@ -47,7 +49,8 @@ class Progress:
     """
 
     def __init__(self, total, label, enabled=True, stream=None, interval=0.25, log_interval=30.0,
-                 unit="slices", initial=0, show_rate=True):
+                 unit="slices", initial=0, show_rate=True, callback=None):
+        self.callback = callback
         self.total, self.label, self.enabled, self.unit = int(total), label, enabled, unit
         self.stream = stream or sys.stderr
         self.interval, self.log_interval = interval, log_interval
@@ -75,6 +78,8 @@ class Progress:
 
     def update(self, count=1):
         self.done += count
+        if self.callback is not None:
+            self.callback(self.done, self.total)
         if self._bar is not None:
             self._bar.update(count)
         elif self.enabled:
@@ -104,3 +109,18 @@ class Progress:
     @property
     def seconds(self):
         return time_lib.perf_counter() - self.start
+
+
+def job_progress(progress, total, label, unit="slices"):
+    """The :class:`Progress` of a volume job: ``progress`` ``True`` draws the bar on stderr,
+    ``False`` reports nothing, and a callable is called as ``progress(done, total)`` instead.
+
+    Example:
+        >>> seen = []
+        >>> bar = job_progress(lambda done, total: seen.append((done, total)), 2, "upscale")
+        >>> bar.update(); bar.update(); seen
+        [(1, 2), (2, 2)]
+    """
+    if callable(progress):
+        return Progress(total, label, enabled=False, unit=unit, callback=progress)
+    return Progress(total, label, enabled=bool(progress), unit=unit)

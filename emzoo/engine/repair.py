@@ -1,14 +1,12 @@
 """``repair_volume``: damaged slices replaced by interpolation from their good neighbours.
 
 Slice indices are 0-based. A run of adjacent damaged slices is interpolated as one, between the
-nearest good slice on each side; every other slice is copied unchanged.
+nearest good slice on each side; every other slice is copied unchanged. :func:`repair_volume` is
+the one-call form of :func:`~emzoo.engine.plan_repair` then :func:`~emzoo.engine.run`.
 """
 
-from emzoo.engine.blocks import RepairRecipe
-from emzoo.engine.distributed import check_request, run_blockwise, wants_blockwise
-from emzoo.engine.job import Job
+from emzoo.engine.job import resample, unit
 from emzoo.engine.memory import release_freed_memory
-from emzoo.engine.midpoint import MidpointEngine, resolve_model
 from emzoo.engine.positions import repair_positions
 from emzoo.errors import EmzooError, describe
 
@@ -50,7 +48,7 @@ def parse_slices(text):
     return sorted(indices)
 
 
-def _damaged_runs(slices, num_slices):
+def damaged_runs(slices, num_slices):
     """Maximal runs (first, last) of adjacent damaged slices, each with good slices on both sides."""
     if isinstance(slices, str):
         slices = parse_slices(slices)
@@ -113,48 +111,33 @@ def repair_volume(volume, slices, model, output=None, tile=None, overlap=32, bat
     Example:
         >>> fixed = repair_volume(stack, [12, 13], "default")["array"]      # doctest: +SKIP
     """
-    blockwise = wants_blockwise(workers, scheduler, resume)
-    if blockwise:
-        check_request(volume, output, workers, scheduler, resume, overwrite)
-    job = Job(volume, output, overwrite or bool(resume), voxel_size, progress, minimum_slices=3,
-              allow_incomplete=allow_incomplete, chunks=chunks)
-    runs = _damaged_runs(slices, job.shape[0])
-    job.ready(job.shape, remedy="a smaller input")
-    if blockwise:
-        repaired = [z for first, last in runs for z in range(first, last + 1)]
-        return run_blockwise(
-            job, RepairRecipe(job.shape[0], runs), job.shape, job.voxel_size, model, label="repair",
-            kind=f"repair {len(repaired)} slice(s)", extra={"repaired": repaired}, tile=tile,
-            overlap=overlap, batch_size=batch_size, reuse_features=reuse_features,
-            jit_compile=jit_compile, precision=precision, workers=workers, scheduler=scheduler,
-            resume=resume, overwrite=overwrite, chunks=chunks, block_size=block_size,
-            allow_incomplete=allow_incomplete,
-            expected_pairs=sum(last - first + 1 for first, last in runs), progress=progress)
-    engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
-                            batch_size, reuse_features, jit_compile,
-                            expected_pairs=sum(last - first + 1 for first, last in runs),
-                            precision=precision)
-    repaired = [z for first, last in runs for z in range(first, last + 1)]
-    return job.write(_repaired_slices(job, engine, runs), job.shape, job.voxel_size, "repair",
-                     f"repair {len(repaired)} slice(s)", repaired=repaired,
-                     precision=engine.precision)
+    from emzoo.engine.plan import EngineOptions, plan_repair
+    from emzoo.engine.runner import run
+    from emzoo.engine.upscale import blockwise_of
+
+    options = EngineOptions(tile, overlap, batch_size, reuse_features, jit_compile, precision)
+    plan = plan_repair(volume, slices, output, voxel_size=voxel_size, options=options,
+                       blockwise=blockwise_of(workers, scheduler, block_size, resume),
+                       overwrite=overwrite, allow_incomplete=allow_incomplete, chunks=chunks)
+    return run(plan, model, progress).to_dict()
 
 
-def _repaired_slices(job, engine, runs):
-    """Yields ``(z, raw)`` for every slice: good ones copied, each damaged run interpolated."""
-    starts = dict(runs)
+def repaired_slices(plan, source, engine):
+    """Yields ``(z, raw)`` for every slice of the repair ``plan``: good ones copied, each damaged
+    run interpolated with the midpoint ``engine``."""
+    starts = dict(plan.runs)
     z = 0
-    while z < job.shape[0]:
+    while z < plan.input_shape[0]:
         if z not in starts:
-            yield z, job.source.read(z)
+            yield z, source.read(z)
             z += 1
             continue
         last = starts[z]
         positions, grid = repair_positions(last - z + 1)
-        dense = {0: job.unit(z - 1), grid: job.unit(last + 1)}
+        dense = {0: unit(source, z - 1), grid: unit(source, last + 1)}
         engine.fill_grid(dense, 0, grid, grid.bit_length() - 1)
         for k, position in enumerate(positions):
-            yield z + k, job.resample(dense, position)
+            yield z + k, resample(dense, position, source, plan.dtype)
         engine.forget()
         release_freed_memory()
         z = last + 1

@@ -97,7 +97,7 @@ def check_output(output, overwrite):
     file, _ = split_hdf5_path(path)
     if os.path.exists(file) and not overwrite:
         raise VolumeError(describe(f"The output {file} already exists.",
-                                   "a new path, or overwrite=True (--overwrite)", output=path))
+                                   "a new path, or overwrite=True to replace it", output=path))
     parent = os.path.dirname(os.path.abspath(file))
     if not os.path.isdir(parent):
         raise VolumeError(describe(f"The output folder {parent} does not exist.",

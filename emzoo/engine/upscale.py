@@ -3,43 +3,49 @@
 A chunk is a few neighbouring input pairs and their recursion trees: enough first-level midpoints
 to fill a batch, and never more than a bounded number of dense-grid slices, whatever the length of
 the volume. Each chunk's output slices are written before the next chunk is read.
+:func:`upscale_volume` is the one-call form of :func:`~emzoo.engine.plan_upscale` then
+:func:`~emzoo.engine.run`.
 """
 
-from emzoo.engine.blocks import UpscaleRecipe
-from emzoo.engine.distributed import check_request, run_blockwise, wants_blockwise
-from emzoo.engine.job import Job
+from emzoo.engine.job import resample, unit
 from emzoo.engine.memory import release_freed_memory
-from emzoo.engine.midpoint import MidpointEngine, resolve_model
-from emzoo.engine.positions import check_factor, isotropic_factor, upscale_positions
+from emzoo.engine.plan import EngineOptions, plan_upscale
+from emzoo.engine.positions import upscale_positions
+from emzoo.engine.runner import run
 
 _CHUNK_GRID = 64  # dense-grid slices per chunk of input pairs (bounds memory)
 
 
-def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=None, overlap=32,
-                   batch_size=None, voxel_size=None, overwrite=False, progress=True,
+def upscale_volume(volume, model, factor=None, output=None, isotropic=False, tile=None,
+                   overlap=32, batch_size=None, voxel_size=None, overwrite=False, progress=True,
                    reuse_features=None, jit_compile="auto", precision="float32", workers=None,
                    scheduler=None, resume=False, allow_incomplete=False, chunks=None,
                    block_size=None):
     """Upscales ``volume`` along z by ``factor`` (or to isotropic voxels) with ``model``.
 
     See :mod:`emzoo.engine` for the method (recursive midpoints to the next power of two, then
-    linear resampling at the exact positions j / factor).
+    linear resampling at the exact positions j / factor). The keyword arguments are those of
+    :func:`~emzoo.engine.plan_upscale`, :class:`~emzoo.engine.EngineOptions` and
+    :class:`~emzoo.engine.Blockwise`, flattened; everything is checked before any work.
 
     Args:
         volume: a path (TIFF, HDF5, slice folder), a NumPy array (Z, Y, X) or a Volume.
         model: an emzoo interpolator, or a registered name / saved model folder to load.
-        factor: number >= 1 (2, 4, 8, 3, 2.5, ...). Ignored when ``isotropic``.
+        factor: number >= 1 (2, 4, 8, 3, 2.5, ...; default 2); excludes ``isotropic``.
         output: path to write (TIFF, HDF5 or a folder, by the name); ``None`` keeps the result in
             memory (``result["array"]``).
         isotropic: use factor = z spacing / x spacing (needs a voxel size in the file or
             ``voxel_size``).
         tile, overlap: process slices larger than ``tile`` pixels in tiles overlapping by
-            ``overlap`` pixels (``None``: whole slices).
+            ``overlap`` pixels (``None``: slices up to
+            :data:`~emzoo.engine.plan.WHOLE_SLICE_MAX` pixels whole, larger ones in tiles of
+            :data:`~emzoo.engine.plan.DEFAULT_TILE`).
         batch_size: tile pairs per model call; ``None`` picks
             :func:`~emzoo.engine.policy.default_batch_size` (4 with a GPU, 1 on CPU).
         voxel_size: (z, y, x) in nm, replacing the file's.
         overwrite: replace an existing ``output``.
-        progress: show a progress bar (stderr).
+        progress: show a progress bar (stderr); a callable is called as ``progress(done, total)``
+            instead.
         reuse_features: compute FILM features once per slice (default: when the model can).
         jit_compile: XLA-compile model calls (TensorFlow backend): True, False or ``"auto"``
             (XLA for FILM on long jobs, where it is faster; see
@@ -57,13 +63,12 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
         allow_incomplete: read an input that is the unfinished output of an emzoo job.
         chunks: the chunk shape (z, y, x) of a Zarr / OME-Zarr / N5 output (default: the
             format's, :func:`~emzoo.data.volumes.zarr_chunked.default_chunks`).
-        block_size: blockwise only: (y, x) pixels of a block, rounded up to whole chunks (default
-            :data:`~emzoo.engine.blocks.DEFAULT_REGION`). Without ``tile``, the blockwise path
-            processes slices up to :data:`~emzoo.engine.distributed.WHOLE_SLICE_MAX` pixels whole
-            (as here) and tiles larger ones with :data:`~emzoo.engine.distributed.DEFAULT_TILE`.
+        block_size: blockwise only (with ``workers`` or ``scheduler``): (y, x) pixels of a block,
+            rounded up to whole chunks (default :data:`~emzoo.engine.blocks.DEFAULT_REGION`).
 
     Returns:
-        The same kind of result with or without ``output``: a dict with ``output`` (the path
+        :meth:`JobResult.to_dict() <emzoo.engine.JobResult.to_dict>`, the same kind of result
+        with or without ``output``: a dict with ``output`` (the path
         written, or ``None``), ``array`` (the upscaled volume in the input dtype when ``output``
         is ``None``, else ``None``), ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``
         (the output's, or ``None``), ``factor``, ``precision`` (the one the model ran in),
@@ -85,65 +90,37 @@ def upscale_volume(volume, model, factor=2, output=None, isotropic=False, tile=N
         ...                workers=2)["computed"]                                    # doctest: +SKIP
         48
     """
-    blockwise = wants_blockwise(workers, scheduler, resume)
-    if blockwise:
-        check_request(volume, output, workers, scheduler, resume, overwrite)
-    job, positions, grid, factor, shape = plan_upscale(volume, factor, output, isotropic,
-                                                       voxel_size, overwrite or bool(resume),
-                                                       progress, allow_incomplete, chunks)
-    voxel_in = job.voxel_size
-    voxel_out = None if voxel_in is None else (voxel_in[0] / float(factor),) + voxel_in[1:]
-    if blockwise:
-        return run_blockwise(
-            job, UpscaleRecipe(job.shape[0], factor), shape, voxel_out, model, label="upscale",
-            kind=f"upscale x{float(factor):g}", extra={"factor": float(factor)}, tile=tile,
-            overlap=overlap, batch_size=batch_size, reuse_features=reuse_features,
-            jit_compile=jit_compile, precision=precision, workers=workers, scheduler=scheduler,
-            resume=resume, overwrite=overwrite, chunks=chunks, block_size=block_size,
-            allow_incomplete=allow_incomplete, expected_pairs=(job.shape[0] - 1) * (grid - 1),
-            progress=progress)
-    engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
-                            batch_size, reuse_features, jit_compile,
-                            expected_pairs=(job.shape[0] - 1) * (grid - 1), precision=precision)
-    return job.write(_upscaled_slices(job, engine, positions, grid), shape, voxel_out, "upscale",
-                     f"upscale x{float(factor):g}", factor=float(factor),
-                     precision=engine.precision)
+    options = EngineOptions(tile, overlap, batch_size, reuse_features, jit_compile, precision)
+    plan = plan_upscale(volume, factor, output, isotropic=isotropic, voxel_size=voxel_size,
+                        options=options, blockwise=blockwise_of(workers, scheduler, block_size, resume),
+                        overwrite=overwrite, allow_incomplete=allow_incomplete, chunks=chunks)
+    return run(plan, model, progress).to_dict()
 
 
-def plan_upscale(volume, factor=2, output=None, isotropic=False, voxel_size=None,
-                 overwrite=False, progress=False, allow_incomplete=False, chunks=None):
-    """What :func:`upscale_volume` checks before any work: input, output, factor and size.
+def blockwise_of(workers, scheduler, block_size, resume):
+    """The :class:`~emzoo.engine.plan.Blockwise` the keyword arguments of ``upscale_volume`` /
+    ``repair_volume`` ask for, or ``None`` (one process)."""
+    if workers is None and scheduler is None and block_size is None and not resume:
+        return None
+    from emzoo.engine.plan import Blockwise
 
-    Returns ``(job, positions, grid, factor, output_shape)``. The command-line app calls it
-    before loading a model, so a bad input or an output too large to make costs no start-up.
-
-    Example:
-        >>> plan_upscale(np.zeros((3, 8, 8), np.uint8), factor=4)[-1]    # doctest: +SKIP
-        (9, 8, 8)
-    """
-    job = Job(volume, output, overwrite, voxel_size, progress, minimum_slices=2,
-              allow_incomplete=allow_incomplete, chunks=chunks)
-    if isotropic:
-        factor = isotropic_factor(job.voxel_size)
-    positions, grid = upscale_positions(job.shape[0], factor)
-    factor = check_factor(factor)
-    shape = (positions.count,) + job.shape[1:]
-    job.ready(shape)
-    return job, positions, grid, factor, shape
+    return Blockwise(workers, scheduler, block_size, resume)
 
 
-def _upscaled_slices(job, engine, positions, grid):
-    """Yields ``(j, raw)`` for the output slices at ``positions``, one chunk of pairs at a time."""
-    num_slices = job.shape[0]
+def upscaled_slices(plan, source, engine):
+    """Yields ``(j, raw)`` for the output slices of the upscaling ``plan``, one chunk of pairs at
+    a time, with the midpoint ``engine``."""
+    num_slices = plan.input_shape[0]
+    positions, grid = upscale_positions(num_slices, plan.factor)
     levels = grid.bit_length() - 1
     chunk = max(1, min(engine.batch_size, _CHUNK_GRID // grid))
     next_out = 0
-    left_unit = job.unit(0)
+    left_unit = unit(source, 0)
     for first in range(0, num_slices - 1, chunk):
         last = min(first + chunk, num_slices - 1)
         dense = {first * grid: left_unit}
         for z in range(first + 1, last + 1):
-            dense[z * grid] = job.unit(z)
+            dense[z * grid] = unit(source, z)
         engine.fill_grid(dense, first * grid, last * grid, levels)
         final_chunk = last == num_slices - 1
         while next_out < positions.count:
@@ -152,9 +129,9 @@ def _upscaled_slices(job, engine, positions, grid):
                 break
             if position.denominator == 1 and position.numerator % grid == 0:
                 # An input slice: copied, never re-quantised.
-                yield next_out, job.source.read(position.numerator // grid)
+                yield next_out, source.read(position.numerator // grid)
             else:
-                yield next_out, job.resample(dense, position)
+                yield next_out, resample(dense, position, source, plan.dtype)
             next_out += 1
         left_unit = dense[last * grid]
         engine.forget(keep=(last * grid,))

@@ -1,9 +1,9 @@
 """What runs inside a Dask worker process for the blockwise engine.
 
 The client (:mod:`~emzoo.engine.distributed`) submits two kinds of tasks, each with the job's
-``task`` dict (JSON-like values: the input and output paths, the model's name or folder, the
-output shape, tile, overlap and engine settings, the recipe as ``["upscale", slices, factor]`` or
-``["repair", slices, runs]``, and the TensorFlow threads of a local cluster's worker, or ``None``):
+``task`` dict: ``plan`` (the job plan's JSON, :meth:`~emzoo.engine.plan.JobPlan.to_json`, with
+its precision resolved), ``model`` (the model's name or folder), ``job`` (an id of this run) and
+``threads`` (the TensorFlow threads of a local cluster's worker, or ``None``):
 
 - :func:`prepare_worker`, once on every worker before anything is written: loads the model and
   builds the engine, so that a model the workers cannot load fails the job early;
@@ -13,18 +13,18 @@ output shape, tile, overlap and engine settings, the recipe as ``["upscale", sli
 
 Each worker process loads a model once (cached by its name or folder), after setting TensorFlow's
 threads to the task's (:func:`~emzoo.engine.policy.configure_threads`; ``None``: as the cluster set
-them), builds one midpoint engine per thread, and opens the current job's input and output once.
-``EMZOO_BLOCK_LOG=FILE`` (:data:`BLOCK_LOG`) makes every worker append the id of each block it
-computes to FILE. This module never imports the client's (:mod:`~emzoo.engine.distributed`).
+them), builds one midpoint engine per thread (cached by the model, the plan's engine options and
+slice size), and opens the current job's input and output once. This module never imports the
+client's (:mod:`~emzoo.engine.distributed`).
 """
 
-import fractions
 import os
 import threading
 
-from emzoo.data.volumes import open_regions, open_volume
-from emzoo.engine.blocks import RepairRecipe, UpscaleRecipe, compute_block
+from emzoo.data.volumes import open_regions
+from emzoo.engine.blocks import compute_block
 from emzoo.engine.memory import release_freed_memory
+from emzoo.engine.plan import JobPlan
 from emzoo.engine.records import BlockRecords
 
 BLOCK_LOG = "EMZOO_BLOCK_LOG"  # the environment variable naming a file that logs computed blocks
@@ -36,18 +36,21 @@ _WORKER_LOCK = threading.Lock()
 def prepare_worker(task):
     """Runs on each worker before the blocks: loads the model and builds the engine; returns what
     the client checks (``pid``, the resolved ``precision``, ``threads``)."""
-    engine = _engine(task)
-    return {"pid": os.getpid(), "precision": getattr(engine, "precision", task["precision"]),
+    plan = JobPlan.from_json(task["plan"])
+    engine = _engine(task, plan)
+    return {"pid": os.getpid(), "precision": getattr(engine, "precision", plan.options.precision),
             "threads": _WORKER.get("threads")}
 
 
 def run_block(task, block):
-    """One task: computes ``block``, writes its chunks, then records it as finished."""
-    engine = _engine(task)
+    """One task: computes ``block``, writes its chunks, then records it as finished; returns the
+    block's id."""
     state = _job_state(task)
+    plan = state["plan"]
+    engine = _engine(task, plan)
     raw = compute_block(block, state["recipe"], engine.tiler, engine, state["source"])
     state["regions"].write(block.z0, block.y0, block.x0, raw)
-    BlockRecords(task["store"]).record(block.id)  # only now: every chunk of the block is written
+    BlockRecords(state["store"]).record(block.id)  # only now: every chunk of the block is written
     log = os.environ.get(BLOCK_LOG)
     if log:
         with open(log, "a", encoding="utf-8") as handle:
@@ -72,33 +75,34 @@ def _model(task):
         return _WORKER[key]
 
 
-def _engine(task):
-    """A midpoint engine for the task's slices and settings (one per thread; engines hold state)."""
+def _engine(task, plan):
+    """A midpoint engine for the plan's slices and options (one per thread; engines hold state)."""
     model = _model(task)
-    height, width = task["shape"][1:]
-    settings = (task["tile"], task["overlap"], task["batch_size"], task["reuse_features"], task["jit_compile"])
-    key = ("engine", task["model"], height, width, *settings, task["precision"], threading.get_ident())
+    height, width = plan.input_shape[1:]
+    options = plan.options
+    key = ("engine", task["model"], height, width, options, plan.expected_pairs,
+           threading.get_ident())
     with _WORKER_LOCK:
         if key not in _WORKER:
             from emzoo.engine.midpoint import MidpointEngine
 
-            _WORKER[key] = MidpointEngine(model, height, width, *settings,
-                                          expected_pairs=task["expected_pairs"], precision=task["precision"])
+            _WORKER[key] = MidpointEngine(model, height, width, options.tile, options.overlap,
+                                          options.batch_size, options.reuse_features, options.xla,
+                                          expected_pairs=plan.expected_pairs,
+                                          precision=options.precision)
         return _WORKER[key]
 
 
 def _job_state(task):
-    """The current job's input volume, output regions and recipe, opened once per process."""
+    """The current job's plan, input volume, output regions and recipe, opened once per process."""
     with _WORKER_LOCK:
         state = _WORKER.get("job")
-        if state is None or state["id"] != task["job"]:
-            source = open_volume(task["input"], allow_incomplete=task["allow_incomplete"])
-            if task["value_range"] is not None:
-                source.set_value_range(*task["value_range"])  # the client's: no worker reads it all
-            kind, num_slices, value = task["recipe"]
-            recipe = (UpscaleRecipe(num_slices, fractions.Fraction(value)) if kind == "upscale"
-                      else RepairRecipe(num_slices, [tuple(run) for run in value]))
-            state = {"id": task["job"], "source": source, "regions": open_regions(task["output"]),
-                     "recipe": recipe}
+        if state is None or state["id"] != (task["job"], task["plan"]):
+            from emzoo.data.volumes import split_hdf5_path
+
+            plan = JobPlan.from_json(task["plan"])  # its output path made absolute by the client
+            state = {"id": (task["job"], task["plan"]), "plan": plan, "source": plan.open_input(),
+                     "regions": open_regions(plan.output),
+                     "store": split_hdf5_path(plan.output)[0], "recipe": plan.recipe}
             _WORKER["job"] = state
         return state

@@ -106,3 +106,26 @@ def test_command_help_lists_its_own_flags(tmp_path, command, flag):
     done = run_emzoo([command, "--help"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"emzoo {command}" in done.stdout and flag in done.stdout
+
+
+def test_the_apps_word_the_library_errors_as_their_flags():
+    # The library names its arguments and raises typed errors; only the apps name flags.
+    from emzoo.apps.common import cli_message, interrupted_message
+    from emzoo.errors import (AdaptationInterrupted, EmzooError, IncompleteOutputError,
+                              JobInterrupted, RandomWeightsError)
+
+    library = EmzooError("`resume` and `overwrite` exclude each other. Expected resume to "
+                         "continue, or overwrite=True. Received: resume=True, overwrite=True")
+    assert cli_message(library) == ("--resume and --overwrite exclude each other. Expected resume "
+                                    "to continue, or --overwrite. Received: resume=True, "
+                                    "overwrite=True")
+    incomplete = IncompleteOutputError("out.zarr", "Block 3 failed.")
+    assert "resume=True" in str(incomplete) and "--" not in str(incomplete)
+    assert cli_message(incomplete).endswith("kept incomplete; continue it with --resume.")
+    untrained = RandomWeightsError("tsain", "`tsain` has no trained weights.", "a trained model")
+    assert "--allow-random-weights" in cli_message(untrained)
+    assert "--" not in str(untrained)
+    assert "continue it with --resume" in interrupted_message(JobInterrupted("out.zarr"), False)
+    assert "at step 7 in run.adapted" in interrupted_message(AdaptationInterrupted("run.adapted", 7),
+                                                             True)
+    assert interrupted_message(KeyboardInterrupt(), False) == "no output was written."
