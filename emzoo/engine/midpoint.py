@@ -159,7 +159,12 @@ class MidpointEngine:
         """Midpoints (list of (H, W, C) arrays) of ``pairs`` of keys into the dict ``slices``."""
         if not pairs:
             return []
-        model_inputs = {key: fill_margins(slices[key]) for pair in pairs for key in pair}
+        origin_top, origin_left = self.tiler.origin  # where the slices given start (a window: a part)
+        region_top, _, region_left, _ = self.tiler.region  # where the midpoints returned lie
+        height, width = np.shape(slices[pairs[0][0]])[:2]
+        edges = (origin_top == 0, origin_top + height == self.tiler.height, origin_left == 0,
+                 origin_left + width == self.tiler.width)
+        model_inputs = {key: fill_margins(slices[key], edges=edges) for pair in pairs for key in pair}
         jobs = [(p, i) for p in range(len(pairs)) for i in range(len(self.tiler))]
         outputs = np.empty((len(pairs), len(self.tiler)) + self.tiler.padded + (1,),
                            np.float32)
@@ -190,7 +195,8 @@ class MidpointEngine:
                 x1 = self._full_batch([tiles[pairs[p][1]][i] for p, i in batch], len(jobs))
                 self._store(outputs, batch, self._call(x0, x1, self._time(len(x0))))
         self.calls["pairs"] += len(pairs)
-        return [keep_flat_regions(slices[a], slices[b], np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0))
+        return [keep_flat_regions(slices[a], slices[b], np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0),
+                                  offset=(region_top - origin_top, region_left - origin_left))
                 for (a, b), tiles_of_pair in zip(pairs, outputs)]
 
     def _store(self, outputs, batch, image):
@@ -219,7 +225,8 @@ FLAT_WINDOW = 5  # an agreeing region is made of whole windows of this many pixe
 FLAT_RAMP = 2  # pixels over which the new slice passes from the neighbours' value to the model's
 
 
-def keep_flat_regions(x0, x1, midpoint, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW, ramp=FLAT_RAMP):
+def keep_flat_regions(x0, x1, midpoint, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW, ramp=FLAT_RAMP,
+                      offset=(0, 0)):
     """``midpoint`` where its neighbours differ; their mean where they agree, blended over ``ramp`` pixels.
 
     Aligned stacks have black registration margins, masked regions and padding, equal in every
@@ -232,7 +239,9 @@ def keep_flat_regions(x0, x1, midpoint, tolerance=FLAT_TOLERANCE, window=FLAT_WI
 
     Args:
         x0, x1: the neighbouring slices, ``(H, W)`` or ``(H, W, C)`` float in [0, 1].
-        midpoint: the model's new slice, the same shape.
+        midpoint: the model's new slice, the same shape, or a part of it starting at ``offset``
+            ``(y, x)`` (the blockwise engine's windows: the neighbours reach beyond the part, so
+            the part gets the values the whole slice would).
 
     Returns:
         float32 array of ``midpoint``'s shape.
@@ -257,10 +266,13 @@ def keep_flat_regions(x0, x1, midpoint, tolerance=FLAT_TOLERANCE, window=FLAT_WI
         weight = np.maximum(weight, _window_filter(weight, 3, np.maximum) - np.float32(1.0 / (ramp + 1)))
     if midpoint.ndim == 3:
         weight = weight[..., None]
-    return midpoint + weight * (np.float32(0.5) * (x0 + x1) - midpoint)
+    top, left = offset
+    part = (slice(top, top + midpoint.shape[0]), slice(left, left + midpoint.shape[1]))
+    mean = np.float32(0.5) * (x0[part] + x1[part])
+    return midpoint + weight[part] * (mean - midpoint)
 
 
-def fill_margins(image, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW):
+def fill_margins(image, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW, edges=(True, True, True, True)):
     """``image`` with its flat margins filled by mirroring the tissue next to them: what the model sees.
 
     A margin is a flat region (``window`` x ``window`` squares of one value within ``tolerance``)
@@ -275,6 +287,8 @@ def fill_margins(image, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW):
 
     Args:
         image: ``(H, W)`` or ``(H, W, C)`` float in [0, 1].
+        edges: which of its sides ``(top, bottom, left, right)`` are edges of the slice (the
+            blockwise engine passes parts of slices: a flat run reaching a cut is not a margin).
 
     Returns:
         float32 array of ``image``'s shape (``image`` itself when it has no margin).
@@ -292,25 +306,26 @@ def fill_margins(image, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW):
     if not core.any():
         return image
     flat = _window_filter(core, window, np.maximum)
-    rows = _mirror_edges(flat)
+    top, bottom, left, right = edges
+    rows = _mirror_edges(flat, left, right)
     filled = image[np.arange(image.shape[0])[:, None], rows]
     still = flat & flat.all(axis=1, keepdims=True)  # rows that are margin throughout
     if still.any() and not still.all():
-        columns = _mirror_edges(still.T).T
+        columns = _mirror_edges(still.T, top, bottom).T
         filled = filled[columns, np.arange(image.shape[1])[None, :]]
     return filled
 
 
-def _mirror_edges(flat):
+def _mirror_edges(flat, start=True, end=True):
     """For each row of the 2-D mask ``flat``, the column to read each pixel from: a run of ``True``
-    from either edge mirrored across its end into the row's other pixels (rows all ``True`` and
-    pixels not in an edge run read themselves)."""
+    from the row's start (``start``) or end (``end``) mirrored across its end into the row's other
+    pixels (rows all ``True`` and pixels not in such a run read themselves)."""
     height, width = flat.shape
     columns = np.broadcast_to(np.arange(width), (height, width))
     tissue = ~flat
     has_tissue = tissue.any(axis=1, keepdims=True)
-    first = np.where(has_tissue, tissue.argmax(axis=1)[:, None], 0)  # the left run's length
-    last = np.where(has_tissue, width - tissue[:, ::-1].argmax(axis=1)[:, None], width)
+    first = np.where(has_tissue & start, tissue.argmax(axis=1)[:, None], 0)  # the start run's length
+    last = np.where(has_tissue & end, width - tissue[:, ::-1].argmax(axis=1)[:, None], width)
     source = np.where(columns < first, 2 * first - 1 - columns, columns)
     source = np.where(columns >= last, 2 * last - 1 - columns, source)
     return np.clip(source, 0, width - 1)

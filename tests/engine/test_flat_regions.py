@@ -150,3 +150,23 @@ def test_the_model_sees_filled_margins_and_the_new_slice_keeps_them():
     assert model.seen[0][0, :, :5].min() > 0.0  # the model saw tissue, not the margin
     np.testing.assert_array_equal(middle[:, :5], 0.0)
     np.testing.assert_allclose(middle[:, 8:], 0.5 * (first + last)[:, 8:], atol=1e-6)
+
+
+def test_a_window_of_a_slice_gets_the_values_of_the_whole_slice():
+    """The blockwise engine passes parts of slices (a tiler window): a flat region cut by the
+    part's edge is no margin there either, and the new slice's margins are the same."""
+    from emzoo.engine.tiler import Tiler
+
+    rng = np.random.default_rng(5)
+    first, last = rng.random((2, 32, 32, 1)).astype(np.float32)
+    first[:, :4] = last[:, :4] = 0.0  # a margin at the slice's left edge
+    first[2:12, 6:22] = 1.0  # a flat region inside the tissue of one slice only
+    engine = MidpointEngine(RecordingModel(), 32, 32, tile=16, overlap=4, jit_compile=False)
+    whole, = engine.midpoints([(0, 1)], {0: first, 1: last})
+    for region in ((0, 16, 16, 32), (8, 24, 0, 16), (16, 32, 10, 26)):
+        y0, y1, x0, x1 = engine.tiler.span(*region)
+        window = engine.tiler.window(*region)
+        part = MidpointEngine(RecordingModel(), 32, 32, tile=16, overlap=4, jit_compile=False)
+        part.tiler = window
+        got, = part.midpoints([(0, 1)], {0: first[y0:y1, x0:x1], 1: last[y0:y1, x0:x1]})
+        np.testing.assert_allclose(got, whole[region[0]:region[1], region[2]:region[3]], atol=1e-6)
