@@ -52,7 +52,8 @@ from emzoo.data.volumes.base import (SUPPORTED_DTYPES, ArrayVolume, Volume, as_z
 from emzoo.data.volumes.folder import FOLDER_METADATA, FolderVolume, FolderVolumeWriter
 from emzoo.data.volumes.hdf5 import Hdf5Volume, Hdf5VolumeWriter, split_hdf5_path
 from emzoo.data.volumes.tiff import TiffVolume, TiffVolumeWriter
-from emzoo.data.volumes.writer import VolumeWriter, check_not_input, check_writable
+from emzoo.data.volumes.writer import VolumeWriter, check_writable
+from emzoo.data.volumes.writer import check_not_input as _check_not_input
 from emzoo.errors import VolumeError, describe
 from emzoo.samples import resolve_input
 
@@ -203,6 +204,33 @@ def create_volume(path, shape, dtype, voxel_size=None, overwrite=False, **option
         ...         out.write(slices[z])
     """
     return writer_class(path)(path, shape, dtype, voxel_size, overwrite=overwrite, **options)
+
+
+def check_not_input(input_address, output_address):
+    """Refuses an output that would replace the input volume, even with ``overwrite``.
+
+    See :func:`emzoo.data.volumes.writer.check_not_input`; a bare HDF5 input (``file.h5``) is first
+    resolved to the dataset the reader opens (``/volumes/raw``, or the file's only 3-D dataset).
+    Call it before any work; every writer also refuses to replace a volume this process has open.
+
+    Example:
+        >>> check_not_input("vol.h5:/volumes/raw", "vol.h5:/volumes/up")  # another dataset: fine  # doctest: +SKIP
+    """
+    input_address = os.fspath(input_address)
+    file, inner = split_hdf5_path(input_address)
+    if format_of(input_address) is hdf5 and not inner and os.path.isfile(file) and hdf5._is_hdf5(file):
+        try:
+            entry = hdf5._open_shared(file, writable=False)
+        except OSError:
+            entry = None
+        if entry is not None:
+            try:
+                found = hdf5._default_dataset(entry.handle, hdf5._datasets(entry.handle))
+            finally:
+                hdf5._release(entry)
+            if found:
+                input_address = f"{file}:{found}"
+    return _check_not_input(input_address, output_address)
 
 
 def output_exists(path):

@@ -35,21 +35,6 @@ def _same_file(a, b):
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _hdf5_dataset(file, inner):
-    """The dataset an HDF5 address means (a bare file: ``/volumes/raw`` or its only 3-D dataset)."""
-    if inner and inner.strip("/"):
-        return "/" + inner.strip("/")
-    from emzoo.data.volumes import hdf5
-
-    try:
-        import h5py
-
-        with h5py.File(file, "r") as handle:
-            return hdf5._default_dataset(handle, hdf5._datasets(handle)) or hdf5.DEFAULT_DATASET
-    except OSError:
-        return hdf5.DEFAULT_DATASET
-
-
 def check_not_input(input_address, output_address):
     """Refuses an output that would replace the input volume (even with ``overwrite``).
 
@@ -57,7 +42,9 @@ def check_not_input(input_address, output_address):
     dataset in the same file; the other formats replace the whole file, folder or store, so they
     are refused when it is the input's (a Zarr or N5 output into the store that holds the input
     array would delete that array). Files are compared as files (links and relative paths
-    resolved). Returns ``None``; raises :class:`VolumeError`.
+    resolved). A bare HDF5 input address (no ``:/dataset``) means its ``/volumes/raw`` here; the
+    face's :func:`emzoo.data.volumes.check_not_input` first resolves it as the reader does.
+    Returns ``None``; raises :class:`VolumeError`.
 
     Example:
         >>> check_not_input("stack.tif", "stack.tif")  # doctest: +SKIP
@@ -71,7 +58,7 @@ def check_not_input(input_address, output_address):
         return
     if out_file.lower().endswith(_HDF5_SUFFIXES):
         out_dataset = "/" + (out_inner or "/volumes/raw").strip("/")
-        if _hdf5_dataset(in_file, in_inner) != out_dataset:
+        if "/" + (in_inner or "/volumes/raw").strip("/") != out_dataset:
             return  # another dataset of the same file: written beside the input, which stays
         problem = f"The output is the input volume itself ({out_file}:{out_dataset})"
     elif in_inner and (out_inner or "").strip("/") != in_inner.strip("/"):

@@ -9,7 +9,8 @@ import pytest
 import tifffile
 
 from emzoo.data import volumes as V
-from emzoo.data.volumes.writer import check_not_input, check_writable, leftovers
+from emzoo.data.volumes import check_not_input
+from emzoo.data.volumes.writer import check_writable, leftovers
 from emzoo.errors import VolumeError
 
 
@@ -210,3 +211,12 @@ def test_output_exists_means_the_dataset_for_hdf5_and_the_path_otherwise(tmp_pat
     assert V.output_exists(f"{path}:/volumes/raw") and V.output_exists(f"{path}:/volumes/labels")
     assert V.output_exists(str(path))  # a bare file means its /volumes/raw, present here
     assert not V.output_exists(str(tmp_path / "new.tif"))
+
+
+def test_check_not_input_resolves_a_bare_hdf5_input_as_the_reader_does(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("em/stack", data=np.zeros((2, 3, 3), np.uint8))  # the only 3-D dataset
+    with pytest.raises(VolumeError, match="input volume itself"):
+        check_not_input(str(path), f"{path}:/em/stack")
+    check_not_input(str(path), f"{path}:/em/up")
