@@ -132,7 +132,7 @@ def _content_distance(a, b):
 
 
 # ----------------------------------------------------------------------------- whole slices
-def _whole_slice_statistics(source, factor):
+def _whole_slice_statistics(source, factor, tick=lambda: None):
     """Per-slice measures on the working grid, read slice by slice (three in memory at once)."""
     depth = source.shape[0]
     mean, std = np.zeros(depth), np.zeros(depth)
@@ -141,6 +141,7 @@ def _whole_slice_statistics(source, factor):
     skip = np.full(depth, np.nan)  # content distance of z - 1 and z + 1
     window = []
     for z in range(depth):
+        tick()
         full = source.slice(z)
         small = _block_mean(full, factor)
         mean[z], std[z] = float(small.mean()), float(small.std())
@@ -253,7 +254,7 @@ def _neighbours(z, bad, depth):
     return below, above
 
 
-def _region_pass(source, factor, bad, visit, also=()):
+def _region_pass(source, factor, bad, visit, also=(), tick=lambda: None):
     """Calls ``visit(z, maps)`` for every slice not in ``bad`` (and each in ``also``) that has
     slices not in ``bad`` on both sides (its neighbours)."""
     depth = source.shape[0]
@@ -266,6 +267,7 @@ def _region_pass(source, factor, bad, visit, also=()):
         return cache[n]
 
     for z in range(depth):
+        tick()
         if z in bad and z not in also:
             continue
         below, above = _neighbours(z, bad, depth)
@@ -277,7 +279,7 @@ def _region_pass(source, factor, bad, visit, also=()):
             del cache[n]
 
 
-def _region_statistics(source, factor, bad):
+def _region_statistics(source, factor, bad, tick=lambda: None):
     """The stack's own level of each region score: (0, level) per map.
 
     The level is the median over good slices of each slice's 99th percentile of the score's
@@ -290,7 +292,7 @@ def _region_statistics(source, factor, bad):
     def visit(z, maps):
         rows.append([np.percentile(np.abs(values), 99) for values in maps])
 
-    _region_pass(source, factor, bad, visit)
+    _region_pass(source, factor, bad, visit, tick=tick)
     if not rows:
         return None
     levels = np.median(np.asarray(rows), axis=0)
@@ -344,7 +346,7 @@ def _regions(maps, statistics, sensitivity, min_fraction):
 
 
 def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_output=None,
-                overwrite=False, keep_mask=True):
+                overwrite=False, keep_mask=True, progress=None, cancel=None):
     """Finds whole-slice and partial damage in a z-stack from its own neighbour statistics.
 
     Whole slices: ``blank`` (contrast under a tenth of the stack's median), ``duplicate`` (equal
@@ -376,6 +378,10 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
         overwrite: replace an existing ``mask_output``.
         keep_mask: return the mask array in the report (``False`` with ``mask_output`` keeps
             memory to one slice).
+        progress: ``None``, or a callable called as ``progress(done, total)`` after each slice
+            of each of the four passes.
+        cancel: a ``threading.Event``; once set, the search stops at the next slice (the
+            job-wide cancellation error) and a ``mask_output`` is not left behind.
 
     Returns:
         A :class:`DamageReport`. A clean stack gives no findings and an all-zero mask.
@@ -398,19 +404,15 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
     if not 0 <= min_fraction < 1:
         raise EmzooError(describe("Invalid value for argument `min_fraction`.",
                                   "a fraction of the slice in [0, 1)", min_fraction=min_fraction))
+    if mask_output is not None:
+        check_output(mask_output, overwrite)  # before any work
     factor = _working_factor(shape[1:])
-    whole, thresholds = _whole_slice_findings(_whole_slice_statistics(source, factor), shape,
+    tick = _ticker(4 * shape[0], progress, cancel)
+    whole, thresholds = _whole_slice_findings(_whole_slice_statistics(source, factor, tick), shape,
                                               _WHOLE_DEVIATIONS / sensitivity)
-    statistics = _region_statistics(source, factor, set(whole))
+    statistics = _region_statistics(source, factor, set(whole), tick)
     thresholds["region_scores"] = statistics
     findings = []
-    writer = None
-    if mask_output is not None:
-        from emzoo.data.volumes import create_volume
-
-        writer = create_volume(os.fspath(mask_output), shape, np.uint8,
-                               getattr(source, "voxel_size", None), overwrite=overwrite)
-    mask = np.zeros(shape, np.uint8) if (keep_mask or writer is None) else None
     partial = {}
 
     def visit(z, maps):
@@ -422,14 +424,22 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
     # whole-slice damage only where its regions do not explain it
     breaks = {z for z, (kind, _) in whole.items() if kind in ("intensity", "content")}
     if statistics is not None:
-        _region_pass(source, factor, set(whole), visit, also=breaks)
+        _region_pass(source, factor, set(whole), visit, also=breaks, tick=tick)
     for z in breaks:
         if z in partial and (partial[z][0] > 0).mean() < 0.5:
             del whole[z]
         else:
             partial.pop(z, None)
+    writer = None
+    if mask_output is not None:
+        from emzoo.data.volumes import create_volume
+
+        writer = create_volume(os.fspath(mask_output), shape, np.uint8,
+                               getattr(source, "voxel_size", None), overwrite=overwrite)
+    mask = np.zeros(shape, np.uint8) if (keep_mask or writer is None) else None
     try:
         for z in range(shape[0]):
+            tick()
             plane = np.zeros(shape[1:], np.uint8)
             if z in whole:
                 kind, score = whole[z]
@@ -464,6 +474,19 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
         raise
     return DamageReport(findings, shape, mask,
                         None if mask_output is None else os.fspath(mask_output), thresholds)
+
+
+def _ticker(total, progress, cancel):
+    """A function to call once per slice of work: checks ``cancel``, then reports progress."""
+    done = [0]
+
+    def tick():
+        if cancel is not None and cancel.is_set():
+            raise getattr(errors, "JobCancelled", EmzooError)(None)
+        done[0] += 1
+        if callable(progress):
+            progress(min(done[0], total), total)
+    return tick
 
 
 def _finding(z, kind, bbox, fraction, score):

@@ -166,3 +166,16 @@ def test_find_damage_is_public():
     import emzoo
 
     assert emzoo.find_damage is find_damage and "find_damage" in emzoo.__all__
+
+
+def test_find_damage_reports_progress_and_stops_when_cancelled(tmp_path):
+    import threading
+
+    seen = []
+    find_damage(tissue(depth=5, size=32), progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (20, 20) and len(seen) == 20
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(EmzooError):
+        find_damage(tissue(depth=5, size=32), mask_output=tmp_path / "mask.tif", cancel=cancel)
+    assert list(tmp_path.iterdir()) == []
