@@ -44,6 +44,7 @@ setup(
             "tifffile>=2023.1",
             "pillow>=9.0",
             "tqdm>=4.60",
+            "scipy>=1.10",  # damage detection (ndimage filters, labelling)
         ],
         extras_require={
             # Pick one: `cpu` for laptops and CPU servers, `gpu` for CUDA servers.
