@@ -179,3 +179,26 @@ def test_find_damage_reports_progress_and_stops_when_cancelled(tmp_path):
     with pytest.raises(EmzooError):
         find_damage(tissue(depth=5, size=32), mask_output=tmp_path / "mask.tif", cancel=cancel)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_repair_damage_finds_then_repairs_only_the_damage(tmp_path):
+    from emzoo.engine.damage import repair_damage
+
+    volume = tissue(depth=8, size=64)
+    volume[3] = 0
+    given = np.zeros_like(volume)
+    given[6, :4, :4] = 1  # marked by hand: repaired too
+    done = repair_damage(volume, mean_model, detect=True, mask=given,
+                         report=tmp_path / "found.json", save_mask=tmp_path / "mask.tif",
+                         progress=False)
+    assert done["damaged_slices"] == [3]
+    assert json.loads((tmp_path / "found.json").read_text())["damaged_slices"] == [3]
+    fixed = done["repair"]["array"]
+    assert done["repair"]["repaired"] == [3, 6]
+    assert fixed[3].mean() > 50  # the blank slice is interpolated
+    untouched = [0, 1, 2, 4, 5, 7]
+    assert (fixed[untouched] == volume[untouched]).all()
+    dry = repair_damage(volume, mean_model, dry_run=True, progress=False)
+    assert "repair" not in dry and dry["damaged_slices"] == [3]
+    with pytest.raises(EmzooError, match="Nothing marks the damage"):
+        repair_damage(volume, mean_model, detect=False)
