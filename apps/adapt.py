@@ -21,6 +21,8 @@ Example:
 
 from absl import flags
 
+from emzoo.apps import common
+
 _DATA = flags.DEFINE_string("data", None, "The volume to adapt to (the one you will upscale).")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write the adapted model to.",
                               short_name="o")
@@ -30,16 +32,15 @@ _FACTOR = flags.DEFINE_string("factor", None, "The upscaling factor you will use
 _ISOTROPIC = flags.DEFINE_boolean("isotropic", False, "You will upscale to isotropic voxels.")
 _VOXEL = flags.DEFINE_string("voxel-size", None, "Voxel size z,y,x in nm when the file lacks it "
                              "(without either, z spacing = factor x the x spacing is assumed).")
-_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace DIR if it holds a model or an "
-                                  "interrupted adaptation (start again).")
+_OVERWRITE = common.define_overwrite_flag("Replace DIR if it holds a model or an interrupted "
+                                         "adaptation (start again).")
 _RESUME = flags.DEFINE_boolean("resume", False, "Continue the interrupted adaptation in DIR from "
                                "its last checkpoint (the same model, data, factor and budget).")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint-every", 100, "Steps between checkpoints "
                                          "(there is one at least every 30 s as well).")
-_PRECISION = flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bf16"],
-                               "What the training computes in: bf16 (mixed_bfloat16, float32 "
-                               "weights; faster, but some runs met a non-finite loss) or "
-                               "float32; auto: float32.")
+_PRECISION = common.define_precision_flag(
+    "auto", "What the training computes in: bf16 (mixed_bfloat16, float32 weights; faster, but "
+    "some runs met a non-finite loss) or float32; auto: float32.")
 _QUIET = flags.DEFINE_boolean("quiet", False, "No progress lines.")
 flags.DEFINE_alias("voxel_size", "voxel-size")
 flags.DEFINE_alias("checkpoint_every", "checkpoint-every")

@@ -119,7 +119,7 @@ FLAG_NAMES = {
     "workers": "--workers", "scheduler": "--scheduler", "block_size": "--block-size",
     "chunks": "--chunks", "allow_incomplete": "--allow-incomplete", "precision": "--precision",
     "xla": "--xla", "factor": "--factor", "isotropic": "--isotropic", "slices": "--slices",
-    "allow_random_weights": "--allow-random-weights", "model": "--model",
+    "allow_random_weights": "--allow-random-weights", "model": "--model", "output": "-o",
 }
 
 
@@ -205,6 +205,8 @@ def define_volume_flags():
     """
     import types
 
+    from emzoo.engine.blocks import DEFAULT_REGION
+
     shared = types.SimpleNamespace(
         model=flags.DEFINE_string("model", "default", "A registered model name (`emzoo list`) or a "
                                   "folder written by `emzoo train` / emzoo.save."),
@@ -227,7 +229,8 @@ def define_volume_flags():
         chunks=flags.DEFINE_string("chunks", None, "Chunk shape z,y,x of a .zarr / .ome.zarr / "
                                    ".n5 output (default: up to 8,256,256)."),
         block_size=flags.DEFINE_integer("block-size", None, "Blockwise: y and x pixels of a "
-                                        "block, rounded up to whole chunks (default 2048)."),
+                                        "block, rounded up to whole chunks (default "
+                                        f"{DEFAULT_REGION})."),
         quiet=flags.DEFINE_boolean("quiet", False, "No progress bar."),
         xla=flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "XLA-compile the model calls "
                               "(auto: for FILM models on TensorFlow, on jobs long enough to pay "

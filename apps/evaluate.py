@@ -26,20 +26,15 @@ _FIGURE = flags.DEFINE_string("figure", None, "Write a comparison figure (PNG) t
 _CROP = flags.DEFINE_integer("crop", None, "Score a central CROP x CROP window of every slice.")
 _SPLIT = flags.DEFINE_enum("split", "all", ["all", "validation", "train"],
                            "The z-range scored: the whole volume or the training pipeline's split.")
-_BATCH = flags.DEFINE_integer("batch-size", None, "Slice pairs (or tiles) per model call "
-                              "(default: 4 with a GPU, 1 on CPU, as upscale and repair).")
+_BATCH = common.define_batch_size_flag()
 _TILE = flags.DEFINE_integer("tile", None, "Process slices larger than this in overlapping tiles.")
 _QUANTIZE = flags.DEFINE_boolean("quantize", False,
                                  "Round reconstructions to the volume's dtype before scoring.")
 _VAL_FRACTION = flags.DEFINE_float("val-fraction", None,
                                    "Validation fraction of the z-range (default: the pipeline's).")
-_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace the --json and --figure files if "
-                                  "they exist.")
-_PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "bf16", "auto"],
-                               "What the model computes in: float32, bf16 (refused where the "
-                               "device has no native bf16) or auto (bf16 where supported).")
+_OVERWRITE = common.define_overwrite_flag("Replace the --json and --figure files if they exist.")
+_PRECISION = common.define_precision_flag("float32")  # scores in float32 unless asked
 _RANDOM_WEIGHTS = common.define_random_weights_flag()
-flags.DEFINE_alias("batch_size", "batch-size")
 flags.DEFINE_alias("val_fraction", "val-fraction")
 
 
@@ -85,22 +80,10 @@ def _check_flags(baselines, has_model, shape):
 
 
 def _write_json(path, report):
-    """Writes ``report`` to ``path`` atomically (a temporary file in the same folder, renamed)."""
-    import json
-    import os
-    import tempfile
+    """Writes ``report`` to ``path`` atomically (:func:`emzoo.atomic.write_json`)."""
+    from emzoo.atomic import write_json
 
-    folder, name = os.path.split(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=1)
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_json(path, report, indent=1)
 
 
 def main(argv):

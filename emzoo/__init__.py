@@ -7,6 +7,29 @@ Example:
     >>> model = emzoo.load("default")        # doctest: +SKIP
     >>> out = model.predict({"x0": x0, "x1": x1, "time": t})["image"]  # doctest: +SKIP
 
+Volume jobs: ``emzoo.upscale_volume`` / ``emzoo.repair_volume`` in one call, or planned first
+(everything checked before any work) and then run, with progress and cancel hooks::
+
+    plan = emzoo.plan_upscale("stack.tif", factor=4, output="iso.tif",
+                              options=emzoo.EngineOptions(tile=1024))
+    result = emzoo.run(plan, "default", progress=lambda done, total: None)
+
+Environment variables, all of them (each is read where it acts):
+
+- ``EMZOO_HOME``: the weights cache (default ``~/.cache/emzoo``; :mod:`emzoo.weights`).
+- ``EMZOO_OFFLINE=1``: never touch the network; a missing file is an error naming where it
+  belongs (:mod:`emzoo.weights`).
+- ``EMZOO_VGG_WEIGHTS``: the VGG features of the perceptual losses, ``imagenet`` (default),
+  ``matconvnet``, ``random`` or a path (:mod:`emzoo.losses.vgg`).
+- ``EMZOO_MAX_OUTPUT_BYTES``: the largest volume a job writes (default 1 TiB;
+  :mod:`emzoo.engine.sources`).
+- ``EMZOO_FORCE_BF16=1``: run bf16 where support cannot be told (:mod:`emzoo.engine.precision`).
+- ``EMZOO_BLOCK_LOG=FILE``: blockwise workers append each computed block's id to FILE (for tests
+  of resume; :mod:`emzoo.engine.worker`).
+- ``KERAS_BACKEND``: ``tensorflow`` (default) or ``jax``; ``TF_CONFIG``: the cluster of a
+  multi-worker training run (:mod:`emzoo.training.strategies`); ``TF_CPP_MIN_LOG_LEVEL``: set to
+  3 by the apps unless ``--verbose`` (:mod:`emzoo.engine.quiet`), unless already set.
+
 ``import emzoo`` imports Keras but never TensorFlow: TF-only modules (tf.data pipelines,
 SavedModel export, tf.distribute) import it where they are used, so the library also runs
 with ``KERAS_BACKEND=jax``.
@@ -24,8 +47,10 @@ from emzoo.zoo import describe_model, list_models, load, save
 
 # Public functions of heavier modules, imported on first use so that ``import emzoo`` stays light;
 # each is the module's own function (real signature and docstring for help()).
-_LAZY = {"upscale_volume": "emzoo.engine", "adapt": "emzoo.adaptation",
-         "find_damage": "emzoo.engine.damage"}
+_LAZY = {"upscale_volume": "emzoo.engine", "repair_volume": "emzoo.engine",
+         "plan_upscale": "emzoo.engine", "plan_repair": "emzoo.engine", "run": "emzoo.engine",
+         "EngineOptions": "emzoo.engine", "Blockwise": "emzoo.engine",
+         "adapt": "emzoo.adaptation", "find_damage": "emzoo.engine.damage"}
 
 
 def __getattr__(name):
@@ -42,5 +67,6 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["EmzooError", "__version__", "adapt", "describe_model", "find_damage", "list_models",
-           "load", "save", "upscale_volume"]
+__all__ = ["Blockwise", "EmzooError", "EngineOptions", "__version__", "adapt", "describe_model",
+           "find_damage", "list_models", "load", "plan_repair", "plan_upscale", "repair_volume",
+           "run", "save", "upscale_volume"]

@@ -169,14 +169,11 @@ def comparison_figure(path, panels, title=None, crop=256, error_scale=None, erro
     draw.text((x + cell_w - draw.textlength(top_label, font=font), below), top_label, fill="black", font=font)
     draw.text((x, below + _TITLE_HEIGHT), _fit(draw, "darker = closer to the truth", small, cell_w),
               fill=(90, 90, 90), font=small)
+    from emzoo.atomic import atomic_path
+
     path = os.fspath(path)
-    tmp = path + ".tmp.png"
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         canvas.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

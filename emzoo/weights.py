@@ -230,7 +230,8 @@ def install(src, name, filename=CONVERTED_FILE):
     """Copies a weights file into the cache as ``<cache>/<name>/<filename>`` (atomically)."""
     dest = cache_dir() / name / filename
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    from emzoo.atomic import atomic_path
+
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
     return dest

@@ -28,6 +28,7 @@ import os
 import pathlib
 import pkgutil
 
+from emzoo.atomic import atomic_path, write_json
 from emzoo.errors import EmzooError, RandomWeightsError, UnknownModelError, WeightsError, describe
 
 _CONFIG_FILE = "config.json"
@@ -250,11 +251,11 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
         64
     """
     entry = describe_model(name_or_dir)
+    spec = entry.get("weights")
+    if weights == "default" and not spec:  # random weights only when asked for: weights=None
+        raise _untrained(entry, name_or_dir)
     model = build_model(entry, **config_overrides)
     if weights == "default":
-        spec = entry.get("weights")
-        if not spec:  # nothing to load: random weights only when asked for (weights=None)
-            raise _untrained(entry, name_or_dir)
         if spec:
             from emzoo import weights as weights_lib
 
@@ -352,14 +353,12 @@ def _save_model_weights(model, path):
     with h5py.File(path, "r") as source:
         if "optimizer" not in source:
             return
-        slim = pathlib.Path(str(path) + ".slim")
-        with h5py.File(slim, "w") as target:
+        with atomic_path(path, suffix=".h5") as slim, h5py.File(slim, "w") as target:
             for key, value in source.attrs.items():
                 target.attrs[key] = value
             for key in source:
                 if key != "optimizer":
                     source.copy(source[key], target, name=key)
-    os.replace(slim, path)
 
 
 def save(model, directory, name=None, metadata=None, overwrite=False):
@@ -381,9 +380,8 @@ def save(model, directory, name=None, metadata=None, overwrite=False):
                                   "a new folder, or overwrite=True", directory=str(directory)))
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / _WEIGHTS_FILE
-    tmp = directory / ("tmp-" + _WEIGHTS_FILE)
-    _save_model_weights(model, tmp)
-    os.replace(tmp, weights_path)
+    with atomic_path(weights_path, suffix=".weights.h5") as tmp:
+        _save_model_weights(model, tmp)
     meta = dict(getattr(model, "zoo_entry", {}).get("metadata", {}))
     meta.update(metadata or {})
     meta["params"] = int(model.count_params())
@@ -395,7 +393,5 @@ def save(model, directory, name=None, metadata=None, overwrite=False):
         "weights": {"file": _WEIGHTS_FILE, "sha256": weights_lib.sha256_of(weights_path), "format": "keras"},
         "metadata": meta,
     }
-    tmp_config = directory / ("tmp-" + _CONFIG_FILE)
-    tmp_config.write_text(json.dumps(entry, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp_config, config_path)
+    write_json(config_path, entry)
     return directory

@@ -158,6 +158,19 @@ def test_load_trained_refuses_entries_without_weights_before_building(monkeypatc
     assert zoo.check_trained("default") and not zoo.check_trained("tsain", allow_random_weights=True)
 
 
+def test_load_of_an_entry_without_weights_asks_for_random_weights_explicitly(monkeypatch):
+    # emzoo.load("tsain") used to return random weights silently, while load_trained refused.
+    from emzoo.errors import RandomWeightsError
+
+    built = []
+    monkeypatch.setattr(zoo, "build_model", lambda *a, **k: built.append(a))
+    with pytest.raises(RandomWeightsError, match="`tsain` has no trained weights.*weights=None"):
+        emzoo.load("tsain")
+    assert built == []
+    monkeypatch.undo()
+    assert emzoo.load("tsain", weights=None, compile=False).count_params() > 0
+
+
 def test_load_trained_allows_random_weights_only_when_asked(tmp_path):
     from emzoo.errors import WeightsError
 

@@ -133,10 +133,11 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                                   "a number > 0", checkpoint_seconds=checkpoint_seconds))
     if resume and output is None:
         raise EmzooError(describe("Nothing to resume without an output folder.",
-                                  "output=DIR (-o DIR) with resume", output=None))
+                                  "`output` (a folder) with resume", output=None))
     if resume and overwrite:
-        raise EmzooError(describe("--resume and --overwrite exclude each other.",
-                                  "--resume to continue DIR, or --overwrite to start again",
+        raise EmzooError(describe("`resume` and `overwrite` exclude each other.",
+                                  "resume=True to continue the folder, or overwrite=True to start "
+                                  "again",
                                   resume=True, overwrite=True))
     folder = None if output is None else pathlib.Path(os.fspath(output)).expanduser()
     if isinstance(volume, np.ndarray):
@@ -147,8 +148,8 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
     assumed = None
     if voxel is None and isotropic:
         raise VolumeError(describe(
-            "--isotropic needs the voxel size, and the file does not say.",
-            "--voxel-size Z,Y,X in nm", voxel_size=None))
+            "`isotropic` needs the voxel size, and the file does not say.",
+            "`voxel_size`, z,y,x in nm", voxel_size=None))
     if isotropic:
         factor = voxel[0] / voxel[2]
     factor = float(check_factor(2 if factor is None else factor))

@@ -57,9 +57,10 @@ def model_digest(model):
 
 
 def write_json(path, record):
-    tmp = path.with_name("tmp-" + path.name)
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Writes ``record`` to ``path`` atomically (:func:`emzoo.atomic.write_json`)."""
+    from emzoo.atomic import write_json as write
+
+    write(path, record)
 
 
 def _finished_record(folder):
@@ -139,12 +140,12 @@ def prepare_output(folder, record, resume, overwrite):
         if not resume:
             raise EmzooError(describe(
                 f"{folder} already holds a model.",
-                "a new folder, --resume to return a finished adaptation, or --overwrite to "
-                "replace it", output=str(folder)))
+                "a new folder, resume=True to return a finished adaptation, or overwrite=True "
+                "to replace it", output=str(folder)))
         if stored is None:
             raise EmzooError(describe(
                 f"{folder} holds a model without a record of a resumable adaptation.",
-                "a new -o folder, or --overwrite to replace it", output=str(folder)))
+                "a new `output` folder, or overwrite=True to replace it", output=str(folder)))
         mode = "complete"
     elif (folder / RUN_FILE).is_file():
         if not resume:
@@ -152,7 +153,8 @@ def prepare_output(folder, record, resume, overwrite):
             raise EmzooError(describe(
                 f"{folder} holds an interrupted adaptation (last checkpoint at step "
                 f"{0 if state is None else state['step']}).",
-                "--resume to continue it, --overwrite to start again, or a new -o folder",
+                "resume=True to continue it, overwrite=True to start again, or a new `output` "
+                "folder",
                 output=str(folder)))
         stored = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
         mode = "resume"
@@ -174,17 +176,17 @@ def save_checkpoint(folder, model, state, best_weights):
     """Writes weights, optimizer state, ``state`` and the best weights, atomically."""
     import h5py
 
-    tmp = folder / ("tmp-" + CHECKPOINT_FILE)
+    from emzoo.atomic import atomic_path
+
     groups = {"weights": model.get_weights(),
               "optimizer": [np.asarray(variable) for variable in model.optimizer.variables],
               "best_weights": best_weights or []}
-    with h5py.File(tmp, "w") as file:
+    with atomic_path(folder / CHECKPOINT_FILE, suffix=".h5") as tmp, h5py.File(tmp, "w") as file:
         file.attrs["state"] = json.dumps(dict(state, has_best=best_weights is not None))
         for name, arrays in groups.items():
             group = file.create_group(name)
             for index, array in enumerate(arrays):
                 group.create_dataset(f"{index:05d}", data=np.asarray(array))
-    os.replace(tmp, folder / CHECKPOINT_FILE)
 
 
 def load_checkpoint(folder, model):

@@ -44,7 +44,6 @@ Example:
 """
 
 import hashlib
-import json
 import os
 import shutil
 import time

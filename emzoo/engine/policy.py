@@ -8,7 +8,13 @@ the compile (``jit_compile="auto"``). The measured speeds behind these defaults 
 ``benchmarks/README.md``.
 """
 
+import weakref
+
 from emzoo.errors import EmzooError, check_integer, describe
+
+# model -> {(what, jit_compile): compiled function}: held beside the model, never on it, and
+# dropped with it.
+_COMPILED = weakref.WeakKeyDictionary()
 
 # XLA compiles FILM in seconds per slice size; it pays off from about this many model calls.
 XLA_MIN_CALLS = 200
@@ -76,31 +82,40 @@ def resolve_jit_compile(jit_compile, reuse_features, calls=None, precision="floa
     return bool(jit_compile)
 
 
+def model_cache(caches, model):
+    """``model``'s own dict in the weak-keyed ``caches`` (a fresh, unkept dict for an object that
+    cannot be weakly referenced)."""
+    try:
+        return caches.setdefault(model, {})
+    except TypeError:
+        return {}
+
+
 def compiled_function(model, what, jit_compile):
     """The model's ``what`` ("call", "extract" or "from_features") as a compiled function.
 
     On the TensorFlow backend this is a ``tf.function`` (XLA when ``jit_compile``), cached per
-    model so that later volumes reuse its traces; on other backends the plain eager call.
+    model (beside it, in a weak-keyed map: nothing is set on the model, and the cache goes with
+    it) so that later volumes reuse its traces; on other backends the plain eager call.
     """
     import keras
 
     from emzoo.models.base import image_of
 
-    cache = getattr(model, "_emzoo_compiled", None)
-    if cache is None:  # plain attribute, bypassing Keras' tracking of layer attributes
-        cache = {}
-        object.__setattr__(model, "_emzoo_compiled", cache)
+    cache = model_cache(_COMPILED, model)  # nothing set on the user's model
     key = (what, bool(jit_compile))
     if key not in cache:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
         if what == "call":
             def function(x0, x1, t):
-                return image_of(model({"x0": x0, "x1": x1, "time": t}, training=False))
+                return image_of(model_ref()({"x0": x0, "x1": x1, "time": t}, training=False))
         elif what == "extract":
             def function(x):
-                return model.extract(x)
+                return model_ref().extract(x)
         else:
             def function(f0, f1, t):
-                return image_of(model.interpolate_from_features(f0, f1, t))
+                return image_of(model_ref().interpolate_from_features(f0, f1, t))
         # Keras models are traced; other interpolators (the NumPy/OpenCV flow baseline) run as they are.
         if keras.backend.backend() == "tensorflow" and isinstance(model, keras.Model):
             import tensorflow as tf

@@ -15,7 +15,8 @@ default, and what it costs in PSNR, is measured by ``benchmarks/bench_precision.
 (numbers in ``benchmarks/README.md``).
 
 The bf16 model is a rebuild of the model under the ``mixed_bfloat16`` policy from its
-``get_config()``, holding a copy of its weights; it is kept on the model and its weights are
+``get_config()``, holding a copy of its weights; it is kept beside the model (a weak-keyed map,
+nothing set on the model, dropped with it) and its weights are
 copied again before every job, so weights changed in between (fine-tuning, ``--adapt``) are
 always the ones that run. On a CPU, bf16 jobs keep the plain TensorFlow graph (oneDNN's bf16
 kernels) rather than XLA, whose CPU backend ran them slower
@@ -31,6 +32,7 @@ Example:
 
 import os
 import sys
+import weakref
 
 from emzoo.errors import EmzooError, describe
 
@@ -43,6 +45,10 @@ _POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 FORCE_VARIABLE = "EMZOO_FORCE_BF16"
+
+# model -> {policy: its rebuild under that policy}, for later jobs; weak keys: nothing is set on
+# the user's model and the rebuilds (a second copy of the weights) go when the model does.
+_CLONES = weakref.WeakKeyDictionary()
 
 
 def check_precision(precision):
@@ -227,10 +233,9 @@ def with_precision(model, precision):
     policy = _POLICIES[precision]
     if model.dtype_policy.name == policy:
         return model
-    clones = getattr(model, "_emzoo_precision_clones", None)
-    if clones is None:  # plain attribute, bypassing Keras' tracking of layer attributes
-        clones = {}
-        object.__setattr__(model, "_emzoo_precision_clones", clones)
+    from emzoo.engine.policy import model_cache
+
+    clones = model_cache(_CLONES, model)  # beside the model, not on it; dropped with it
     if policy not in clones:
         clones[policy] = _rebuild(model, policy)
     clone = clones[policy]

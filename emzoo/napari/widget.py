@@ -1,14 +1,16 @@
 """The "Upscale along z" dock widget: upscale or repair the selected image layer with an emzoo model.
 
-The job runs in a napari thread worker and yields between chunks of input slices, so the viewer
-stays live, the progress bar moves and Cancel stops the job at the next chunk. The result is a new
+The job runs in a napari thread worker: the engine (:func:`emzoo.engine.run`) reports each slice
+written to the worker's progress callback and stops at its cancel event, so the viewer stays
+live, the progress bar moves and Cancel stops the job at the next slice. The result is a new
 layer (the source layer is never changed) in the source dtype, with the z spacing of its ``scale``
 divided by the factor. Every error, from a bad input to a model without trained weights, is one
 napari error notification with emzoo's one-line message, and adds no layer.
 """
 
-import math
+import queue
 import sys
+import threading
 
 import numpy as np
 from napari.layers import Image
@@ -18,12 +20,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
                             QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
                             QWidget)
 
-from emzoo.errors import EmzooError, VolumeError, describe
-
-# Input pairs per chunk between two yields (cancel points). Chunks share their boundary slice and
-# start at slices k * q (q: the factor's denominator), so the joined output equals one whole run.
-CHUNK_PAIRS = 4
-
+from emzoo.errors import EmzooError, JobCancelled, VolumeError, describe
 
 def model_choices():
     """Zoo entries whose trained weights are available here, then ``flow`` (needs no weights)."""
@@ -70,40 +67,36 @@ def _message(exc):
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def chunk_starts(num_slices, factor, pairs=CHUNK_PAIRS):
-    """First input slice of each chunk: multiples of the factor's denominator, ``pairs`` or more apart.
-
-    Example:
-        >>> from fractions import Fraction
-        >>> chunk_starts(10, Fraction(5, 2), pairs=3)
-        [0, 4, 8]
+def run_reporting(plan, model, cancel):
+    """Generator: runs ``plan`` with ``model`` in a thread, yielding ``(slices done, total)`` as
+    the engine reports them; returns the :class:`~emzoo.engine.JobResult`. Setting ``cancel``
+    (the widget's Cancel), or closing the generator, stops the engine at its next slice.
     """
-    step = factor.denominator * max(1, math.ceil(pairs / factor.denominator))
-    return list(range(0, num_slices - 1, step))
+    from emzoo.engine import run
 
+    updates, outcome = queue.Queue(), {}
 
-def upscale_chunks(array, model, factor, tile=None, voxel_size=None, pairs=CHUNK_PAIRS):
-    """Generator: upscales ``array`` chunk by chunk, yielding ``(slices done, total)`` after each.
+    def work():
+        try:
+            outcome["result"] = run(plan, model, progress=lambda done, total: updates.put(
+                (done, total)), cancel=cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the generator's thread
+            outcome["error"] = exc
+        finally:
+            updates.put(None)
 
-    Returns the whole upscaled array (the generator's return value), equal to one call of
-    :func:`emzoo.engine.upscale_volume` on the whole array.
-    """
-    from emzoo.engine import upscale_volume
-    from emzoo.engine.positions import check_factor
-
-    factor = check_factor(factor)
-    count = array.shape[0]
-    total = math.floor((count - 1) * factor) + 1
-    starts = chunk_starts(count, factor, pairs)
-    pieces, done = [], 0
-    for index, first in enumerate(starts):
-        last = starts[index + 1] if index + 1 < len(starts) else count - 1
-        out = upscale_volume(np.asarray(array[first:last + 1]), model, factor=float(factor),
-                             tile=tile, voxel_size=voxel_size, progress=False)["array"]
-        pieces.append(out if index == 0 else out[1:])
-        done += len(pieces[-1])
-        yield done, total
-    return np.concatenate(pieces, axis=0)
+    thread = threading.Thread(target=work, name="emzoo-job", daemon=True)
+    thread.start()
+    try:
+        for update in iter(updates.get, None):
+            yield update
+    finally:  # also when the generator is closed early: the engine stops at its next slice
+        if thread.is_alive():
+            cancel.set()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _resolve(model):
@@ -113,8 +106,9 @@ def _resolve(model):
     return resolve_model(model)
 
 
-def _upscale_job(data, model, factor, tile, voxel_size, minutes):
+def _upscale_job(data, model, factor, tile, voxel_size, minutes, cancel=None):
     """The worker's generator: ``("status", text)`` / ``(done, total)``; returns a result dict."""
+    cancel = threading.Event() if cancel is None else cancel
     try:
         yield "status", "loading the model"
         array = np.asarray(data)
@@ -132,23 +126,34 @@ def _upscale_job(data, model, factor, tile, voxel_size, minutes):
             loaded = adapt(loaded, array, voxel_size=known, factor=float(factor),
                            minutes=minutes, progress=False)["model"]
         yield "status", "upscaling"
-        out = yield from upscale_chunks(array, loaded, factor, tile, voxel_size)
-        return {"array": out}
+        from emzoo.engine import EngineOptions, plan_upscale
+
+        plan = plan_upscale(array, float(factor), voxel_size=voxel_size,
+                            options=EngineOptions(tile=tile))
+        result = yield from run_reporting(plan, loaded, cancel)
+        return {"array": result.array}
+    except JobCancelled:  # one more yield: napari's worker sees its quit() there (aborted)
+        yield "status", "cancelled"
+        return {"cancelled": True}
     except Exception as exc:  # shown as one notification by the main thread
         return {"error": _message(exc)}
 
 
-def _repair_job(data, model, slices, tile, voxel_size):
+def _repair_job(data, model, slices, tile, voxel_size, cancel=None):
+    cancel = threading.Event() if cancel is None else cancel
     try:
         yield "status", "loading the model"
         array = np.asarray(data)
         loaded = _resolve(model)
         yield "status", "repairing"
-        from emzoo.engine import repair_volume
+        from emzoo.engine import EngineOptions, plan_repair
 
-        result = repair_volume(array, slices, loaded, tile=tile, voxel_size=voxel_size,
-                               progress=False)
-        return {"array": result["array"], "repaired": result["repaired"]}
+        plan = plan_repair(array, slices, voxel_size=voxel_size, options=EngineOptions(tile=tile))
+        result = yield from run_reporting(plan, loaded, cancel)
+        return {"array": result.array, "repaired": result.repaired}
+    except JobCancelled:  # one more yield: napari's worker sees its quit() there (aborted)
+        yield "status", "cancelled"
+        return {"cancelled": True}
     except Exception as exc:
         return {"error": _message(exc)}
 
@@ -160,6 +165,7 @@ class UpscaleWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker = None
+        self.stop = threading.Event()  # the running job's cancel event
         self.last_error = None
 
         self.model = QComboBox()
@@ -256,8 +262,10 @@ class UpscaleWidget(QWidget):
             self._error(_message(exc))
             return None
         scale = tuple(float(s) for s in layer.scale)
+        self.stop = threading.Event()
         worker = thread_worker(_upscale_job, start_thread=False)(
-            layer.data, model, factor, self.tile.value() or None, scale, self.minutes.value())
+            layer.data, model, factor, self.tile.value() or None, scale, self.minutes.value(),
+            self.stop)
         name = f"{layer.name} x{float(factor):g} z ({model.rstrip('/').split('/')[-1]})"
         new_scale = (scale[0] / float(factor),) + scale[1:]
         return self._start(worker, lambda result: self.viewer.add_image(
@@ -283,8 +291,9 @@ class UpscaleWidget(QWidget):
             self._error(_message(exc))
             return None
         scale = tuple(float(s) for s in layer.scale)
+        self.stop = threading.Event()
         worker = thread_worker(_repair_job, start_thread=False)(
-            layer.data, model, slices, self.tile.value() or None, scale)
+            layer.data, model, slices, self.tile.value() or None, scale, self.stop)
         return self._start(worker, lambda result: self.viewer.add_image(
             result["array"], name=f"{layer.name} repaired", scale=scale,
             translate=tuple(layer.translate), contrast_limits=layer.contrast_limits,
@@ -305,9 +314,10 @@ class UpscaleWidget(QWidget):
         return worker
 
     def cancel(self):
-        """Asks the running job to stop at its next chunk boundary; no layer is added."""
+        """Asks the running job to stop at its next slice; no layer is added."""
         if self.worker is not None:
             self.status.setText("cancelling")
+            self.stop.set()
             self.worker.quit()
 
     def _on_yielded(self, value):
@@ -319,6 +329,9 @@ class UpscaleWidget(QWidget):
         self.progress.setValue(done)
 
     def _on_returned(self, result, add_layer):
+        if "cancelled" in result:
+            self._on_stopped("cancelled")
+            return
         if "error" in result:
             self._error(result["error"])
             return

@@ -183,9 +183,9 @@ def _write_run_config(output, config, command, policy, replicas):
               "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
               "dtype_policy": policy, "replicas": replicas,
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    tmp = output / (RUN_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, output / RUN_CONFIG)
+    from emzoo.atomic import write_json
+
+    write_json(output / RUN_CONFIG, record)
 
 
 def _final_metadata(net, config, command, done, validation, start):
@@ -258,9 +258,19 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
         checkpoint_every=checkpoint_every, val_fraction=val_fraction, val_batches=val_batches,
         seed=seed, mixed_precision=mixed_precision, weights=weights, log_every=log_every,
         logical_cpus=logical_cpus, jit_compile=jit_compile, schedule_scale=schedule_scale)
-    return _run(config, pathlib.Path(output), resume=resume, callbacks=callbacks,
-                command=list(sys.argv if command is None else command), verbose=verbose,
-                started=started)
+    import keras
+
+    previous = keras.config.dtype_policy()  # set for the run (mixed_precision), restored after
+    try:
+        return _run(config, pathlib.Path(output), resume=resume, callbacks=callbacks,
+                    command=list(sys.argv if command is None else command), verbose=verbose,
+                    started=started)
+    finally:
+        keras.config.set_dtype_policy(previous)
+        if config.strategy == "multi_worker":
+            from emzoo.training import keras_patches
+
+            keras_patches.restore_reduce_per_replica()
 
 
 def _run(config, output, *, resume, callbacks, command, verbose, started):

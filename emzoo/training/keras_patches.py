@@ -46,10 +46,21 @@ def multi_worker_reduce_per_replica(original):
 
 
 def patch_reduce_per_replica():
-    """Installs :func:`multi_worker_reduce_per_replica` in Keras' TensorFlow trainer (once)."""
+    """Installs :func:`multi_worker_reduce_per_replica` in Keras' TensorFlow trainer (once), for
+    the length of one training run: :func:`emzoo.training.train` puts the original back with
+    :func:`restore_reduce_per_replica` when the run ends."""
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
     if not getattr(tf_trainer.reduce_per_replica, "_emzoo_patched", False):
         original = tf_trainer.reduce_per_replica
         tf_trainer.reduce_per_replica = multi_worker_reduce_per_replica(original)
+    return tf_trainer.reduce_per_replica
+
+
+def restore_reduce_per_replica():
+    """Puts Keras' own ``reduce_per_replica`` back (nothing to do when it was not patched)."""
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer.reduce_per_replica, "_emzoo_patched", False):
+        tf_trainer.reduce_per_replica = tf_trainer.reduce_per_replica.original
     return tf_trainer.reduce_per_replica

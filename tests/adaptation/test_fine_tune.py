@@ -240,7 +240,7 @@ def test_adaptation_reads_only_the_input(base, tmp_path):
 def test_bad_input_is_refused(base):
     with pytest.raises(EmzooError, match="budget"):
         emzoo.adapt(base, smooth_volume(), voxel_size=(40, 10, 10))
-    with pytest.raises(VolumeError, match="--isotropic needs the voxel size"):
+    with pytest.raises(VolumeError, match="`isotropic` needs the voxel size"):
         emzoo.adapt(base, smooth_volume(), isotropic=True, steps=1)
     with pytest.raises(VolumeError, match="too small"):
         emzoo.adapt(base, smooth_volume(depth=3, size=16), voxel_size=(40, 10, 10), steps=1)

@@ -134,3 +134,19 @@ def test_options_are_checked_once_where_they_are_made():
     with pytest.raises(EmzooError, match="`overlap` must be smaller than `tile`"):
         EngineOptions(tile=16, overlap=16).check_tile(16)
     assert EngineOptions(precision="BF16").precision == "bf16"
+
+
+def test_nothing_is_set_on_the_users_model_and_its_caches_go_with_it():
+    import gc
+    import weakref
+
+    from emzoo.testing import TinyConvModel
+
+    model = TinyConvModel()
+    before = set(vars(model))
+    upscale_volume(random_volume((3, 16, 16)), model, factor=2, progress=False)
+    assert set(vars(model)) == before  # was: _emzoo_compiled set on the model
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None

@@ -74,11 +74,7 @@ def test_isotropic_uses_the_layer_scale(make_napari_viewer, qtbot):
     np.testing.assert_allclose(new.scale, (4.0, 4.0, 4.0))
 
 
-def test_cancel_stops_the_worker_and_adds_no_layer(make_napari_viewer, qtbot, tiny_model,
-                                                   monkeypatch):
-    from emzoo.napari import widget as widget_module
-
-    monkeypatch.setattr(widget_module, "CHUNK_PAIRS", 1)
+def test_cancel_stops_the_worker_and_adds_no_layer(make_napari_viewer, qtbot, tiny_model):
     viewer = make_napari_viewer()
     viewer.add_image(_stack(depth=40), name="em", scale=(40.0, 4.0, 4.0))
     widget = _widget(viewer, tiny_model)
@@ -92,7 +88,7 @@ def test_cancel_stops_the_worker_and_adds_no_layer(make_napari_viewer, qtbot, ti
         widget.cancel()
     _wait(qtbot, widget)
     assert len(viewer.layers) == 1
-    assert 1 <= len(chunks) < 39  # stopped before the last of the 39 chunks
+    assert 1 <= len(chunks) and chunks[-1][0] < 79  # stopped before the last of the 79 slices
     assert widget.status.text() == "cancelled" and widget.cancel_button.isEnabled() is False
 
 
@@ -186,7 +182,8 @@ def test_manifest_is_valid():
     npe2 = pytest.importorskip("npe2")
     manifest = npe2.PluginManifest.from_file(REPO / "emzoo" / "napari" / "napari.yaml")
     assert manifest.name == "emzoo"
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Upscale along z"]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        "Upscale along z", "Find and repair damage"]
     for command in manifest.contributions.commands:
         module, name = command.python_name.split(":")
         assert callable(getattr(__import__(module, fromlist=[name]), name))
@@ -273,3 +270,31 @@ def test_adaptation_takes_napari_s_default_scale_as_an_unknown_voxel_size(monkey
         for _ in _upscale_job(_stack(depth=3, size=16), tiny_model, 2, None, scale, 0.01):
             pass
     assert seen == [None, (40.0, 4.0, 4.0)]
+
+
+def test_the_job_reports_each_slice_and_stops_at_the_cancel_event(tiny_model):
+    # The engine's progress callback and cancel event drive the widget (no re-chunking).
+    import threading
+
+    from emzoo.napari.widget import _upscale_job
+
+    stop = threading.Event()
+    job = _upscale_job(_stack(depth=6, size=16), tiny_model, 2, None, (1.0, 1.0, 1.0), 0, stop)
+    seen = []
+    try:
+        while True:
+            value = next(job)
+            seen.append(value)
+            if value[0] != "status":
+                stop.set()
+    except StopIteration as done:
+        result = done.value
+    counts = [value for value in seen if value[0] != "status"]
+    assert result == {"cancelled": True} and seen[-1] == ("status", "cancelled")
+    assert counts[0] == (1, 11) and len(counts) < 11
+    again = _upscale_job(_stack(depth=6, size=16), tiny_model, 2, None, (1.0, 1.0, 1.0), 0)
+    try:
+        while True:
+            last = next(again)
+    except StopIteration as done:
+        assert done.value["array"].shape == (11, 16, 16) and last == (11, 11)

@@ -71,6 +71,15 @@ def test_patch_is_installed_once_and_keeps_the_original(restore_keras):
     assert keras_patches.patch_reduce_per_replica() is patched  # idempotent
 
 
+def test_the_patch_is_taken_back_after_a_run(restore_keras):
+    # train() restores Keras' own function when a multi-worker run ends: nothing global is left.
+    original = tf_trainer.reduce_per_replica
+    keras_patches.patch_reduce_per_replica()
+    assert keras_patches.restore_reduce_per_replica() is original
+    assert tf_trainer.reduce_per_replica is original
+    assert keras_patches.restore_reduce_per_replica() is original  # nothing to undo
+
+
 def test_patch_applies_only_to_multi_worker_means(restore_keras):
     patched = keras_patches.patch_reduce_per_replica()
     logs = {"loss": tf.constant(0.5), "psnr": tf.constant(30.0)}
