@@ -16,7 +16,8 @@ ISBI = SHARED_DATA / "isbi2012_sstem" / "volume.tif"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: larger checks, deselected in CI (run with -m slow)")
+    config.addinivalue_line(
+        "markers", "slow: larger checks, deselected by default; CI runs them with pytest -m slow")
     config.addinivalue_line("markers", "tf_only: needs the TensorFlow backend")
 
 
