@@ -352,25 +352,29 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
     Whole slices: ``blank`` (contrast under a tenth of the stack's median), ``duplicate`` (equal
     to a neighbour: mean difference under 5 % of the stack's median neighbour difference; the
     copy is the one whose other neighbour is then farther), ``intensity`` (mean or contrast
-    departs from both neighbours by more than ``sensitivity`` robust deviations of the stack's
-    own neighbour jumps) and ``content`` (its content farther from both neighbours than they are
-    from each other, by the same robust rule). Regions of the remaining slices, compared with
-    the interpolation of their nearest good neighbours: ``dark`` (folds, tears, dark stains),
-    ``bright`` (charging, bright blobs), ``texture`` (noise or blur) and ``mismatch`` (a region
-    shifted or replaced while the neighbours agree). A region is kept where a score is at least
-    ``sensitivity`` robust deviations from the stack's median for that score, grown to every
-    connected pixel past half of it, and covering at least ``min_fraction`` of the slice.
+    departs from both neighbours by more than 8 robust deviations of the stack's own neighbour
+    jumps) and ``content`` (farther in content from both neighbours than they are from each
+    other, by the same robust rule); a break explained by regions covering under half the slice
+    is reported as those regions. Regions of the other slices, compared with their nearest good
+    neighbours: ``dark`` (folds, tears, dark stains) and ``bright`` (charging, bright blobs),
+    darker or brighter than both neighbours; ``texture`` (noise, blur), more or less detail
+    than both; ``mismatch`` (a region shifted or replaced), far from the neighbours'
+    interpolation where they agree with each other. Each score is found at a coarse scale and
+    drawn at a fine one; a region needs a seed past 3.5 times the stack's own level of that
+    score (the median over slices of each slice's 99th percentile), its median past half of
+    that, and ``min_fraction`` of the slice.
 
-    Why these defaults: the robust deviations come from the stack itself (median and MAD of the
-    per-slice neighbour measures; median over slices of each pixel score's median and
-    interquartile spread), so the same ``sensitivity`` serves FIB-SEM, whose neighbours nearly
-    agree, and ssTEM, whose neighbours differ a lot. 8 deviations keeps clean slices of both
-    kinds of stack free of findings while synthetic folds, blobs, noise patches and shifts of
-    5 % of a slice or more stand far above it (see ``benchmarks/bench_repair.py``).
+    Why these defaults: every threshold is relative to the stack itself (neighbour measures'
+    median and MAD, scores' typical 99th percentile), so FIB-SEM, whose neighbours nearly
+    agree, and ssTEM, whose neighbours differ a lot, are judged alike. They were chosen on
+    FlyEM FIB-SEM (10 nm) and ISBI 2012 ssTEM (50 nm) with synthetic defects: the lowest that
+    left the undamaged stacks without findings (``benchmarks/bench_repair.py``; its table in
+    ``benchmarks/README.md``).
 
     Args:
         volume: a path, a NumPy array (Z, Y, X) or a Volume; read slice by slice, twice.
-        sensitivity: robust deviations a measure must exceed (larger finds less).
+        sensitivity: divides every threshold: 1 is the default, 2 finds fainter damage (and
+            more false alarms), 0.5 only the plainest.
         min_fraction: smallest region kept, as a fraction of the slice's area.
         margin: working-grid pixels added around each region (damage edges are soft).
         mask_output: a path to write the uint8 mask volume to (TIFF, HDF5, Zarr, ...), or
