@@ -127,6 +127,6 @@ def _repair_damage(source):
               + (f"; wrote {', '.join(written)}" if written else ""))
     if "repair" in result:
         summary = result["repair"]
-        print(f"Wrote {summary['output']}: repaired {summary['repaired_pixels']} masked pixel(s) in "
-              f"{len(summary['repaired'])} slice(s) with model {_SHARED.model.value} "
+        print(f"Wrote {summary['output']}: repaired {summary['repaired_pixels']} masked "
+              f"pixel(s) in {len(summary['repaired'])} slice(s) with model {_SHARED.model.value} "
               f"({summary['seconds']:.1f} s, {summary['precision']})")

@@ -195,7 +195,8 @@ def run_region(name, trials, repair, model, stats, rng):
                     psnr(volume[z][truth[z]], clean[z][truth[z]]))
             for z in truth:  # past the blend band (4 pixels, Euclidean), nothing may change
                 far = ndimage.distance_transform_edt(true_mask[z] == 0) > 4
-                stats["outside_changed"] += int((outputs["default"][z][far] != volume[z][far]).sum())
+                changed = outputs["default"][z][far] != volume[z][far]
+                stats["outside_changed"] += int(changed.sum())
             untouched = [z for z in range(depth) if z not in truth]
             stats["outside_changed"] += int(
                 (outputs["default"][untouched] != volume[untouched]).sum())

@@ -51,7 +51,7 @@ WHOLE_SLICE_KINDS = ("blank", "duplicate", "intensity", "content")
 _WORKING_SIDE = 256  # the working grid's longest side, about (block means of the full slice)
 _SMOOTHING = 7.0  # working-grid pixels: damage of 5 % of a slice is far wider
 _FINE_SMOOTHING = 1.5  # working-grid pixels: the extent of a region found at the coarse scale
-_WHOLE_DEVIATIONS = 8.0  # robust deviations from the stack's neighbour measures: a whole-slice break
+_WHOLE_DEVIATIONS = 8.0  # robust deviations of the stack's neighbour measures: a whole-slice break
 _REGION_LEVELS = 3.5  # times the stack's 99th-percentile level of a region score: a region's seeds
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
@@ -550,7 +550,8 @@ def repair_masked(volume, mask, model, output=None, band=4, tile=None, overlap=3
     masks = open_source(mask)
     if tuple(masks.shape) != tuple(job.shape):
         raise VolumeError(describe("The mask must have the volume's shape.",
-                                   f"a mask volume of shape {tuple(job.shape)} (non-zero = damaged)",
+                                   f"a mask volume of shape {tuple(job.shape)} "
+                                   "(non-zero = damaged)",
                                    mask_shape=tuple(masks.shape)))
     damaged, pairs = _plan_masked(masks, job.shape)
     check_output_size(job.shape, job.dtype, job.output, "a smaller input")
@@ -786,7 +787,8 @@ def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=Fa
         :func:`repair_masked` under ``repair``.
 
     Example:
-        >>> done = repair_damage("stack.tif", "default", "fixed.tif", report="found.json")  # doctest: +SKIP
+        >>> done = repair_damage("stack.tif", "default", "fixed.tif",
+        ...                      report="found.json")                  # doctest: +SKIP
     """
     if not detect and mask is None:
         raise EmzooError(describe("Nothing marks the damage.", "detect=True, a mask, or both",

@@ -1,4 +1,4 @@
-"""The "Find and repair damage" widget driven in a real napari.Viewer: find, review, repair, cancel."""
+"""The "Find and repair damage" widget in a real napari.Viewer: find, review, repair, cancel."""
 
 import numpy as np
 import pytest
