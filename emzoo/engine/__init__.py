@@ -83,10 +83,11 @@ Example:
 from emzoo.engine.midpoint import MidpointEngine
 from emzoo.engine.plan import Blockwise, EngineOptions, JobPlan, plan_repair, plan_upscale
 from emzoo.engine.policy import default_batch_size, resolve_jit_compile
-from emzoo.engine.positions import check_factor, parse_factor, upscale_positions
+from emzoo.engine.positions import check_factor, parse_factor, parse_slices, upscale_positions
 from emzoo.engine.progress import Progress
-from emzoo.engine.repair import parse_slices, repair_volume
-from emzoo.engine.runner import JobResult, run
+from emzoo.engine.repair import repair_volume
+from emzoo.engine.result import JobResult
+from emzoo.engine.runner import run
 from emzoo.engine.sources import parse_voxel_size
 from emzoo.engine.tiler import Tiler
 from emzoo.engine.upscale import upscale_volume

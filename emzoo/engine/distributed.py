@@ -69,7 +69,7 @@ RETRIES = 3  # attempts after a task's first failure
 
 def run_blockwise(plan, model, progress=True, cancel=None):
     """Runs the checked blockwise job ``plan`` on Dask; returns its
-    :class:`~emzoo.engine.runner.JobResult` (see the module's docstring).
+    :class:`~emzoo.engine.result.JobResult` (see the module's docstring).
 
     :func:`emzoo.engine.run` calls this for a plan with ``blockwise``; ``model`` is a registered
     name, a saved model folder, ``"flow"``, or a Keras model (saved for the workers into the
@@ -80,7 +80,7 @@ def run_blockwise(plan, model, progress=True, cancel=None):
         >>> run_blockwise(plan, "default").computed                                   # doctest: +SKIP
         30
     """
-    from emzoo.engine.runner import result
+    from emzoo.engine.result import result
 
     start = time.perf_counter()
     blockwise, options = plan.blockwise, plan.options

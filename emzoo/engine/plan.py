@@ -370,7 +370,7 @@ def plan_repair(volume, slices, output=None, *, voxel_size=None, options=None, b
         ((2, 3),)
     """
     job = _open(volume, output, overwrite, voxel_size, 3, allow_incomplete, options, blockwise)
-    from emzoo.engine.repair import damaged_runs
+    from emzoo.engine.positions import damaged_runs
 
     runs = tuple(damaged_runs(slices, job.shape[0]))
     return _plan(volume, job, "repair", job.shape, job.voxel_size, options, blockwise, overwrite,

@@ -10,6 +10,7 @@ the compile (``jit_compile="auto"``). The measured speeds behind these defaults 
 
 import weakref
 
+from emzoo.engine.caches import model_cache
 from emzoo.errors import EmzooError, check_integer, describe
 
 # model -> {(what, jit_compile): compiled function}: held beside the model, never on it, and
@@ -80,15 +81,6 @@ def resolve_jit_compile(jit_compile, reuse_features, calls=None, precision="floa
         return (keras.backend.backend() == "tensorflow" and bool(reuse_features)
                 and (calls is None or calls >= XLA_MIN_CALLS))
     return bool(jit_compile)
-
-
-def model_cache(caches, model):
-    """``model``'s own dict in the weak-keyed ``caches`` (a fresh, unkept dict for an object that
-    cannot be weakly referenced)."""
-    try:
-        return caches.setdefault(model, {})
-    except TypeError:
-        return {}
 
 
 def compiled_function(model, what, jit_compile):

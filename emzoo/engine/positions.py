@@ -145,3 +145,72 @@ def isotropic_factor(voxel):
             "The z spacing is already finer than the x spacing; nothing to upscale.",
             "a voxel size with z >= x", voxel_size=voxel))
     return factor
+
+
+_MAX_RANGE = 1_000_000  # slices in one START-END range of parse_slices (no volume is longer)
+
+
+def parse_slices(text):
+    """Slice indices from ``"12,37,40-42"`` (0-based; ranges inclusive), sorted and unique.
+
+    Example:
+        >>> parse_slices("12, 37,40-42")
+        [12, 37, 40, 41, 42]
+    """
+    indices = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part.lstrip("-"):
+                start, end = (int(value) for value in part.split("-", 1))
+            else:
+                start = end = int(part)
+        except ValueError:
+            raise EmzooError(describe("Invalid value for argument `slices`.",
+                                      "comma-separated slice indices or ranges, e.g. 12,37,40-42",
+                                      slices=text)) from None
+        if end - start >= _MAX_RANGE:
+            raise EmzooError(describe(f"Invalid value for argument `slices`: range {part} is longer "
+                                      "than any volume.", f"ranges of at most {_MAX_RANGE} slices",
+                                      slices=text))
+        if start > end:
+            raise EmzooError(describe(f"Invalid value for argument `slices`: reversed range {part}.",
+                                      "START-END with START <= END, e.g. 40-42", slices=text))
+        indices.update(range(start, end + 1))
+    if not indices:
+        raise EmzooError(describe("Invalid value for argument `slices`.",
+                                  "at least one slice index", slices=text))
+    return sorted(indices)
+
+
+def damaged_runs(slices, num_slices):
+    """Maximal runs (first, last) of adjacent damaged slices, each with good slices on both sides."""
+    if isinstance(slices, str):
+        slices = parse_slices(slices)
+    try:
+        indices = sorted({int(z) for z in slices})
+    except (TypeError, ValueError):
+        raise EmzooError(describe("Invalid value for argument `slices`.", "integer slice indices",
+                                  slices=slices)) from None
+    if not indices:
+        raise EmzooError(describe("Invalid value for argument `slices`.",
+                                  "at least one slice index", slices=slices))
+    bad = [z for z in indices if not 0 <= z < num_slices]
+    if bad:
+        raise EmzooError(describe("Slice indices outside the volume.",
+                                  f"0-based indices from 0 to {num_slices - 1}", slices=bad))
+    runs = []
+    for z in indices:
+        if runs and z == runs[-1][1] + 1:
+            runs[-1][1] = z
+        else:
+            runs.append([z, z])
+    for first, last in runs:
+        if first == 0 or last == num_slices - 1:
+            raise EmzooError(describe(
+                f"Cannot repair slice(s) {first}..{last}: interpolation needs a good slice on both "
+                "sides, and this run touches the end of the volume.",
+                f"damaged slices between 1 and {num_slices - 2}", slices=indices))
+    return [tuple(run) for run in runs]

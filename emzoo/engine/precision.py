@@ -233,7 +233,7 @@ def with_precision(model, precision):
     policy = _POLICIES[precision]
     if model.dtype_policy.name == policy:
         return model
-    from emzoo.engine.policy import model_cache
+    from emzoo.engine.caches import model_cache
 
     clones = model_cache(_CLONES, model)  # beside the model, not on it; dropped with it
     if policy not in clones:

@@ -14,59 +14,12 @@ Example:
     (117, 512, 512)
 """
 
-import dataclasses
-
-from emzoo.engine.job import summary_line, write_slices
+from emzoo.engine.job import write_slices
 from emzoo.engine.midpoint import MidpointEngine, resolve_model
 from emzoo.engine.plan import JobPlan
+from emzoo.engine.result import result
+from emzoo.engine.slices import repaired_slices, upscaled_slices
 from emzoo.errors import EmzooError, describe
-
-
-@dataclasses.dataclass(frozen=True)
-class JobResult:
-    """What a volume job did: the same fields with or without an output path, on either engine.
-
-    ``output`` (the path written, or ``None``), ``array`` (the result when there is no output
-    path, else ``None``), ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size`` (the
-    output's, or ``None``), ``precision`` (the one the model ran in), ``seconds``, ``summary``
-    (one line), ``factor`` (upscaling) or ``repaired`` (repair: the replaced indices); the
-    blockwise engine adds ``blocks``, ``computed``, ``skipped`` (recorded by an earlier run),
-    ``workers``, ``threads`` (TensorFlow threads per worker, ``None`` when the cluster sets them)
-    and ``already_complete``.
-    """
-
-    output: object
-    array: object
-    input_shape: tuple
-    output_shape: tuple
-    dtype: str
-    voxel_size: tuple | None
-    precision: str
-    seconds: float
-    summary: str
-    factor: float | None = None
-    repaired: list | None = None
-    blocks: int | None = None
-    computed: int | None = None
-    skipped: int | None = None
-    workers: int | None = None
-    threads: int | None = None
-    already_complete: bool = False
-
-    def to_dict(self):
-        """The result as the dict :func:`~emzoo.engine.upscale_volume` returns (only the entries
-        that apply: ``factor`` or ``repaired``; the blockwise ones on Dask)."""
-        entries = {"output": self.output, "array": self.array, "input_shape": self.input_shape,
-                   "output_shape": self.output_shape, "dtype": self.dtype,
-                   "voxel_size": self.voxel_size}
-        entries.update({"factor": self.factor} if self.factor is not None else
-                       {"repaired": self.repaired} if self.repaired is not None else {})
-        entries.update(precision=self.precision, seconds=self.seconds, summary=self.summary)
-        if self.blocks is not None:
-            entries.update(blocks=self.blocks, computed=self.computed, skipped=self.skipped,
-                           workers=self.workers, threads=self.threads,
-                           already_complete=self.already_complete)
-        return entries
 
 
 def run(plan, model, progress=True, cancel=None):
@@ -102,25 +55,8 @@ def run(plan, model, progress=True, cancel=None):
                             options.reuse_features, options.xla,
                             expected_pairs=plan.expected_pairs, precision=options.precision)
     if plan.job == "upscale":
-        from emzoo.engine.upscale import upscaled_slices
-
         slices = upscaled_slices(plan, source, engine)
     else:
-        from emzoo.engine.repair import repaired_slices
-
         slices = repaired_slices(plan, source, engine)
     array, seconds = write_slices(plan, slices, progress, cancel)
     return result(plan, engine.precision, seconds, array=array)
-
-
-def result(plan, precision, seconds, array=None, summary=None, **blockwise):
-    """The :class:`JobResult` of ``plan`` (``summary``: the line, when not the usual one)."""
-    if summary is None:
-        summary = summary_line(plan.kind, plan.input_shape, plan.output_shape, plan.dtype,
-                               plan.input_voxel_size, plan.output_voxel_size, seconds, plan.output)
-    extra = plan.extra()
-    return JobResult(output=plan.output, array=array, input_shape=tuple(plan.input_shape),
-                     output_shape=tuple(plan.output_shape), dtype=plan.dtype,
-                     voxel_size=plan.output_voxel_size, precision=precision, seconds=seconds,
-                     summary=summary, factor=extra.get("factor"), repaired=extra.get("repaired"),
-                     **blockwise)

@@ -7,14 +7,8 @@ the volume. Each chunk's output slices are written before the next chunk is read
 :func:`~emzoo.engine.run`.
 """
 
-from emzoo.engine.job import resample, unit
-from emzoo.engine.memory import release_freed_memory
-from emzoo.engine.plan import EngineOptions, plan_upscale
-from emzoo.engine.positions import upscale_positions
+from emzoo.engine.plan import Blockwise, EngineOptions, plan_upscale
 from emzoo.engine.runner import run
-
-_CHUNK_GRID = 64  # dense-grid slices per chunk of input pairs (bounds memory)
-
 
 def upscale_volume(volume, model, factor=None, output=None, isotropic=False, tile=None,
                    overlap=32, batch_size=None, voxel_size=None, overwrite=False, progress=True,
@@ -102,38 +96,4 @@ def blockwise_of(workers, scheduler, block_size, resume):
     ``repair_volume`` ask for, or ``None`` (one process)."""
     if workers is None and scheduler is None and block_size is None and not resume:
         return None
-    from emzoo.engine.plan import Blockwise
-
     return Blockwise(workers, scheduler, block_size, resume)
-
-
-def upscaled_slices(plan, source, engine):
-    """Yields ``(j, raw)`` for the output slices of the upscaling ``plan``, one chunk of pairs at
-    a time, with the midpoint ``engine``."""
-    num_slices = plan.input_shape[0]
-    positions, grid = upscale_positions(num_slices, plan.factor)
-    levels = grid.bit_length() - 1
-    chunk = max(1, min(engine.batch_size, _CHUNK_GRID // grid))
-    next_out = 0
-    left_unit = unit(source, 0)
-    for first in range(0, num_slices - 1, chunk):
-        last = min(first + chunk, num_slices - 1)
-        dense = {first * grid: left_unit}
-        for z in range(first + 1, last + 1):
-            dense[z * grid] = unit(source, z)
-        engine.fill_grid(dense, first * grid, last * grid, levels)
-        final_chunk = last == num_slices - 1
-        while next_out < positions.count:
-            position = positions[next_out] * grid  # in dense-grid units
-            if position >= last * grid and not (final_chunk and position == last * grid):
-                break
-            if position.denominator == 1 and position.numerator % grid == 0:
-                # An input slice: copied, never re-quantised.
-                yield next_out, source.read(position.numerator // grid)
-            else:
-                yield next_out, resample(dense, position, source, plan.dtype)
-            next_out += 1
-        left_unit = dense[last * grid]
-        engine.forget(keep=(last * grid,))
-        del dense
-        release_freed_memory()
