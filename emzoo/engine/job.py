@@ -32,7 +32,7 @@ class Job:
 
     def __init__(self, volume, output, overwrite, voxel_size, minimum_slices=2,
                  allow_incomplete=False):
-        self.output = check_output(output, overwrite)
+        self.output = check_output(output, overwrite, volume)
         self.source = open_source(volume, allow_incomplete)
         self.shape = check_volume(self.source, minimum_slices)
         self.dtype = np.dtype(self.source.dtype)

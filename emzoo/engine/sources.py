@@ -15,8 +15,8 @@ import shutil
 
 import numpy as np
 
-from emzoo.data.volumes import (SUPPORTED_DTYPES, ArrayVolume, check_voxel_size, open_volume,
-                                split_hdf5_path)
+from emzoo.data.volumes import (SUPPORTED_DTYPES, ArrayVolume, check_not_input, check_voxel_size,
+                                check_writable, open_volume, output_exists, split_hdf5_path)
 from emzoo.errors import EmzooError, VolumeError, describe, one_line
 
 MAX_OUTPUT_BYTES = 2**40  # the largest output written without EMZOO_MAX_OUTPUT_BYTES saying more
@@ -89,19 +89,28 @@ def source_voxel_size(source, voxel_size):
                             else getattr(source, "voxel_size", None))
 
 
-def check_output(output, overwrite):
-    """``output`` as a path that may be written (``None``: the result is returned as an array)."""
+def check_output(output, overwrite, volume=None):
+    """``output`` as a path that may be written (``None``: the result is returned as an array).
+
+    Checked before any work: it is not the input ``volume`` (when that is a path; never replaced,
+    even with ``overwrite``), it does not exist unless ``overwrite`` (an HDF5 output exists when
+    its dataset does: a new dataset goes into an existing file), and its folder exists and can be
+    written.
+    """
     if output is None:
         return None
     path = os.fspath(output)
+    if isinstance(volume, (str, os.PathLike)):
+        check_not_input(volume, path)
     file, _ = split_hdf5_path(path)
-    if os.path.exists(file) and not overwrite:
-        raise VolumeError(describe(f"The output {file} already exists.",
+    if output_exists(path) and not overwrite:
+        raise VolumeError(describe(f"The output {path} already exists.",
                                    "a new path, or overwrite=True to replace it", output=path))
     parent = os.path.dirname(os.path.abspath(file))
     if not os.path.isdir(parent):
         raise VolumeError(describe(f"The output folder {parent} does not exist.",
                                    "an existing folder", output=path))
+    check_writable(path)
     return path
 
 

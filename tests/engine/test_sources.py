@@ -52,3 +52,33 @@ def test_output_folder_must_exist(tmp_path):
     assert check_output(None, overwrite=False) is None
     with pytest.raises(VolumeError, match="does not exist"):
         check_output(str(tmp_path / "nowhere" / "out.tif"), overwrite=False)
+
+
+class _NeverCalled(MeanModel):
+    """A model whose use means a check came too late."""
+
+    def call(self, inputs):
+        raise AssertionError("the model ran before the output was refused")
+
+
+def test_the_input_is_never_the_output_even_with_overwrite(tmp_path):
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, random_volume((3, 8, 8), np.uint8))
+    before = path.read_bytes()
+    with pytest.raises(VolumeError, match="input"):
+        upscale_volume(str(path), _NeverCalled(), output=str(path), overwrite=True, progress=False)
+    assert path.read_bytes() == before
+
+
+def test_a_new_dataset_in_an_existing_hdf5_file_needs_no_overwrite(tmp_path):
+    import h5py
+
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f["volumes/raw"] = random_volume((3, 8, 8), np.uint8)
+        f["volumes/labels"] = np.ones((3, 8, 8), np.uint8)
+    assert check_output(f"{path}:/volumes/up", overwrite=False) == f"{path}:/volumes/up"
+    with pytest.raises(VolumeError, match="already exists"):
+        check_output(f"{path}:/volumes/labels", overwrite=False)
