@@ -13,6 +13,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 import emzoo  # noqa: E402
+import keras  # noqa: E402
 from emzoo.training import compile_model  # noqa: E402
 from emzoo.data.triplets import validation_triplets  # noqa: E402
 
@@ -27,6 +28,10 @@ SMALL = {
     "dan": dict(rdn_blocks=2, rdn_layers=2, rdn_growth=4, features=8, outer_partition=2,
                 inner_partition=2, attention_reduction=4, blend_width=8),
 }
+# SSAN and DAN start as linear interpolation (zero-initialised output convolutions), already near a
+# minimum of the perceptual loss: Adam's first steps of 1e-3 overshoot it (the loss rose 2-10x over
+# 12 steps, measured), 1e-4 descends for every seed tried.
+LEARNING_RATE = {"film": 1e-3, "tsain": 1e-3, "ssan": 1e-4, "dan": 1e-4}
 
 
 @pytest.fixture
@@ -41,8 +46,9 @@ def em_batch(shared_data):
 def test_paper_loss_decreases_on_real_em_triplets(name, em_batch):
     inputs, target = em_batch
     assert inputs["x0"].shape == (2, 32, 32, 1) and np.ptp(target) > 0.1  # real EM contrast
+    keras.utils.set_random_seed(0)
     model = emzoo.load(name, weights=None, compile=False, **SMALL[name])
-    compile_model(model, "paper", "adam", 1e-3, jit_compile=False)
+    compile_model(model, "paper", "adam", LEARNING_RATE[name], jit_compile=False)
     kind = type(model.loss).__name__
     assert kind != "MeanAbsoluteError" or name == "film"  # each paper has its own total
     before = float(model.evaluate(inputs, target, verbose=0, return_dict=True)["loss"])

@@ -42,7 +42,7 @@ def test_repair_positions_are_evenly_spaced_between_the_good_slices():
 
 def test_isotropic_factor_needs_a_coarser_z():
     assert isotropic_factor((50.0, 4.0, 4.0)) == 12.5
-    with pytest.raises(VolumeError, match="--voxel-size"):
+    with pytest.raises(VolumeError, match="voxel_size"):   # the apps word it as --voxel-size
         isotropic_factor(None)
     with pytest.raises(VolumeError, match="finer"):
         isotropic_factor((2.0, 4.0, 4.0))
