@@ -13,6 +13,7 @@ from emzoo import zoo
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow   # builds a wheel of the whole checkout
 def test_wheel_contains_configs_apps_and_package_data(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)

@@ -6,9 +6,14 @@ import pytest
 from emzoo.testing import save_tiny_film, smooth_volume
 
 
-@pytest.fixture
-def base(tmp_path):
-    return str(save_tiny_film(tmp_path / "base"))
+@pytest.fixture(scope="session")
+def base(tmp_path_factory):
+    """A tiny saved FILM shared by every adaptation test (each adaptation writes elsewhere and only
+    reads it), with the weights seed 0 gives, as when it was built for each test."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return str(save_tiny_film(tmp_path_factory.mktemp("base")))
 
 
 @pytest.fixture

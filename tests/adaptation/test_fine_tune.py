@@ -205,6 +205,7 @@ def _files_opened():
         _OPENED.pop()
 
 
+@pytest.mark.slow   # three adaptations; the files one app run opens: tests/apps/test_adapt_app.py
 def test_adaptation_reads_only_the_input(base, tmp_path):
     """Adapting on the kept slices of a longer stack opens no other data file, and the weights are
     identical whether the dropped slices (and the full stack) sit beside the input or do not exist,

@@ -61,6 +61,7 @@ def _assert_same_weights(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow   # a killed process and three adaptations; Ctrl-C and resume: the next test
 def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(base, stack,
                                                                                tmp_path):
     """SIGKILL after step 5 (checkpoints every 2 steps), in a subprocess; then resume here."""

@@ -7,9 +7,13 @@ from emzoo.data.volumes import write_volume
 from emzoo.testing import save_tiny_film
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    """A saved tiny FILM (random weights, size multiple 2), loadable with --model DIR."""
+    """A saved tiny FILM (random weights of seed 0, size multiple 2), loadable with --model DIR;
+    one for all the app tests, which only read it."""
+    import keras
+
+    keras.utils.set_random_seed(0)
     return save_tiny_film(tmp_path_factory.mktemp("models"))
 
 

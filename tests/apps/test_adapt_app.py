@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from app_runner import assert_one_line_error, error_lines, run_emzoo
-from emzoo.testing import save_tiny_film, smooth_volume
+from emzoo.testing import smooth_volume
 
 pytestmark = pytest.mark.tf_only
 
@@ -19,8 +19,8 @@ def _stack(path, depth=12, size=64):
     return path
 
 
-def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
-    model = save_tiny_film(tmp_path)
+def test_adapt_writes_a_model_that_upscale_uses(tmp_path, tiny_model):
+    model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
     done = run_emzoo(["adapt", model, "--data", stack, "-o", tmp_path / "adapted", "--steps", "2",
                       "--factor", "4", "--voxel-size", "40,10,10", "--quiet"], cwd=tmp_path)
@@ -40,8 +40,8 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path):
     assert tifffile.imread(tmp_path / "out.tif").shape == (45, 64, 64)
 
 
-def test_adapt_of_an_input_it_does_not_adapt_says_why_in_one_line(tmp_path):
-    model = save_tiny_film(tmp_path)
+def test_adapt_of_an_input_it_does_not_adapt_says_why_in_one_line(tmp_path, tiny_model):
+    model = tiny_model
     stack = _stack(tmp_path / "stack.tif", depth=6, size=8)   # (4 planes would read as RGBA)
     command = ["adapt", model, "--data", stack, "-o", tmp_path / "adapted", "--steps", "2",
                "--factor", "8", "--voxel-size", "80,10,10", "--quiet"]
@@ -54,8 +54,8 @@ def test_adapt_of_an_input_it_does_not_adapt_says_why_in_one_line(tmp_path):
         assert "held-out error" not in done.stdout
 
 
-def test_upscale_adapt_then_upscale_in_one_run(tmp_path):
-    model = save_tiny_film(tmp_path)
+def test_upscale_adapt_then_upscale_in_one_run(tmp_path, tiny_model):
+    model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
     command = ["upscale", stack, "-o", tmp_path / "out.tif", "--model", model, "--factor", "4",
                "--adapt", "0.02", "--voxel-size", "40,10,10", "--quiet"]
@@ -77,8 +77,10 @@ def test_upscale_adapt_then_upscale_in_one_run(tmp_path):
     assert record["metadata"]["adaptation"]["z_spacing_over_x"] == 4
 
 
-def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_again(tmp_path):
-    model = save_tiny_film(tmp_path)
+@pytest.mark.slow   # three app runs; in-process: tests/adaptation (beside-output reuse, resume)
+def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_again(tmp_path,
+                                                                                     tiny_model):
+    model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
     out = tmp_path / "out.tif"
     command = ["upscale", stack, "-o", out, "--model", model, "--factor", "4", "--adapt", "0.3",
@@ -101,8 +103,8 @@ def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_a
     np.testing.assert_array_equal(tifffile.imread(out), first)
 
 
-def test_upscale_adapt_says_when_a_step_diverged(tmp_path):
-    model = save_tiny_film(tmp_path)
+def test_upscale_adapt_says_when_a_step_diverged(tmp_path, tiny_model):
+    model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
     prelude = textwrap.dedent("""
         import keras
@@ -183,8 +185,9 @@ ADAPT = ["--steps", "8", "--factor", "4", "--voxel-size", "40,10,10", "--checkpo
          "--quiet"]
 
 
-def test_adapt_killed_and_resumed_gives_the_uninterrupted_weights(tmp_path):
-    model = save_tiny_film(tmp_path)
+@pytest.mark.slow   # four app runs; in-process: tests/adaptation/test_run_folder.py
+def test_adapt_killed_and_resumed_gives_the_uninterrupted_weights(tmp_path, tiny_model):
+    model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
     run_dir = tmp_path / "adapted"
     command = ["adapt", model, "--data", stack, "-o", run_dir, *ADAPT]
@@ -204,8 +207,9 @@ def test_adapt_killed_and_resumed_gives_the_uninterrupted_weights(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
 
 
-def test_sigterm_checkpoints_and_resume_refuses_another_run(tmp_path):
-    model = save_tiny_film(tmp_path)
+@pytest.mark.slow   # five app runs; in-process: tests/adaptation/test_run_folder.py
+def test_sigterm_checkpoints_and_resume_refuses_another_run(tmp_path, tiny_model):
+    model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
     run_dir = tmp_path / "adapted"
     command = ["adapt", model, "--data", stack, "-o", run_dir, *ADAPT]
@@ -229,10 +233,10 @@ def test_sigterm_checkpoints_and_resume_refuses_another_run(tmp_path):
     assert "resumed at step 3" in done.stdout and done.stdout.count("\n") == 1
 
 
-def test_upscale_adapt_opens_no_data_file_but_its_input(tmp_path):
+def test_upscale_adapt_opens_no_data_file_but_its_input(tmp_path, tiny_model):
     """`emzoo upscale kept.tif --adapt` beside the dropped slices and the full stack: only
     kept.tif is opened in that folder (every Python-level open is audited)."""
-    model = save_tiny_film(tmp_path)
+    model = tiny_model
     data = tmp_path / "data"
     data.mkdir()
     full = tifffile.imread(_stack(data / "full.tif", depth=17))

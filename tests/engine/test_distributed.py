@@ -178,6 +178,7 @@ def test_an_in_memory_model_is_saved_for_the_workers(cluster, data, tmp_path):
 TF_START_UP = ("absl::InitializeLog", "oneDNN", "cpu_feature_guard")
 
 
+@pytest.mark.slow   # a fresh process and its two workers each import TensorFlow
 def test_local_workers_keep_tensorflow_start_up_lines_off_stderr(data, tmp_path):
     # Each worker process imports TensorFlow, whose C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL;
     # run as a user would (variable unset, the main process quieted as the apps quiet it).

@@ -121,6 +121,7 @@ print("RESULTS " + json.dumps(results))
 """
 
 
+@pytest.mark.slow   # ten mirrored runs, one per validation size
 def test_mirrored_validation_of_every_size_ends_without_error(volume, tmp_path):
     """Validation sets of 1 to 10 triplets (up to 5 batches of 2) against 2 replicas: a last batch
     smaller than (or not a multiple of) the replica count used to crash Keras' cross-replica sum
