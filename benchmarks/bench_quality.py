@@ -4,11 +4,19 @@ input, with the protocol of `emzoo evaluate` (keep every F-th slice, score the d
 Adaptation sees only the kept slices of the evaluated range (the input a user would have), at the
 spacing they have after dropping (z spacing x F); it never reads a scored slice.
 
-Never run in CI. Example (the full table of the quality issue; hours on a 2-core CPU):
+With ``--zoo``, several models side by side (no adaptation): PSNR over linear per region and
+factor, and each model's parameters, weights size, seconds per new 512 x 512 slice (measured in
+the same run, one after the other) and training CPU-hours (from its metadata): the zoo table of
+benchmarks/README.md and the README.
+
+Never run in CI. Example (the full adaptation table; hours on a 2-core CPU):
     python benchmarks/bench_quality.py --factors 2 4 8 --minutes 2 5 10 \
         --regions fibsem-val cube2 isbi-val --json quality.json
 A quick look:
     python benchmarks/bench_quality.py --factors 4 --minutes 2 --regions fibsem-val
+The zoo table:
+    python benchmarks/bench_quality.py --zoo --model default dan-em ssan-em tsain-em \
+        --regions fibsem-val cube2 fibsem-xy2 cube2-xy2 fibsem-xy3 cube2-xy3 isbi-val --json zoo.json
 """
 
 import argparse
@@ -38,8 +46,11 @@ REGIONS = {
 # spacing, so x2 upscaling there is adapted (the range is on the spacing, not on the factor).
 # cube2-xy2: 20 x 20 x 10 nm (z finer than x/y, as FIB-SEM milled finer than its pixels): x8
 # upscaling there is adapted (kept slices 80 nm apart, 4x the x spacing).
+# fibsem-xy2 / -xy3, cube2-xy3: 20 / 30 nm pixels with 10 nm slices, the pixel sizes labs image
+# FIB-SEM at (the zoo's robustness across pixel sizes is scored there).
 BINNED = {"cube2-bin2": ("cube2-all", (2, 2, 2)), "cube2-z2": ("cube2-all", (2, 1, 1)),
-          "cube2-xy2": ("cube2-all", (1, 2, 2))}
+          "cube2-xy2": ("cube2-all", (1, 2, 2)), "cube2-xy3": ("cube2-all", (1, 3, 3)),
+          "fibsem-xy2": ("fibsem-val", (1, 2, 2)), "fibsem-xy3": ("fibsem-val", (1, 3, 3))}
 
 
 def bin_volume(array, factors):
@@ -90,9 +101,89 @@ def _gain(report, name):
     return f"{10 * np.log10(before / after):+.3f} dB"
 
 
+def seconds_per_slice(model, size=512, pairs=4, repeats=2):
+    """Seconds per new slice of ``model`` upscaling ``pairs + 1`` random size x size slices x2
+    (float32, the best of ``repeats`` after one warm-up run)."""
+    from emzoo.engine import upscale_volume
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 256, (pairs + 1, size, size), dtype=np.uint8)
+    upscale_volume(stack[:2], model, factor=2)  # warm-up: tracing, compilation
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        upscale_volume(stack, model, factor=2)
+        best = min(best, time.perf_counter() - start)
+    return best / pairs
+
+
+def _weights_mb(name):
+    """Size of a zoo entry's weights file in MB (None when it has none bundled)."""
+    from emzoo import zoo
+
+    entry = zoo.describe_model(name)
+    weights = entry.get("weights") or {}
+    path = weights.get("file")
+    if not path:
+        return None
+    candidate = pathlib.Path(zoo.__file__).parent / path.removeprefix("emzoo:")  # package data
+    return candidate.stat().st_size / 1e6 if candidate.exists() else None
+
+
+def zoo_rows(models, regions, factors, baselines):
+    """PSNR of every model and baseline on every region and factor, and each model's costs."""
+    import emzoo
+    from emzoo.evaluate import evaluate_volume
+
+    loaded = {name: emzoo.load(name, compile=False) for name in models}
+    rows = []
+    for region in regions:
+        volume, _ = region_volume(region)
+        for factor in ([2] if region.startswith("isbi") else factors):
+            report = evaluate_volume(volume, factor, baselines=tuple(baselines))
+            scores = {name: m["mean"]["psnr"] for name, m in report["methods"].items()}
+            for name, model in loaded.items():
+                scored = evaluate_volume(volume, factor, model=model, baselines=(), model_name=name)
+                scores[name] = scored["methods"][name]["mean"]["psnr"]
+            rows.append({"region": region, "factor": factor, "psnr": scores})
+            print(f"{region} x{factor}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
+                  file=sys.stderr, flush=True)
+    costs = {}
+    for name, model in loaded.items():
+        training = emzoo.describe_model(name)["metadata"].get("training", {})
+        costs[name] = {"params": int(model.count_params()), "weights_mb": _weights_mb(name),
+                       "seconds_per_slice": seconds_per_slice(model),
+                       "training_cpu_hours": training.get("cpu_hours") if isinstance(training, dict)
+                       else None}
+    return rows, costs
+
+
+def print_zoo_table(rows, costs):
+    """Markdown: one row per model and baseline, one column per region and factor (dB over linear),
+    then the model's costs."""
+    columns = [(r["region"], r["factor"]) for r in rows]
+    by_column = {(r["region"], r["factor"]): r["psnr"] for r in rows}
+    names = [n for n in rows[0]["psnr"] if n != "linear"]
+    print("| model | " + " | ".join(f"{region} x{factor}" for region, factor in columns)
+          + " | params | MB | s / slice | CPU-h |")
+    print("|---" * (len(columns) + 5) + "|")
+    print("| linear (dB) | " + " | ".join(f"{by_column[c]['linear']:.2f}" for c in columns)
+          + " | | | | |")
+    for name in names:
+        cells = [f"{by_column[c][name] - by_column[c]['linear']:+.2f}" for c in columns]
+        cost = costs.get(name)
+        extra = (["", "", "", ""] if cost is None else [
+            f"{cost['params']:,}", "" if cost["weights_mb"] is None else f"{cost['weights_mb']:.1f}",
+            f"{cost['seconds_per_slice']:.2f}",
+            "" if cost["training_cpu_hours"] is None else f"{cost['training_cpu_hours']:.1f}"])
+        print(f"| {name} | " + " | ".join(cells + extra) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", nargs="+", default=["default"])
+    parser.add_argument("--zoo", action="store_true",
+                        help="the zoo table: every --model side by side, no adaptation")
     parser.add_argument("--factors", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--minutes", type=float, nargs="*", default=[2, 5, 10])
     parser.add_argument("--regions", nargs="+", default=["fibsem-val", "cube2", "isbi-val"],
@@ -100,6 +191,15 @@ def main():
     parser.add_argument("--baselines", default="linear,cubic,flow")
     parser.add_argument("--json", default=None, help="also write the rows as JSON")
     args = parser.parse_args()
+    if args.zoo:
+        rows, costs = zoo_rows(args.model, args.regions, args.factors, args.baselines.split(","))
+        print_zoo_table(rows, costs)
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps({"rows": rows, "costs": costs}, indent=2))
+        return
+    if len(args.model) != 1:
+        parser.error("several --model need --zoo")
+    args.model = args.model[0]
 
     import emzoo
     from emzoo.evaluate import evaluate_volume
