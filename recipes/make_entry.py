@@ -1,0 +1,122 @@
+"""Turns finished `emzoo train` runs into a zoo entry: bundled weights plus its zoo_configs JSON.
+
+The run folder's own record (config.json's ``metadata.training``: the command, steps, optimiser,
+seed, data) is kept as the entry's stages, with the wall time each stage took; the data paths are
+written relative to the folder ``recipes/train_zoo.py --out`` made (``DATA/``), so the commands
+can be rerun on another machine. Scores come from ``benchmarks/bench_quality.py --zoo --json``.
+
+Example (after ``python recipes/train_zoo.py --out /work/zoo_data`` and the printed commands):
+
+    python recipes/make_entry.py --name dan-em --run runs/dan-em-stage1:10779 \\
+        --data-dir /work/zoo_data --scores zoo_scores.json
+
+Hand-written because no library knows emzoo's entry format; it only copies and records.
+"""
+
+import argparse
+import hashlib
+import json
+import pathlib
+import shutil
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+HELD_OUT = ["FlyEM medulla FIB-SEM z 78..96 (the validation block), and its binnings",
+            "FlyEM medulla FIB-SEM training cube 2, whole, and its binnings",
+            "ISBI 2012 z 24..29"]
+
+
+def _stage(run_dir, seconds, data_dir):
+    """One stage's record from the run folder ``run_dir`` (its saved ``config.json``)."""
+    metadata = json.loads((run_dir / "config.json").read_text())["metadata"]
+    training = dict(metadata["training"])
+    command = training.pop("command")
+    if data_dir:
+        command = command.replace(str(data_dir.resolve()) + "/", "DATA/")
+    return {"command": command, "run": run_dir.name, "wall_seconds": seconds,
+            "validation": metadata.get("validation"), **training}
+
+
+def make_entry(name, runs, data_dir=None, scores=None, description=None, out_configs=None,
+               out_weights=None):
+    """Writes ``zoo_configs/NAME.json`` and ``emzoo/pretrained/NAME.weights.h5`` from ``runs``
+    (``[(run folder, wall seconds), ...]``, the last one's weights are the entry's)."""
+    out_configs = pathlib.Path(out_configs or REPO / "zoo_configs")
+    out_weights = pathlib.Path(out_weights or REPO / "emzoo" / "pretrained")
+    last = pathlib.Path(runs[-1][0])
+    saved = json.loads((last / "config.json").read_text())
+    weights = out_weights / f"{name}.weights.h5"
+    shutil.copyfile(last / "model.weights.h5", weights)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    metadata = saved["metadata"]
+    stages = [_stage(pathlib.Path(run), seconds, data_dir) for run, seconds in runs]
+    hours = sum(stage["wall_seconds"] or 0 for stage in stages) / 3600
+    entry = {
+        "name": name,
+        "architecture": saved["architecture"],
+        "config": saved["config"],
+        "weights": {"file": f"emzoo:pretrained/{name}.weights.h5", "sha256": digest,
+                    "format": "keras"},
+        "metadata": {
+            "description": description or metadata["description"],
+            "paper": metadata.get("paper"),
+            "trained_on": ["../shared/data at several pixel sizes: "
+                           "python recipes/train_zoo.py --out DATA (its docstring lists them)"],
+            "license": "Apache-2.0 (emzoo); trained on FlyEM data (CC BY: Janelia/HHMI FlyEM) and "
+                       "the ISBI 2012 challenge data (research use)",
+            "params": metadata.get("params"),
+            "size_multiple": metadata.get("size_multiple"),
+            "training_loss": stages[-1].get("loss"),
+            "training": {
+                "data_preparation": "python recipes/train_zoo.py --out DATA",
+                "hardware": "2-core CPU without AVX512-BF16 (float32), shared with other work",
+                "cpu_hours": round(2 * hours, 1),
+                "wall_hours": round(hours, 2),
+                "stages": stages,
+            },
+            "held_out": HELD_OUT,
+        },
+    }
+    if scores:
+        entry["metadata"]["evaluation"] = scores
+    path = out_configs / f"{name}.json"
+    path.write_text(json.dumps(entry, indent=2) + "\n")
+    return path, weights
+
+
+def _scores_of(path, name):
+    """``name``'s PSNR beside the baselines' on every region and factor of a
+    ``bench_quality.py --zoo --json`` file, and its measured costs."""
+    measured = json.loads(pathlib.Path(path).read_text())
+    keep = (name, "linear", "cubic", "flow")
+    return {"protocol": f"python benchmarks/bench_quality.py --zoo --model {name} --regions "
+                        "fibsem-val cube2 fibsem-xy2 cube2-xy2 isbi-val (PSNR in dB, float32; "
+                        "held-out regions, never read in training)",
+            "psnr": {f"{row['region']} x{row['factor']}": {k: round(v, 3) for k, v in
+                                                            row["psnr"].items() if k in keep}
+                     for row in measured["rows"] if name in row["psnr"]},
+            "costs": measured["costs"].get(name)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the entry's name, e.g. dan-em")
+    parser.add_argument("--run", action="append", required=True,
+                        help="RUN_FOLDER:WALL_SECONDS, one per stage, in order (repeatable)")
+    parser.add_argument("--data-dir", type=pathlib.Path, help="train_zoo.py's --out folder")
+    parser.add_argument("--scores", help="a bench_quality.py --zoo --json file")
+    parser.add_argument("--description")
+    args = parser.parse_args(argv)
+    runs = []
+    for text in args.run:
+        run, _, seconds = text.rpartition(":")
+        if not run or not seconds.replace(".", "", 1).isdigit():
+            sys.exit(f"--run {text}: expected RUN_FOLDER:WALL_SECONDS, e.g. runs/dan-em:10779")
+        runs.append((run, float(seconds)))
+    scores = _scores_of(args.scores, args.name) if args.scores else None
+    for path in make_entry(args.name, runs, args.data_dir, scores, args.description):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
