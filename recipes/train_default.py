@@ -6,7 +6,7 @@ on every region of ../shared/data that is not held out for validation, in bfloat
 (about 1.4x faster per step than float32 on this AVX512-BF16 CPU; the weights stay float32), with
 gaps 1, 2 and 4 and then gap 1 (the second default); then 2000 more steps with gaps 1, 2 and 4 at
 learning rate 5e-5, 100 steps of gap 1 from there, and the weight average 0.7 / 0.3 of those two
-(``benchmarks/average_weights.py``). The training data:
+(``recipes/average_weights.py``). The training data:
 
 - the FIB-SEM stack's training part (z 0..77; z 78..96 is the validation block);
 - ``cube1`` of the training cubes, along z and also along y and along x: the cubes are 10 nm
@@ -19,7 +19,7 @@ interleaved with training ones). ``emzoo train`` also keeps the last 5 % of each
 for its own end-of-run validation (``--val-fraction 0.05``).
 
 Never run in CI. Example:
-    python benchmarks/train_default.py --out /tmp/default-data     # writes the five TIFFs
+    python recipes/train_default.py --out /tmp/default-data     # writes the five TIFFs
     # then run the command it prints (about 0.6 s per step on 2 idle cores)
 """
 

@@ -2,7 +2,7 @@
 
 The third bundled default is ``0.7 * runs/ft3_s2000 + 0.3 * runs/ft4_s100`` (two fine-tunings of
 one parent; ``zoo_configs/default.json``, ``metadata.training``). Never run in CI. Example:
-    python benchmarks/average_weights.py -o runs/default-v3 runs/ft3_s2000:0.7 runs/ft4_s100:0.3
+    python recipes/average_weights.py -o runs/default-v3 runs/ft3_s2000:0.7 runs/ft4_s100:0.3
 """
 
 import argparse
