@@ -67,7 +67,7 @@ def check_not_input(input_address, output_address):
     else:
         problem = f"The output is the input volume itself ({out_file})"
     raise VolumeError(describe(f"{problem}: writing it would replace the data being read, even with "
-                               "overwrite.", "an output path other than the input",
+                               "`overwrite`.", "an output path other than the input",
                                input=os.fspath(input_address), output=os.fspath(output_address)))
 
 
