@@ -101,4 +101,36 @@ def _details(entry, source):
     command = spec.get("convert_command") or meta.get("convert_command")
     if command and source in ("convert", "cached"):
         lines.append(("convert", command))
+    scores = zoo_row(entry)
+    if scores:
+        lines.append(("scores", scores))
     return lines
+
+
+def zoo_row(entry):
+    """The entry's row of the zoo table, as text: dB over linear on each held-out region and
+    factor, then its costs (from ``metadata.evaluation.zoo``, which recipes/make_entry.py writes
+    from benchmarks/bench_quality.py --zoo); ``None`` for an entry without it.
+
+    Example:
+        >>> zoo_row({"metadata": {"evaluation": {"zoo": {"psnr": {
+        ...     "fibsem-val x2": {"model": 31.7, "linear": 31.5},
+        ...     "fibsem-val x4": {"model": 29.8, "linear": 28.8}},
+        ...     "costs": {"seconds_per_slice": 0.81, "training_cpu_hours": 4.0}}}}})
+        'dB over linear: fibsem-val x2 +0.20, x4 +1.00; 0.81 s per 512 x 512 slice, trained 4.0 CPU-hours'
+    """
+    zoo = (entry.get("metadata", {}).get("evaluation") or {}).get("zoo")
+    if not zoo:
+        return None
+    regions = {}
+    for where, row in zoo.get("psnr", {}).items():
+        region, _, factor = where.rpartition(" ")
+        regions.setdefault(region, []).append(f"{factor} {row['model'] - row['linear']:+.2f}")
+    text = "dB over linear: " + "; ".join(f"{region} {', '.join(cells)}"
+                                          for region, cells in regions.items())
+    costs = zoo.get("costs") or {}
+    if costs.get("seconds_per_slice") is not None:
+        text += f"; {costs['seconds_per_slice']:.2f} s per 512 x 512 slice"
+    if costs.get("training_cpu_hours") is not None:
+        text += f", trained {costs['training_cpu_hours']:.1f} CPU-hours"
+    return text

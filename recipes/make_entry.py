@@ -8,7 +8,8 @@ can be rerun on another machine. Scores come from ``benchmarks/bench_quality.py 
 Example (after ``python recipes/train_zoo.py --out /work/zoo_data`` and the printed commands):
 
     python recipes/make_entry.py --name dan-em --run runs/dan-em-stage1:10779 \\
-        --data-dir /work/zoo_data --scores zoo_scores.json
+        --data-dir /work/zoo_data --scores zoo.json:runs/dan-em-stage1
+    python recipes/make_entry.py --name default --scores zoo.json --scores-only
 
 Hand-written because no library knows emzoo's entry format; it only copies and records.
 """
@@ -78,42 +79,71 @@ def make_entry(name, runs, data_dir=None, scores=None, description=None, out_con
         },
     }
     if scores:
-        entry["metadata"]["evaluation"] = scores
+        if scores.get("costs") is not None:
+            scores["costs"]["training_cpu_hours"] = entry["metadata"]["training"]["cpu_hours"]
+        entry["metadata"]["evaluation"] = {"zoo": scores}
     path = out_configs / f"{name}.json"
     path.write_text(json.dumps(entry, indent=2) + "\n")
     return path, weights
 
 
-def _scores_of(path, name):
-    """``name``'s PSNR beside the baselines' on every region and factor of a
-    ``bench_quality.py --zoo --json`` file, and its measured costs."""
+def _scores_of(spec):
+    """From ``FILE[:KEY]`` (a ``bench_quality.py --zoo --json`` file and the model's name in it),
+    the model's PSNR (as ``model``) beside the baselines' on every region and factor, and its
+    measured costs: the entry's ``metadata.evaluation.zoo`` (``emzoo list --long`` shows it)."""
+    path, _, key = spec.partition(":")
     measured = json.loads(pathlib.Path(path).read_text())
-    keep = (name, "linear", "cubic", "flow")
-    return {"protocol": f"python benchmarks/bench_quality.py --zoo --model {name} --regions "
-                        "fibsem-val cube2 fibsem-xy2 cube2-xy2 isbi-val (PSNR in dB, float32; "
-                        "held-out regions, never read in training)",
-            "psnr": {f"{row['region']} x{row['factor']}": {k: round(v, 3) for k, v in
-                                                            row["psnr"].items() if k in keep}
-                     for row in measured["rows"] if name in row["psnr"]},
-            "costs": measured["costs"].get(name)}
+    rows = [row for row in measured["rows"] if key in row["psnr"]]
+    if not rows:
+        sys.exit(f"--scores {spec}: no model {key!r} in {path}")
+    return {"protocol": "python benchmarks/bench_quality.py --zoo --model NAME --regions "
+                        + " ".join(dict.fromkeys(row["region"] for row in rows))
+                        + " (PSNR in dB of the dropped slices, float32; held-out regions, never "
+                        "read in training)",
+            "psnr": {f"{row['region']} x{row['factor']}": {
+                ("model" if k == key else k): round(v, 3) for k, v in row["psnr"].items()
+                if k in (key, "linear", "cubic", "flow")} for row in rows},
+            "costs": measured["costs"].get(key)}
+
+
+def add_scores(entry_path, scores):
+    """Writes ``scores`` (:func:`_scores_of`) as the ``metadata.evaluation.zoo`` of an existing
+    entry JSON, leaving the rest as it is."""
+    entry = json.loads(pathlib.Path(entry_path).read_text())
+    entry["metadata"].setdefault("evaluation", {})["zoo"] = scores
+    pathlib.Path(entry_path).write_text(json.dumps(entry, indent=2) + "\n")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the entry's name, e.g. dan-em")
-    parser.add_argument("--run", action="append", required=True,
+    parser.add_argument("--run", action="append",
                         help="RUN_FOLDER:WALL_SECONDS, one per stage, in order (repeatable)")
     parser.add_argument("--data-dir", type=pathlib.Path, help="train_zoo.py's --out folder")
-    parser.add_argument("--scores", help="a bench_quality.py --zoo --json file")
+    parser.add_argument("--scores", help="FILE[:KEY]: a bench_quality.py --zoo --json file and the "
+                                         "model's name in it (default: --name)")
+    parser.add_argument("--scores-only", action="store_true",
+                        help="only write --scores into the existing zoo_configs/NAME.json")
     parser.add_argument("--description")
     args = parser.parse_args(argv)
+    scores = None
+    if args.scores:
+        scores = _scores_of(args.scores if ":" in args.scores else f"{args.scores}:{args.name}")
+    if args.scores_only:
+        if scores is None:
+            parser.error("--scores-only needs --scores")
+        path = REPO / "zoo_configs" / f"{args.name}.json"
+        add_scores(path, scores)
+        print(f"wrote the scores into {path}")
+        return
+    if not args.run:
+        parser.error("--run RUN_FOLDER:WALL_SECONDS is required (one per stage)")
     runs = []
     for text in args.run:
         run, _, seconds = text.rpartition(":")
         if not run or not seconds.replace(".", "", 1).isdigit():
             sys.exit(f"--run {text}: expected RUN_FOLDER:WALL_SECONDS, e.g. runs/dan-em:10779")
         runs.append((run, float(seconds)))
-    scores = _scores_of(args.scores, args.name) if args.scores else None
     for path in make_entry(args.name, runs, args.data_dir, scores, args.description):
         print(f"wrote {path}")
 
