@@ -246,7 +246,7 @@ def load(name_or_dir, weights="default", compile=True, **config_overrides):
         A ``keras.Model`` following the interpolator contract (dict in, dict out).
 
     Example:
-        >>> model = emzoo.load("film", weights=None, channels=1)
+        >>> model = load("film", weights=None, channels=1)
         >>> model.size_multiple
         64
     """

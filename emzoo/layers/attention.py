@@ -27,7 +27,7 @@ projected tensors are regrouped; the result is identical to projecting each grou
 
 Example:
     >>> layer = HierarchicalSparseAttention()          # R = 8, P' = 4, k = 8
-    >>> layer(keras.ops.zeros((1, 64, 64, 16))).shape
+    >>> tuple(layer(keras.ops.zeros((1, 64, 64, 16))).shape)
     (1, 64, 64, 16)
 """
 
@@ -185,7 +185,7 @@ class SelfAttention(keras.layers.Layer):
 
     Example:
         >>> attention = SelfAttention()
-        >>> attention(keras.ops.ones((2, 4, 4, 16))).shape     # gamma = 0: the identity at first
+        >>> tuple(attention(keras.ops.ones((2, 4, 4, 16))).shape)  # gamma = 0: the identity at first
         (2, 4, 4, 16)
     """
 
@@ -254,7 +254,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
 
     Example:
         >>> isa = InterlacedSparseAttention(partition=4)
-        >>> isa(keras.ops.zeros((1, 16, 8, 16))).shape
+        >>> tuple(isa(keras.ops.zeros((1, 16, 8, 16))).shape)
         (1, 16, 8, 16)
     """
 
@@ -316,7 +316,7 @@ class HierarchicalSparseAttention(keras.layers.Layer):
 
     Example:
         >>> hsa = HierarchicalSparseAttention(outer_partition=2, inner_partition=2)
-        >>> hsa(keras.ops.zeros((1, 8, 12, 8))).shape
+        >>> tuple(hsa(keras.ops.zeros((1, 8, 12, 8))).shape)
         (1, 8, 12, 8)
     """
 

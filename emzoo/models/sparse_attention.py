@@ -77,7 +77,7 @@ class AttentionAwareLayer(keras.layers.Layer):
     Example:
         >>> aal = AttentionAwareLayer(channels=1, outer_partition=2, inner_partition=2)
         >>> attended, warped = aal(keras.ops.zeros((1, 8, 8, 16)), keras.ops.zeros((1, 8, 8, 1)))
-        >>> warped.shape
+        >>> tuple(warped.shape)
         (1, 8, 8, 1)
     """
 

@@ -67,6 +67,7 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     qt_widgets = sys.modules.get("qtpy.QtWidgets")
     if "exit" in _STATUS and qt_widgets is not None and qt_widgets.QApplication.instance() is not None:
+        config.get_terminal_writer().flush()  # the summary, when stdout is a file (block-buffered)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_STATUS["exit"])

@@ -116,7 +116,7 @@ class FilmFlowPredictor(keras.layers.Layer):
 
     Example:
         >>> predictor = FilmFlowPredictor(num_convs=1, filters=8, name="flow_predictor_0")
-        >>> predictor(ops.zeros((1, 4, 4, 6)), ops.zeros((1, 4, 4, 6))).shape
+        >>> tuple(predictor(ops.zeros((1, 4, 4, 6)), ops.zeros((1, 4, 4, 6))).shape)
         (1, 4, 4, 2)
     """
 
@@ -150,7 +150,7 @@ class FilmFusion(keras.layers.Layer):
 
     Example:
         >>> fusion = FilmFusion(levels=2, filters=4, specialized_levels=1, channels=1)
-        >>> fusion([ops.zeros((1, 8, 8, 5)), ops.zeros((1, 4, 4, 9))]).shape
+        >>> tuple(fusion([ops.zeros((1, 8, 8, 5)), ops.zeros((1, 4, 4, 9))]).shape)
         (1, 8, 8, 1)
     """
 
@@ -239,10 +239,10 @@ class FILM(Interpolator):
         >>> model = FILM(pyramid_levels=3, fusion_pyramid_levels=3, specialized_levels=1,
         ...              sub_levels=2, filters=4, flow_convs=[1, 1], flow_filters=[4, 4], channels=1)
         >>> x = ops.zeros((1, 16, 16, 1))
-        >>> model({"x0": x, "x1": x, "time": ops.full((1, 1), 0.5)})["image"].shape
+        >>> tuple(model({"x0": x, "x1": x, "time": ops.full((1, 1), 0.5)})["image"].shape)
         (1, 16, 16, 1)
         >>> f0, f1 = model.extract(x), model.extract(x)
-        >>> model.interpolate_from_features(f0, f1, ops.full((1, 1), 0.5))["image"].shape
+        >>> tuple(model.interpolate_from_features(f0, f1, ops.full((1, 1), 0.5))["image"].shape)
         (1, 16, 16, 1)
     """
 

@@ -1,0 +1,24 @@
+"""The docstrings' examples run: every module's doctests (those not marked ``+SKIP``, which need
+files or a trained model) pass, so an example a user copies is one that works."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import emzoo
+
+pytestmark = pytest.mark.tf_only
+
+SKIPPED_PACKAGES = ("emzoo.napari",)  # needs Qt: the napari tests run it in a viewer
+MODULES = sorted(info.name for info in pkgutil.walk_packages(emzoo.__path__, "emzoo.")
+                 if not info.name.startswith(SKIPPED_PACKAGES))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+                             report=False, verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed"
