@@ -3,8 +3,9 @@
 TensorFlow is imported before napari creates its OpenGL canvas: where OpenGL is Mesa's software
 renderer (llvmpipe: virtual machines, remote desktops, Xvfb), TensorFlow cannot load once Mesa's
 LLVM is in the process. Before anything is loaded it checks the system libraries Qt's window
-needs on Linux (naming the packages to install when one is missing), and it ends by ``os._exit``
-once the window is closed, skipping the exit-time destructors that crash beside TensorFlow.
+needs on Linux (naming the packages to install when one is missing); run as ``python -m``, it ends
+by ``os._exit`` once the window is closed, skipping the exit-time destructors that crash beside
+TensorFlow (:func:`main` itself returns, so a caller's process goes on).
 """
 
 import os
@@ -35,12 +36,17 @@ def main(argv=None):
         else:  # HDF5 / N5 files through emzoo's reader: napari's own would claim .h5 and fail
             viewer.open(path, plugin="emzoo" if _address(path) else None)
     napari.run()
-    # TensorFlow's and Mesa's exit-time destructors crash the process after the window has
-    # closed ("free(): invalid pointer", status 134): the work is done, so skip them.
+    return 0
+
+
+def exit_without_destructors(status):
+    """Ends the process with ``status``, skipping exit-time destructors: TensorFlow's and Mesa's
+    crash the process after the window has closed ("free(): invalid pointer", status 134), and
+    the work is done. Only for the launcher's own process (never a caller's, e.g. pytest's)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_destructors(main())

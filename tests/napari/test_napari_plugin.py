@@ -230,7 +230,7 @@ def test_launcher_docks_the_widget_and_opens_hdf5_addresses(tmp_path, qtbot, mon
     path = str(tmp_path / "em.h5")
     write_volume(path + ":/volumes/raw", _stack(depth=4, size=16), voxel_size=(50.0, 4.0, 4.0))
     monkeypatch.setattr(napari, "run", lambda: None)
-    main([path, path + ":/volumes/raw"])
+    assert main([path, path + ":/volumes/raw"]) == 0  # returns: os._exit is for python -m only
     viewer = napari.current_viewer()
     try:
         assert list(viewer.window.dock_widgets) == ["Upscale along z"]
