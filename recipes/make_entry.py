@@ -34,6 +34,7 @@ def _stage(run_dir, seconds, data_dir):
     command = training.pop("command")
     if data_dir:
         command = command.replace(str(data_dir.resolve()) + "/", "DATA/")
+    command = command.replace(str(run_dir.resolve().parent) + "/", "runs/")
     return {"command": command, "run": run_dir.name, "wall_seconds": seconds,
             "validation": metadata.get("validation"), **training}
 
@@ -81,6 +82,7 @@ def make_entry(name, runs, data_dir=None, scores=None, description=None, out_con
     if scores:
         if scores.get("costs") is not None:
             scores["costs"]["training_cpu_hours"] = entry["metadata"]["training"]["cpu_hours"]
+            scores["costs"]["weights_mb"] = round(weights.stat().st_size / 1e6, 2)
         entry["metadata"]["evaluation"] = {"zoo": scores}
     path = out_configs / f"{name}.json"
     path.write_text(json.dumps(entry, indent=2) + "\n")
@@ -110,6 +112,13 @@ def add_scores(entry_path, scores):
     """Writes ``scores`` (:func:`_scores_of`) as the ``metadata.evaluation.zoo`` of an existing
     entry JSON, leaving the rest as it is."""
     entry = json.loads(pathlib.Path(entry_path).read_text())
+    costs = scores.get("costs")
+    if costs is not None:
+        costs["training_cpu_hours"] = (entry["metadata"].get("training") or {}).get("cpu_hours")
+        bundled = (entry.get("weights") or {}).get("file", "")
+        if bundled.startswith("emzoo:"):
+            path = REPO / "emzoo" / bundled.removeprefix("emzoo:")
+            costs["weights_mb"] = round(path.stat().st_size / 1e6, 2)
     entry["metadata"].setdefault("evaluation", {})["zoo"] = scores
     pathlib.Path(entry_path).write_text(json.dumps(entry, indent=2) + "\n")
 
