@@ -12,8 +12,10 @@ import emzoo
 pytestmark = pytest.mark.tf_only
 
 SKIPPED_PACKAGES = ("emzoo.napari",)  # needs Qt: the napari tests run it in a viewer
-MODULES = sorted(info.name for info in pkgutil.walk_packages(emzoo.__path__, "emzoo.")
-                 if not info.name.startswith(SKIPPED_PACKAGES))
+SLOW_MODULES = ("emzoo.models.tsain.model", "emzoo.zoo")  # build published configurations (15-20 s)
+MODULES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODULES else name
+           for name in sorted(info.name for info in pkgutil.walk_packages(emzoo.__path__, "emzoo.")
+                              if not info.name.startswith(SKIPPED_PACKAGES))]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -120,9 +120,13 @@ def test_cli_list_and_bad_command(tmp_path):
 
 
 _SEEN_CONFIGS = set()
+PAPER_SIZE = 1_000_000  # parameters: a published configuration takes about a minute here (slow)
+ENTRIES = [pytest.param(name, marks=pytest.mark.slow)
+           if (emzoo.describe_model(name)["metadata"].get("params") or 0) > PAPER_SIZE else name
+           for name in emzoo.list_models()]
 
 
-@pytest.mark.parametrize("name", emzoo.list_models())
+@pytest.mark.parametrize("name", ENTRIES)
 def test_every_entry(name):
     """Builds each entry with random weights; forward, train step, config round trip, params."""
     entry = emzoo.describe_model(name)
@@ -158,6 +162,7 @@ def test_load_trained_refuses_entries_without_weights_before_building(monkeypatc
     assert zoo.check_trained("default") and not zoo.check_trained("tsain", allow_random_weights=True)
 
 
+@pytest.mark.slow   # builds published configurations
 def test_load_of_an_entry_without_weights_asks_for_random_weights_explicitly(monkeypatch):
     # emzoo.load("tsain") used to return random weights silently, while load_trained refused.
     from emzoo.errors import RandomWeightsError

@@ -54,6 +54,7 @@ def test_progress_bar_counts_steps_or_the_time_budget_with_the_best_score(base, 
     assert text.endswith("\n")
 
 
+@pytest.mark.slow   # three adaptations
 def test_adapt_beside_output_reuses_its_folder_and_refuses_another_run_while_the_output_exists(
         base, tmp_path):
     from emzoo.adaptation import adapt_beside_output

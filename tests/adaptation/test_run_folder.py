@@ -118,6 +118,7 @@ def test_ctrl_c_checkpoints_the_finished_step_and_resume_continues(base, stack, 
     _assert_same_weights(resumed["model"].get_weights(), uninterrupted["model"].get_weights())
 
 
+@pytest.mark.slow   # two timed adaptations
 def test_time_already_spent_counts_toward_the_minutes(base, stack, tmp_path):
     """Step 1 takes longer than the whole budget; a resume that restarted the clock would run
     another step."""
@@ -131,6 +132,7 @@ def test_time_already_spent_counts_toward_the_minutes(base, stack, tmp_path):
     assert resumed["seconds"] >= 0.3
 
 
+@pytest.mark.slow   # three adaptations
 def test_an_existing_run_folder_is_refused_unless_resumed_for_the_same_run(base, stack,
                                                                            tmp_path):
     run_dir = tmp_path / "adapted"
@@ -169,6 +171,7 @@ def test_an_existing_run_folder_is_refused_unless_resumed_for_the_same_run(base,
         emzoo.adapt(base, stack, steps=6, output=run_dir, resume=True, **RUN)
 
 
+@pytest.mark.slow   # three adaptations
 def test_resume_without_a_folder_starts_and_a_run_without_checkpoint_starts_again(base, stack,
                                                                                   tmp_path):
     run_dir = tmp_path / "adapted"

@@ -40,6 +40,7 @@ def test_adapt_writes_a_model_that_upscale_uses(tmp_path, tiny_model):
     assert tifffile.imread(tmp_path / "out.tif").shape == (45, 64, 64)
 
 
+@pytest.mark.slow   # two app runs; the rule itself: tests/adaptation/test_fine_tune.py
 def test_adapt_of_an_input_it_does_not_adapt_says_why_in_one_line(tmp_path, tiny_model):
     model = tiny_model
     stack = _stack(tmp_path / "stack.tif", depth=6, size=8)   # (4 planes would read as RGBA)
@@ -54,6 +55,7 @@ def test_adapt_of_an_input_it_does_not_adapt_says_why_in_one_line(tmp_path, tiny
         assert "held-out error" not in done.stdout
 
 
+@pytest.mark.slow   # an app run with adaptation; the library path: tests/adaptation
 def test_upscale_adapt_then_upscale_in_one_run(tmp_path, tiny_model):
     model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
@@ -103,6 +105,7 @@ def test_upscale_adapt_killed_while_adapting_continues_the_adaptation_when_run_a
     np.testing.assert_array_equal(tifffile.imread(out), first)
 
 
+@pytest.mark.slow   # an app run; in-process: tests/adaptation/test_fine_tune.py
 def test_upscale_adapt_says_when_a_step_diverged(tmp_path, tiny_model):
     model = tiny_model
     stack = _stack(tmp_path / "stack.tif")

@@ -30,6 +30,7 @@ def last_line(done):
     return lines[-1] if lines else done.stderr
 
 
+@pytest.mark.slow   # three app runs, a SavedModel export
 def test_convert_then_load_then_export(tmp_path, monkeypatch):
     source = FILM(**SMALL)
     inputs, _ = testing.random_inputs(1, 64, 64, 3)

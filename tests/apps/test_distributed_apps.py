@@ -45,6 +45,7 @@ def _kill_tree(process):
     psutil.wait_procs(family, timeout=30)
 
 
+@pytest.mark.slow   # a killed app run on Dask, then its resume; in-process: tests/engine/test_distributed.py
 def test_a_job_killed_with_sigkill_resumes_to_the_same_output(zarr_stack, tiny_model, tmp_path):
     source, volume = zarr_stack
     output = tmp_path / "out.zarr"

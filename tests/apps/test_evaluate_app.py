@@ -198,6 +198,7 @@ def test_existing_json_or_figure_is_kept_without_overwrite(tmp_path, stack_path,
     assert target.read_bytes() == b"precious"
 
 
+@pytest.mark.slow   # two evaluate runs
 def test_overwrite_replaces_json_and_figure_leaving_no_temporaries(tmp_path, stack_path):
     for name in ("out.json", "fig.png"):
         (tmp_path / name).write_bytes(b"old")

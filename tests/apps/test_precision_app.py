@@ -41,6 +41,7 @@ def _library(array, model, precision, monkeypatch):
                                 progress=False)["array"]
 
 
+@pytest.mark.slow   # four app runs; the policy itself: tests/engine/test_precision.py
 def test_upscale_runs_the_precision_asked_for_and_auto_by_default(tmp_path, tiny_model, stack,
                                                                    monkeypatch):
     path, array = stack
@@ -96,6 +97,7 @@ def test_unknown_precision_is_a_flag_error(tmp_path, stack):
     assert sorted(os.listdir(tmp_path)) == before
 
 
+@pytest.mark.slow   # two evaluate runs
 def test_evaluate_records_the_precision(tmp_path, tiny_model, stack):
     path, _ = stack
     precisions = {}

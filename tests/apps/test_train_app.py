@@ -108,6 +108,7 @@ def test_existing_run_folder_is_left_untouched(tmp_path, data):
     assert sorted(os.listdir(run)) == ["notes.txt"] and (run / "notes.txt").read_text() == "precious"
 
 
+@pytest.mark.slow   # a fine-tuning run of the default; in-process: tests/training
 def test_default_is_fine_tuned_from_its_bundled_weights_with_its_loss(tmp_path, data):
     """``emzoo train default`` starts from the bundled weights (one step at a negligible learning
     rate leaves them unchanged) and continues with the loss the entry was trained with (l2)."""

@@ -52,7 +52,8 @@ def _single(data, factor=2):
     return upscale_volume(data["array"], data["model"], factor=factor, progress=False, **TILES)["array"]
 
 
-@pytest.mark.parametrize("factor, output", [(2, "out.ome.zarr"), (2.5, "out.n5")])
+@pytest.mark.parametrize("factor, output", [(2, "out.ome.zarr"),
+                                            pytest.param(2.5, "out.n5", marks=pytest.mark.slow)])
 def test_blockwise_equals_the_single_process_engine(cluster, data, tmp_path, factor, output):
     address, _ = cluster
     path = str(tmp_path / output)
@@ -105,6 +106,7 @@ def test_blockwise_repair_equals_the_single_process_engine(cluster, data, tmp_pa
     np.testing.assert_array_equal(out[[0, 1, 3, 4, 7, 8]], data["array"][[0, 1, 3, 4, 7, 8]])
 
 
+@pytest.mark.slow   # a worker killed on a local cluster
 def test_a_killed_worker_has_its_blocks_redone(cluster, data, tmp_path):
     address, client = cluster
     path = str(tmp_path / "out.zarr")

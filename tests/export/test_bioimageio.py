@@ -39,6 +39,7 @@ def package(tmp_path_factory):
     return saved, path
 
 
+@pytest.mark.slow   # bioimageio.core's own test of a package (CI step 3b also runs it)
 def test_package_passes_bioimageio_core_test(package, tmp_path, monkeypatch):
     from bioimageio.core import test_model
 

@@ -90,6 +90,7 @@ FILM_CLIENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # FILM's client at x4 and x8 in a fresh process
 def test_default_export_runs_in_film_recursive_client(tmp_path, monkeypatch):
     """The bundled grey default, exported, through FILM's recursive client at x4 and x8 on grey
     slices read as RGB, at a size that is not a multiple of the model's, matches upscale_volume.
@@ -138,6 +139,7 @@ def _padded_call(model, inputs, multiple):
             "flow1": np.asarray(out["forward_flow_pyramid"][1])}
 
 
+@pytest.mark.slow   # a fresh process imports TensorFlow
 def test_export_reloads_in_fresh_process(tmp_path):
     model = FILM(**SMALL, channels=3, aux_outputs=True)
     first, _ = testing.random_inputs(2, 16, 24, 3, seed=1)

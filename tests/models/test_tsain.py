@@ -51,6 +51,7 @@ def test_small_config_parameter_count_by_hand(small_model):
     assert small_model.count_params() == expected
 
 
+@pytest.mark.slow   # builds the published configurations
 def test_paper_parameter_counts():
     # Building is all these need (an 8x8 forward pass); the numbers are in the module docstring.
     model = emzoo.load("tsain", weights=None, compile=False)
