@@ -409,7 +409,7 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
         raise EmzooError(describe("Invalid value for argument `min_fraction`.",
                                   "a fraction of the slice in [0, 1)", min_fraction=min_fraction))
     if mask_output is not None:
-        check_output(mask_output, overwrite)  # before any work
+        check_output(mask_output, overwrite, volume)  # before any work; never the input
     factor = _working_factor(shape[1:])
     tick = _ticker(4 * shape[0], progress, cancel)
     whole, thresholds = _whole_slice_findings(_whole_slice_statistics(source, factor, tick), shape,
@@ -577,7 +577,7 @@ class _MaskedJob:
     """The checked input and output of :func:`repair_masked`."""
 
     def __init__(self, volume, output, overwrite, voxel_size, allow_incomplete):
-        self.output = check_output(output, overwrite)
+        self.output = check_output(output, overwrite, volume)
         self.overwrite = overwrite
         self.source = open_source(volume, allow_incomplete)
         self.shape = check_volume(self.source, 2)
@@ -798,7 +798,7 @@ def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=Fa
                                   "detect=True with dry_run=True", detect=detect))
     for path in (report, save_mask) + (() if dry_run else (output,)):
         if path is not None:
-            check_output(path, overwrite)
+            check_output(path, overwrite, volume)  # none of them may be the input
     _check_band(band)
     found, combined = None, None
     if mask is not None:
