@@ -11,7 +11,10 @@ import emzoo
 
 pytestmark = pytest.mark.tf_only
 
-SKIPPED_PACKAGES = ("emzoo.napari",)  # needs Qt: the napari tests run it in a viewer
+# emzoo.napari needs Qt (the napari tests run it in a viewer); emzoo.apps define absl flags at
+# import, so one process can import only one of them (tests/apps run each app as a program).
+# An installed emzoo holds emzoo.apps inside the package; an editable one maps it from apps/.
+SKIPPED_PACKAGES = ("emzoo.napari", "emzoo.apps")
 SLOW_MODULES = ("emzoo.models.tsain.model", "emzoo.zoo")  # build published configurations (15-20 s)
 MODULES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODULES else name
            for name in sorted(info.name for info in pkgutil.walk_packages(emzoo.__path__, "emzoo.")

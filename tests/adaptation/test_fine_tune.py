@@ -42,7 +42,8 @@ def test_adapt_writes_a_loadable_folder_with_its_provenance(base, tmp_path):
                     output=tmp_path / "adapted", progress=False)
 
 
-@pytest.mark.parametrize("budget, shown", [({"steps": 3}, "3/3 steps"), ({"minutes": 0.05}, "/3 s")])
+@pytest.mark.parametrize("budget, shown", [
+    ({"steps": 3}, "3/3 steps"), pytest.param({"minutes": 0.05}, "/3 s", marks=pytest.mark.slow)])
 def test_progress_bar_counts_steps_or_the_time_budget_with_the_best_score(base, monkeypatch, budget,
                                                                          shown):
     terminal = TerminalStream()
@@ -118,6 +119,7 @@ def test_a_diverged_step_stops_the_run_and_keeps_the_weights_from_before(base, m
     assert report["best_step"] < 3
 
 
+@pytest.mark.slow
 def test_the_axial_error_is_reported_and_does_not_decide(base, monkeypatch):
     """Better on the lateral held-out triplets but worse on the input's own axial triplets: the
     adapted weights are kept (the axial error disagreed with the dropped slices), and reported."""
@@ -171,6 +173,7 @@ def test_a_volume_too_small_to_adapt_on_at_a_spacing_outside_the_range_is_only_n
                        output=tmp_path / "adapted", resume=True, progress=False)["skipped"]
 
 
+@pytest.mark.slow
 def test_a_gain_smaller_than_the_margin_keeps_the_base_weights(base, monkeypatch):
     from emzoo.adaptation import fine_tune
 
@@ -249,6 +252,7 @@ def test_bad_input_is_refused(base):
     assert TINY_FILM["channels"] == 1
 
 
+@pytest.mark.slow
 def test_without_a_voxel_size_the_output_is_taken_as_isotropic_and_said(base, capsys):
     settings = dict(factor=4, steps=2, crop=32, batch_size=2, evaluate_every=1, precision="float32")
     said = emzoo.adapt(base, smooth_volume(), **settings)

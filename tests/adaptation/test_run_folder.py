@@ -106,6 +106,7 @@ def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(ba
     _assert_same_weights(again["model"].get_weights(), uninterrupted["model"].get_weights())
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_the_finished_step_and_resume_continues(base, stack, tmp_path):
     run_dir = tmp_path / "adapted"
     with _signal_after_step(3, signal.SIGINT), pytest.raises(KeyboardInterrupt):

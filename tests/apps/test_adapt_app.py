@@ -19,6 +19,7 @@ def _stack(path, depth=12, size=64):
     return path
 
 
+@pytest.mark.slow
 def test_adapt_writes_a_model_that_upscale_uses(tmp_path, tiny_model):
     model = tiny_model
     stack = _stack(tmp_path / "stack.tif")
@@ -236,6 +237,7 @@ def test_sigterm_checkpoints_and_resume_refuses_another_run(tmp_path, tiny_model
     assert "resumed at step 3" in done.stdout and done.stdout.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_upscale_adapt_opens_no_data_file_but_its_input(tmp_path, tiny_model):
     """`emzoo upscale kept.tif --adapt` beside the dropped slices and the full stack: only
     kept.tif is opened in that folder (every Python-level open is audited)."""

@@ -97,6 +97,7 @@ def test_baselines_only_print_a_table_and_write_json_and_png(tmp_path, stack_pat
     check_png(tmp_path / "fig.png")
 
 
+@pytest.mark.slow
 def test_saved_model_folder_is_scored_beside_the_baselines(tmp_path, stack_path, tiny_model):
     done = run_emzoo(["evaluate", tiny_model, "--data", str(stack_path), "--factor", "2",
                       "--baselines", "linear", "--json", "out.json", "--figure", "fig.png"],

@@ -65,7 +65,7 @@ def test_upscale_runs_the_precision_asked_for_and_auto_by_default(tmp_path, tiny
 
 @pytest.mark.parametrize("command", [
     ["upscale", "--factor", "2"],
-    ["repair", "--slices", "1"],
+    pytest.param(["repair", "--slices", "1"], marks=pytest.mark.slow),
 ])
 def test_bf16_refused_where_unsupported(tmp_path, tiny_model, stack, command):
     path, _ = stack

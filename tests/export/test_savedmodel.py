@@ -181,6 +181,7 @@ def test_export_reloads_in_fresh_process(tmp_path):
     assert list(got["signature_keys"]) == ["serving_default"]
 
 
+@pytest.mark.slow
 def test_grey_model_takes_rgb_like_film_tools(tmp_path):
     import tensorflow as tf
 

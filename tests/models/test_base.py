@@ -33,7 +33,7 @@ def test_signed_integer_frames_are_refused_with_what_to_pass():
         model.predict(inputs, verbose=0)
 
 
-@pytest.mark.parametrize("name", ["default", "tsain"])
+@pytest.mark.parametrize("name", ["default", pytest.param("tsain", marks=pytest.mark.slow)])
 def test_summary_shows_output_shapes(name, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps Keras' table to the terminal width
     model = emzoo.load(name, weights=None, compile=False)

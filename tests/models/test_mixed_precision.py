@@ -35,10 +35,10 @@ def policy(request):
         keras.mixed_precision.set_global_policy("float32")
 
 
-# One case in the fast suite (FILM, the default's architecture, in bfloat16); every architecture
-# under both policies behind the slow marker (each takes 20-60 s on 2 cores).
-CASES = [pytest.param(architecture, policy, marks=() if (architecture, policy) ==
-                      ("film", "mixed_bfloat16") else pytest.mark.slow)
+# Every architecture under both policies behind the slow marker (each takes 20-60 s on 2 cores);
+# the fast suite trains in bfloat16 in tests/adaptation/test_fine_tune.py and runs the engine in
+# it in tests/engine/test_precision.py.
+CASES = [pytest.param(architecture, policy, marks=pytest.mark.slow)
          for architecture in sorted(TINY) for policy in POLICIES]
 
 

@@ -42,6 +42,7 @@ def _assert_same(weights_a, weights_b):
         np.testing.assert_allclose(a, b, rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(volume, single_device, tmp_path):
     out = tmp_path / "mirrored"
     kwargs = dict(DISTRIBUTED_RUN, data=[volume], output=str(out), strategy="mirrored", logical_cpus=2)

@@ -150,6 +150,7 @@ def test_upscale_engine_reads_zarr_and_writes_ome_zarr(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["in.zarr", "out.ome.zarr"]  # no temporary left behind
 
 
+@pytest.mark.slow
 def test_cli_upscales_zarr_to_ome_zarr_and_refuses_an_existing_output(tmp_path):
     def emzoo(*args):  # the console script, in a fresh interpreter
         code = "import sys\nfrom emzoo.apps.main import run\nsys.exit(run(['emzoo'] + sys.argv[1:]))"
