@@ -9,6 +9,7 @@ the same as calling the model on each pair. How the model is run (batch size, XL
 :mod:`emzoo.engine.policy`.
 """
 
+import difflib
 import os
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from emzoo.engine.policy import compiled_function, default_batch_size, resolve_jit_compile
 from emzoo.engine.precision import resolve_precision, with_precision
 from emzoo.engine.tiler import Tiler
-from emzoo.errors import EmzooError, check_integer, describe
+from emzoo.errors import EmzooError, UnknownModelError, check_integer, describe
 
 
 def resolve_model(model):
@@ -30,7 +31,13 @@ def resolve_model(model):
     if isinstance(model, (str, os.PathLike)):
         from emzoo import zoo
 
-        return zoo.load_trained(os.fspath(model), compile=False)
+        try:
+            return zoo.load_trained(os.fspath(model), compile=False)
+        except UnknownModelError as error:  # the registry does not know the engine's `flow`
+            close = difflib.get_close_matches(os.fspath(model), ["flow"])
+            raise UnknownModelError(f"{error}. Volume jobs also take `flow` (the optical-flow "
+                                    "baseline, no weights)." + (" Did you mean `flow`?" if close
+                                                                 else "")) from None
     if not callable(model):
         raise EmzooError(describe("Invalid value for argument `model`.",
                                   "an emzoo model, a registered name or a saved model folder",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from emzoo.engine import MidpointEngine, upscale_volume
-from emzoo.errors import EmzooError
+from emzoo.errors import EmzooError, UnknownModelError
 from emzoo.testing import MeanModel, TinyConvModel, TinyFeatureModel, random_volume
 
 
@@ -21,6 +21,14 @@ def test_model_with_unusable_channels_is_refused():
     model.channels = 2
     with pytest.raises(EmzooError, match="2-channel"):
         upscale_volume(random_volume((3, 8, 8)), model, progress=False)
+
+
+def test_unknown_model_names_the_flow_baseline_too():
+    with pytest.raises(UnknownModelError) as caught:
+        upscale_volume(random_volume((3, 8, 8)), "flwo", progress=False)
+    message = str(caught.value)
+    assert "Unknown model `flwo`" in message and "dan-em" in message  # the registered names
+    assert "`flow` (the optical-flow baseline" in message and "Did you mean `flow`?" in message
 
 
 # ------------------------------------------------------------------------------------ batching
