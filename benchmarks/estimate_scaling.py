@@ -51,7 +51,7 @@ import argparse
 import json
 import math
 
-from emzoo.data.volumes.zarr_chunked import default_chunks
+from emzoo.data.volumes.chunked import default_chunks
 from emzoo.engine.blocks import DEFAULT_REGION, Block, BlockPlan, BlockWork, UpscaleRecipe
 from emzoo.engine.distributed import DEFAULT_TILE, WHOLE_SLICE_MAX
 from emzoo.engine.tiler import Tiler
@@ -170,7 +170,7 @@ def estimate(measured, input_shape, factor, workers, chunks=None, input_chunks=N
              overlap=32, region=DEFAULT_REGION, storage_gbps=1.0, multiple=None):
     """The estimate (a dict of JSON-ready values) of upscaling ``input_shape`` (uint8) by
     ``factor`` on ``workers`` workers with the measured costs ``measured``; defaults as emzoo
-    chooses them (output and input chunks :func:`~emzoo.data.volumes.zarr_chunked.default_chunks`,
+    chooses them (output and input chunks :func:`~emzoo.data.volumes.chunked.default_chunks`,
     tile :data:`~emzoo.engine.distributed.DEFAULT_TILE` for slices over
     :data:`~emzoo.engine.distributed.WHOLE_SLICE_MAX`).
 

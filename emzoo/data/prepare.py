@@ -40,7 +40,7 @@ import uuid
 import numpy as np
 
 from emzoo.data import augment as augment_lib
-from emzoo.data.volumes import denormalise, open_volume, split_hdf5_path
+from emzoo.data.volumes import denormalise, open_volume, split_container_path
 from emzoo.errors import EmzooError, VolumeError, describe
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -227,7 +227,7 @@ class _Sink:
 
 def _open_input(path):
     if isinstance(path, (str, os.PathLike)):
-        file, dataset = split_hdf5_path(path)
+        file, dataset = split_container_path(path)
         if dataset is None and file.lower().endswith((".h5", ".hdf5", ".hdf", ".he5")):
             return open_volume(file, dataset="/volumes/raw")
     return open_volume(path)

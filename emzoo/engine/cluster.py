@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 
-from emzoo.data.volumes.zarr_chunked import require
+from emzoo.data.volumes.chunked import require
 from emzoo.engine.quiet import worker_preloads
 from emzoo.errors import EmzooError, describe, one_line
 

@@ -445,8 +445,8 @@ def _floats(values):
 
 def _absolute(address):
     """``address`` with its file or folder part made absolute (workers may run elsewhere)."""
-    from emzoo.data.volumes import split_hdf5_path
+    from emzoo.data.volumes import split_container_path
 
-    file, inner = split_hdf5_path(os.fspath(address))
+    file, inner = split_container_path(os.fspath(address))
     return os.path.abspath(os.path.expanduser(file)) + (f":{inner}" if inner else "")
 

@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 
 from emzoo.data.volumes import (SUPPORTED_DTYPES, ArrayVolume, check_not_input, check_voxel_size,
-                                check_writable, open_volume, output_exists, split_hdf5_path)
+                                check_writable, open_volume, output_exists, split_container_path)
 from emzoo.errors import EmzooError, VolumeError, describe, one_line
 
 MAX_OUTPUT_BYTES = 2**40  # the largest output written without EMZOO_MAX_OUTPUT_BYTES saying more
@@ -102,7 +102,7 @@ def check_output(output, overwrite, volume=None):
     path = os.fspath(output)
     if isinstance(volume, (str, os.PathLike)):
         check_not_input(volume, path)
-    file, _ = split_hdf5_path(path)
+    file, _ = split_container_path(path)
     if output_exists(path) and not overwrite:
         raise VolumeError(describe(f"The output {path} already exists.",
                                    "a new path, or overwrite=True to replace it", output=path))
@@ -180,7 +180,7 @@ def check_output_size(shape, dtype, output, remedy="a smaller factor"):
                 f"({human_bytes(room)}).", f"{remedy}, or an output path to write to",
                 output_shape=shape))
         return size
-    folder = os.path.dirname(os.path.abspath(split_hdf5_path(os.fspath(output))[0]))
+    folder = os.path.dirname(os.path.abspath(split_container_path(os.fspath(output))[0]))
     try:
         free = shutil.disk_usage(folder).free
     except OSError:

@@ -56,7 +56,7 @@ def upscale_volume(volume, model, factor=None, output=None, isotropic=False, til
             the blocks it did not record as finished; nothing to do if it is complete.
         allow_incomplete: read an input that is the unfinished output of an emzoo job.
         chunks: the chunk shape (z, y, x) of a Zarr / OME-Zarr / N5 output (default: the
-            format's, :func:`~emzoo.data.volumes.zarr_chunked.default_chunks`).
+            format's, :func:`~emzoo.data.volumes.chunked.default_chunks`).
         block_size: blockwise only (with ``workers`` or ``scheduler``): (y, x) pixels of a block,
             rounded up to whole chunks (default :data:`~emzoo.engine.blocks.DEFAULT_REGION`).
 

@@ -16,8 +16,8 @@ Example:
 
 import os
 
-from emzoo.data.volumes import (format_of, hdf5, n5, ome_zarr, read_volume, split_hdf5_path, tiff,
-                                write_volume, zarr_array)
+from emzoo.data.volumes import (format_of, hdf5, n5, ome_zarr, read_volume, split_container_path,
+                                tiff, write_volume, zarr_array)
 from emzoo.errors import EmzooError, describe
 
 # The formats this reader opens (a folder of slices is left to napari: it may be anything).
@@ -76,7 +76,7 @@ def _address(path):
 def get_reader(path):
     """napari's reader hook: a function reading ``path``, or ``None`` when it is not ours."""
     address = _address(path)
-    if address is None or not os.path.exists(split_hdf5_path(address)[0]):
+    if address is None or not os.path.exists(split_container_path(address)[0]):
         return None
     if format_of(address) is tiff and not _is_grey_stack(address):
         return None  # a colour picture or a hyperstack: napari's own TIFF reader shows it
@@ -101,7 +101,7 @@ def read_layers(path):
     """
     address = _address(path) or os.fspath(path[0] if isinstance(path, (list, tuple)) else path)
     array, voxel_size = read_volume(address)
-    meta = {"name": os.path.basename(split_hdf5_path(address)[0].rstrip("/")) or address}
+    meta = {"name": os.path.basename(split_container_path(address)[0].rstrip("/")) or address}
     if voxel_size is not None:
         meta["scale"] = tuple(float(v) for v in voxel_size)
     return [(array, meta, "image")]

@@ -12,6 +12,11 @@ Formats (module: addresses):
   OME-Zarr level 0 or its only 3-D array);
 * ``n5``: ``volume.n5:/setup0/timepoint0/s0`` (a bare ``volume.n5`` means its only 3-D dataset or ``s0``).
 
+:func:`split_container_path` splits any container address (``file.h5:/dataset``,
+``volume.zarr:/path/to/array``, ``volume.n5:/s0``) into its file or folder and its path inside;
+the chunked formats share :mod:`~emzoo.data.volumes.chunked`, the two Zarr ones also
+:mod:`~emzoo.data.volumes.zarr_store`.
+
 :mod:`~emzoo.data.volumes.base` holds the :class:`Volume` contract every reader follows and the
 conventions of the whole package (``(z, y, x)`` order, voxel sizes in nm, normalisation by the
 dtype's range, atomic writes); :mod:`~emzoo.data.volumes.writer` holds :class:`VolumeWriter`, the
@@ -48,7 +53,8 @@ import numpy as np
 
 from emzoo.data.volumes import folder, hdf5, n5, ome_zarr, tiff, zarr_array
 from emzoo.data.volumes.base import (SUPPORTED_DTYPES, ArrayVolume, Volume, as_zyx, check_dtype,
-                                     check_voxel_size, denormalise, normalise, normalise_between)
+                                     check_voxel_size, denormalise, normalise, normalise_between,
+                                     split_container_path)
 from emzoo.data.volumes.folder import FOLDER_METADATA, FolderVolume, FolderVolumeWriter
 from emzoo.data.volumes.hdf5 import Hdf5Volume, Hdf5VolumeWriter, split_hdf5_path
 from emzoo.data.volumes.tiff import TiffVolume, TiffVolumeWriter
@@ -66,7 +72,7 @@ _PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 def _is_picture(path):
     """A single 2-D picture, which is never a volume (HDF5 addresses are judged by their file part)."""
-    return split_hdf5_path(path)[0].lower().endswith(_PICTURE_SUFFIXES)
+    return split_container_path(path)[0].lower().endswith(_PICTURE_SUFFIXES)
 
 
 def format_of(path):
@@ -131,7 +137,7 @@ def open_volume(path, dataset=None, percentiles=None, axes=None, allow_incomplet
         volume = ArrayVolume(path)
     else:
         path = resolve_input(os.fspath(path))  # the word "sample": the bundled sample stack
-        file = split_hdf5_path(path)[0]
+        file = split_container_path(path)[0]
         if not os.path.exists(file):
             raise FileNotFoundError(f"No such file or folder. Expected an existing volume (TIFF, "
                                     f"file.h5:/dataset, a Zarr / N5 store, a folder of slices, or "
@@ -217,7 +223,7 @@ def check_not_input(input_address, output_address):
         >>> check_not_input("vol.h5:/volumes/raw", "vol.h5:/volumes/up")  # another dataset: fine  # doctest: +SKIP
     """
     input_address = os.fspath(input_address)
-    file, inner = split_hdf5_path(input_address)
+    file, inner = split_container_path(input_address)
     if format_of(input_address) is hdf5 and not inner and os.path.isfile(file) and hdf5._is_hdf5(file):
         try:
             entry = hdf5._open_shared(file, writable=False)
@@ -244,7 +250,7 @@ def output_exists(path):
         False
     """
     path = os.fspath(path)
-    file, inner = split_hdf5_path(path)
+    file, inner = split_container_path(path)
     if format_of(path) is hdf5 and os.path.isfile(file) and hdf5._is_hdf5(file):
         try:
             entry = hdf5._open_shared(file, writable=False)
@@ -259,7 +265,7 @@ def output_exists(path):
 
 def open_regions(path):
     """An existing Zarr / OME-Zarr / N5 output reopened for writing in place, region by region
-    (:class:`~emzoo.data.volumes.zarr_chunked.ChunkedRegions`: whole chunks per write; its
+    (:class:`~emzoo.data.volumes.chunked.ChunkedRegions`: whole chunks per write; its
     ``marker`` says whether the output is complete). Other formats are refused.
 
     Example:
@@ -272,7 +278,7 @@ def open_regions(path):
     if module not in CHUNKED_FORMATS:
         raise VolumeError(describe("Only chunked outputs can be written region by region.",
                                    "a Zarr (.zarr), OME-Zarr (.ome.zarr) or N5 (.n5) address", path=path))
-    if not os.path.isdir(split_hdf5_path(path)[0]):
+    if not os.path.isdir(split_container_path(path)[0]):
         raise FileNotFoundError(f"No such folder. Expected an existing output. Received: path={path!r}")
     return module.open_regions(path)
 
@@ -293,5 +299,5 @@ def write_volume(path, array, voxel_size=None, overwrite=False):
 __all__ = ["ArrayVolume", "CHUNKED_FORMATS", "FOLDER_METADATA", "FORMATS", "FolderVolume", "FolderVolumeWriter", "Hdf5Volume",
            "Hdf5VolumeWriter", "SUPPORTED_DTYPES", "TiffVolume", "TiffVolumeWriter", "Volume", "VolumeWriter",
            "check_dtype", "check_not_input", "check_writable", "check_voxel_size", "create_volume", "denormalise", "format_of", "normalise",
-           "normalise_between", "open_regions", "output_exists", "open_volume", "read_volume", "split_hdf5_path", "write_volume",
-           "writer_class"]
+           "normalise_between", "open_regions", "output_exists", "open_volume", "read_volume",
+           "split_container_path", "split_hdf5_path", "write_volume", "writer_class"]

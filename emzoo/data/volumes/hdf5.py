@@ -35,13 +35,17 @@ _PATTERN = re.compile(r"^(?P<file>.*?\.(?:h5|hdf5|hdf|he5))(?::(?P<dataset>.*))?
 def split_hdf5_path(path):
     """Splits ``file.h5:/group/dataset`` into ``(file, dataset)``; ``(path, None)`` for other paths.
 
+    The split of :func:`~emzoo.data.volumes.base.split_container_path` (which addresses of any
+    format should use), under its HDF5 name: this module's readers and writers call it, and it
+    stays public in :mod:`emzoo.data.volumes` for code written against that name.
+
     Example:
         >>> split_hdf5_path("sample_A.hdf:/volumes/raw")
         ('sample_A.hdf', '/volumes/raw')
         >>> split_hdf5_path("stack.tif")
         ('stack.tif', None)
     """
-    return split_container_path(path)  # also splits Zarr / N5 addresses, for callers of any container
+    return split_container_path(path)
 
 
 def names(path):

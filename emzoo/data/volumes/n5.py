@@ -12,7 +12,7 @@ The writer writes a new container: the dataset ``raw`` (``out.n5``) or the path 
 (``out.n5:/setup0/timepoint0/s0``), gzip blocks (``chunks`` option, (z, y, x); by default up to 8
 slices deep and 256 x 256 wide) written a whole z-block row at a time, with ``pixelResolution``
 and ``resolution`` in nm, and an ``"emzoo"`` attribute saying whether the output is complete (see
-:mod:`~emzoo.data.volumes.zarr_chunked`); :func:`open_regions` reopens an existing dataset for
+:mod:`~emzoo.data.volumes.chunked`); :func:`open_regions` reopens an existing dataset for
 writing in place, region by region (the blockwise engine).
 
 TensorStore is the library (``pip install 'emzoo[n5]'``): zarr-python 3 dropped N5, zarr-python 2's
@@ -29,8 +29,9 @@ import os
 import numpy as np
 
 from emzoo.data.volumes.base import round_size, split_container_path
-from emzoo.data.volumes.zarr_chunked import (MARKER, ChunkedRegions, ChunkedVolume, ChunkedVolumeWriter,
-                                             attribute_voxel_size, check_layout, default_array, require)
+from emzoo.data.volumes.chunked import (MARKER, ChunkedRegions, ChunkedVolume, ChunkedVolumeWriter,
+                                        attribute_voxel_size, check_layout, default_array,
+                                        join_path, require, suffix_names)
 from emzoo.errors import VolumeError, describe
 
 MAGIC = ()  # a container is a folder
@@ -39,19 +40,12 @@ DEFAULT_DATASET = "raw"
 N5_VERSION = "2.0.0"  # the spec version written into the root's attributes.json
 _ATTRIBUTES = "attributes.json"
 
-
-def names(path):
-    """Whether ``path`` names an N5 container (``.n5``, with or without ``:/path/to/dataset``)."""
-    return split_container_path(path)[0].lower().rstrip("/").endswith(SUFFIXES)
+names = suffix_names(SUFFIXES)
 
 
 def open_address(path, dataset=None):
     """Opens the dataset ``path`` names (``dataset``, when given, wins over the address's path)."""
     return N5Volume(path, dataset)
-
-
-def _join(*parts):
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
 def _attributes(folder):
@@ -82,12 +76,22 @@ def _datasets(folder):
 
 
 class N5Volume(ChunkedVolume):
-    """A 3-D dataset of an N5 container, read lazily through TensorStore."""
+    """A 3-D dataset of an N5 container, read lazily through TensorStore.
+
+    Attributes (besides :class:`~emzoo.data.volumes.base.Volume`'s):
+        folder: the dataset's folder in the container.
+        rank: the number of dimensions the dataset stores (3, or more with axes of size 1).
+        chunks: the ``(z, y, x)`` block shape.
+
+    Example:
+        >>> N5Volume("volume.n5:/setup0/timepoint0/s0").chunks          # doctest: +SKIP
+        (8, 256, 256)
+    """
 
     def __init__(self, path, dataset=None):
         ts = require("tensorstore", "n5", "Reading N5")
         store, inner = split_container_path(path)
-        inner = _join(dataset or inner or "")
+        inner = join_path(dataset or inner or "")
         if not os.path.isdir(store):
             raise FileNotFoundError(f"No such folder. Expected an existing N5 container. Received: path={store!r}")
         node = os.path.join(store, *inner.split("/")) if inner else store
@@ -100,7 +104,7 @@ class N5Volume(ChunkedVolume):
             found = _datasets(node)
             pick = default_array(f"{store}:/{inner}" if inner else store, [f[0] for f in found],
                                  [f[1] for f in found])
-            inner = _join(inner, pick)
+            inner = join_path(inner, pick)
             node = os.path.join(store, *inner.split("/"))
             attrs = _attributes(node)
         where = f"{store}:/{inner}" if inner else store
@@ -114,7 +118,7 @@ class N5Volume(ChunkedVolume):
                                        "an N5 dataset", path=where, error=str(error))) from None
         self._array = opened.T  # N5 lists x first; this view is (..., z, y, x)
         self._keep = keep
-        self._folder = node
+        self.folder, self.rank = node, len(shape)
         block = tuple(int(b) for b in attrs.get("blockSize", [1] * len(shape)))[::-1]
         self.chunks = tuple(block[a] for a in keep)
         super().__init__(where, [shape[a] for a in keep], opened.dtype.numpy_dtype,
@@ -154,7 +158,7 @@ class N5VolumeWriter(ChunkedVolumeWriter):
 
     def _file_of(self, path):
         file, inner = split_container_path(path)
-        self.dataset = _join(inner or "") or DEFAULT_DATASET
+        self.dataset = join_path(inner or "") or DEFAULT_DATASET
         return file
 
     def _open(self):
@@ -219,9 +223,9 @@ def open_regions(path):
     """
     ts = require("tensorstore", "n5", "Writing N5")
     volume = N5Volume(path)  # resolves the address as a reader does
-    if volume._array.rank != 3:
+    if volume.rank != 3:
         raise VolumeError(describe("Only a 3-D (z, y, x) dataset can be written in place.",
                                    "an output emzoo created", path=volume.path))
-    array = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": os.path.abspath(volume._folder)}},
-                    open=True, read=True, write=True).result().T
-    return N5Regions(volume.path, volume._folder, array, volume.shape, volume.dtype, volume.chunks)
+    store = {"driver": "file", "path": os.path.abspath(volume.folder)}
+    array = ts.open({"driver": "n5", "kvstore": store}, open=True, read=True, write=True).result().T
+    return N5Regions(volume.path, volume.folder, array, volume.shape, volume.dtype, volume.chunks)

@@ -1,8 +1,9 @@
 """The writer every format's writer extends: checks, temporary name, rename into place, clean-up.
 
-:class:`VolumeWriter` is also the writer factory (``VolumeWriter(path, ...)`` returns the writer of
-the format ``path`` names; see :mod:`emzoo.data.volumes`). The conventions (voxel sizes in nm,
-atomic writes) are stated in :mod:`emzoo.data.volumes.base`.
+:class:`VolumeWriter` is a base class, never used itself: each format's module subclasses it, and
+:func:`emzoo.data.volumes.create_volume` returns the subclass instance of the format a path names
+(:func:`emzoo.data.volumes.writer_class`). The conventions (voxel sizes in nm, atomic writes) are
+stated in :mod:`emzoo.data.volumes.base`.
 
 Before it creates anything a writer refuses an output that is one of the volumes this process is
 reading (:func:`check_not_input`; ``overwrite`` never replaces an input) and an output folder it
@@ -162,16 +163,16 @@ def report_leftovers(removed, in_use, where):
 class VolumeWriter:
     """Writes a volume slice by slice to a temporary name, renamed into place on :meth:`close`.
 
-    The base of every format's writer, and the writer factory: ``VolumeWriter(path, ...)`` is
-    :func:`~emzoo.data.volumes.create_volume` ``(path, ...)`` and returns the writer of the format
-    ``path`` names (an instance of a subclass). This class holds what all formats share (argument
-    checks, the temporary name, ordering, the rename, clean-up on errors), so a patch of
-    ``VolumeWriter.write`` reaches every format. A format's subclass implements ``_create()`` (make
-    the temporary output at ``self.temp_path``), ``_store(z, data)`` (write one checked slice),
-    ``_finish()`` (complete it before the rename) and ``_release()`` (close handles on abort); it may
-    override ``_file_of(path)`` (the file an address names) and declare ``OPTIONS`` (its own keyword
-    options and their defaults; an option given as ``None`` means its default and every format
-    accepts it).
+    The base class of every format's writer (``TiffVolumeWriter``, ``Hdf5VolumeWriter``, ...; each
+    format module's ``Writer``), not itself a writer of any format: make one with
+    :func:`~emzoo.data.volumes.create_volume`, which picks the subclass of the format ``path``
+    names. This class holds what all formats share (argument checks, the temporary name, ordering,
+    the rename, clean-up on errors), so a patch of ``VolumeWriter.write`` reaches every format.
+    A format's subclass implements ``_create()`` (make the temporary output at ``self.temp_path``),
+    ``_store(z, data)`` (write one checked slice), ``_finish()`` (complete it before the rename)
+    and ``_release()`` (close handles on abort); it may override ``_file_of(path)`` (the file an
+    address names) and declare ``OPTIONS`` (its own keyword options and their defaults; an option
+    given as ``None`` means its default and every format accepts it).
 
     Args:
         path: the output address (see :mod:`emzoo.data.volumes` for the formats).
@@ -187,7 +188,10 @@ class VolumeWriter:
     existing file untouched.
 
     Example:
-        >>> with VolumeWriter("iso.tif", (97, 520, 520), "uint8", (10, 10, 10)) as out:  # doctest: +SKIP
+        >>> out = create_volume("iso.tif", (97, 520, 520), "uint8", (10, 10, 10))  # doctest: +SKIP
+        >>> type(out).__name__, isinstance(out, VolumeWriter)                 # doctest: +SKIP
+        ('TiffVolumeWriter', True)
+        >>> with out:                                                          # doctest: +SKIP
         ...     for z in range(97):
         ...         out.write(slices[z])
     """

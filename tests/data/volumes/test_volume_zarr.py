@@ -24,7 +24,7 @@ def test_split_container_path():
     assert split_container_path("v.zarr/") == ("v.zarr", None)
     assert split_container_path("x.h5:/odd.zarr") == ("x.h5", "/odd.zarr")  # the first container wins
     assert split_container_path("run.zarr/x.h5") == ("run.zarr/x.h5", None)
-    assert V.split_hdf5_path("v.zarr:/raw") == ("v.zarr", "/raw")  # callers of the HDF5 helper get it too
+    assert V.split_container_path("v.zarr:/raw") == ("v.zarr", "/raw")  # the face's splitter
     assert V.format_of("v.zarr:/raw") is V.zarr_array and V.format_of("x.h5:/odd.zarr") is V.hdf5
 
 
@@ -175,7 +175,7 @@ def test_missing_library_names_the_extra(tmp_path, monkeypatch, random_stack):
 
 
 def test_default_chunks_are_shallow_only_for_buffered_writers_of_large_slices():
-    from emzoo.data.volumes.zarr_chunked import DEFAULT_DEPTH, DEFAULT_TILE, default_chunks
+    from emzoo.data.volumes.chunked import DEFAULT_DEPTH, DEFAULT_TILE, default_chunks
 
     large = (100, 20000, 20000)  # 400 MB per uint8 slice: a buffered chunk row holds one slice
     assert default_chunks(large, "uint8") == (1, DEFAULT_TILE, DEFAULT_TILE)

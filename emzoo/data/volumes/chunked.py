@@ -1,5 +1,6 @@
-"""What the chunked formats (Zarr, OME-Zarr, N5) share: a lazy chunked reader, a chunk-aligned writer,
-the choice of a container's default array, voxel-size attributes and units, the optional-library check.
+"""What the chunked formats (Zarr, OME-Zarr, N5) share: a lazy chunked reader, a chunk-aligned
+writer, the choice of a container's default array, voxel-size attributes and units, the
+optional-library check, how their addresses are recognised and their paths inside joined.
 
 :class:`ChunkedVolume` reads slices, slice ranges and crops through the array's own slicing and
 keeps the z-chunk holding the last slice read (when it is small), so a slice-by-slice pass reads
@@ -23,7 +24,7 @@ import importlib
 
 import numpy as np
 
-from emzoo.data.volumes.base import Volume, check_dtype, round_size
+from emzoo.data.volumes.base import Volume, check_dtype, round_size, split_container_path
 from emzoo.data.volumes.writer import VolumeWriter
 from emzoo.errors import VolumeError, describe
 
@@ -49,6 +50,33 @@ def require(module, extra, what):
     except ImportError as error:
         raise VolumeError(describe(f"{what} needs the `{module}` package, which is not installed.",
                                    f"pip install 'emzoo[{extra}]'", missing=module)) from error
+
+
+def suffix_names(suffixes):
+    """The ``names(address)`` of a format whose stores are folders named by their suffix: whether
+    the store part of an address (before any ``:/path/inside``) ends in one of ``suffixes``.
+
+    Example:
+        >>> names = suffix_names((".n5",))
+        >>> names("volume.N5:/setup0/timepoint0/s0"), names("volume.zarr")
+        (True, False)
+    """
+    def names(path):
+        """Whether ``path`` names a store of this format (with or without ``:/path/inside``)."""
+        return split_container_path(path)[0].lower().rstrip("/").endswith(suffixes)
+
+    return names
+
+
+def join_path(*parts):
+    """The path inside a store made of ``parts`` (``None`` and empty parts left out), without
+    leading or trailing slashes.
+
+    Example:
+        >>> join_path("/volumes/", None, "raw")
+        'volumes/raw'
+    """
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
 def to_nm(values, unit, path):
