@@ -208,8 +208,10 @@ def define_volume_flags():
     from emzoo.engine.blocks import DEFAULT_REGION
 
     shared = types.SimpleNamespace(
-        model=flags.DEFINE_string("model", "default", "A registered model name (`emzoo list`) or a "
-                                  "folder written by `emzoo train` / emzoo.save."),
+        model=flags.DEFINE_string("model", "default", "A registered model name (`emzoo list`), a "
+                                  "folder written by `emzoo train` / emzoo.save, `flow` (the "
+                                  "optical-flow baseline), or models joined by + (an ensemble "
+                                  "averaging their midpoints, e.g. default+dan-em)."),
         voxel=flags.DEFINE_string("voxel-size", None, "Voxel size z,y,x in nm, replacing the "
                                   "file's (e.g. 40,4,4)."),
         tile=flags.DEFINE_integer("tile", None, "Process slices larger than TILE pixels in "
@@ -256,20 +258,18 @@ def define_random_weights_flag():
 def job_model(name, allow_random_weights, options=None):
     """The model argument for :func:`emzoo.engine.run`, checked before any work.
 
-    A model with trained weights stays a name (the engine loads it); one without them is refused
+    A model with trained weights (or ``flow``, or an ensemble ``a+b`` of such) stays a name (the
+    engine loads it); one without them is refused
     (:func:`emzoo.zoo.check_trained`), or with ``allow_random_weights`` built here with random
     weights. With ``options`` (:class:`~emzoo.engine.EngineOptions`), their tile is held against
     the size multiple the model's entry records, before TensorFlow is imported.
     """
     from emzoo import zoo
+    from emzoo.engine.interpolators import check_model_spec
 
-    if name == "flow":  # the optical-flow baseline: no weights, any tile
-        if options is not None:
-            options.check_tile()
-        return name
-    trained = zoo.check_trained(name, allow_random_weights)
+    multiple, trained = check_model_spec(name, allow_random_weights)  # flow: no weights, any tile
     if options is not None:
-        options.check_tile(zoo.describe_model(name).get("metadata", {}).get("size_multiple"))
+        options.check_tile(multiple)
     return name if trained else zoo.load(name, weights=None, compile=False)
 
 
@@ -291,11 +291,11 @@ def check_flag_integer(flag, value, minimum=1, example=None):
 def check_output_flag(output, overwrite, kind="file"):
     """Refuses, before any work, an ``-o`` that exists (without ``--overwrite``) or whose folder
     does not exist; for ``kind="volume"`` also a name no volume format writes."""
-    from emzoo.data.volumes import split_hdf5_path, writer_class
+    from emzoo.data.volumes import split_container_path, writer_class
     from emzoo.errors import EmzooError, describe
 
     path = os.path.expanduser(os.fspath(output))
-    file = split_hdf5_path(path)[0] if kind == "volume" else path
+    file = split_container_path(path)[0] if kind == "volume" else path
     if kind == "volume":
         writer_class(path)
     if os.path.lexists(file) and not overwrite:

@@ -91,7 +91,7 @@ def _cached_model(name):
     since this script's functions reach the workers by value)."""
     import types
 
-    from emzoo.engine.midpoint import resolve_model
+    from emzoo.engine.interpolators import resolve_model
 
     cache = sys.modules.setdefault("_bench_distributed_cache", types.ModuleType("_bench_distributed_cache"))
     models = cache.__dict__.setdefault("models", {})

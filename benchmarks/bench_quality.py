@@ -133,9 +133,12 @@ def _weights_mb(name):
 def zoo_rows(models, regions, factors, baselines):
     """PSNR of every model and baseline on every region and factor, and each model's costs."""
     import emzoo
+    from emzoo.engine.interpolators import ensemble_names, resolve_model
     from emzoo.evaluate import evaluate_volume
 
-    loaded = {name: emzoo.load(name, compile=False) for name in models}
+    # an ensemble "a+b" is scored as `emzoo upscale --model a+b` runs it
+    loaded = {name: resolve_model(name) if ensemble_names(name) else emzoo.load(name, compile=False)
+              for name in models}
     rows = []
     for region in regions:
         volume, _ = region_volume(region)
@@ -150,11 +153,14 @@ def zoo_rows(models, regions, factors, baselines):
                   file=sys.stderr, flush=True)
     costs = {}
     for name, model in loaded.items():
-        training = emzoo.describe_model(name)["metadata"].get("training", {})
-        costs[name] = {"params": int(model.count_params()), "weights_mb": _weights_mb(name),
+        members = ensemble_names(name) or [name]
+        hours = [(emzoo.describe_model(m)["metadata"].get("training") or {}).get("cpu_hours")
+                 for m in members]
+        weights = [_weights_mb(m) for m in members]
+        costs[name] = {"params": sum(int(m.count_params()) for m in getattr(model, "members", [model])),
+                       "weights_mb": None if None in weights else sum(weights),
                        "seconds_per_slice": seconds_per_slice(model),
-                       "training_cpu_hours": training.get("cpu_hours") if isinstance(training, dict)
-                       else None}
+                       "training_cpu_hours": None if None in hours else sum(hours)}
     return rows, costs
 
 

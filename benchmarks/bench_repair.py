@@ -253,7 +253,7 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     model = None
     if not args.no_repair:
-        from emzoo.engine.midpoint import resolve_model
+        from emzoo.engine.interpolators import resolve_model
 
         model = resolve_model(args.model)
     all_stats = {}

@@ -12,7 +12,7 @@ time: :func:`~emzoo.data.volumes.open_regions`; an input path the workers open t
 1. checks what only a cluster can say before writing anything: the scheduler answers, and every
    worker loads the model;
 2. creates the output empty, marked ``{"complete": false, "plan": ...}`` in its metadata
-   (:meth:`~emzoo.data.volumes.zarr_chunked.ChunkedVolumeWriter.publish_incomplete`; the record
+   (:meth:`~emzoo.data.volumes.chunked.ChunkedVolumeWriter.publish_incomplete`; the record
    is :meth:`~emzoo.engine.plan.JobPlan.record`);
 3. submits one task per block of the :class:`~emzoo.engine.blocks.BlockPlan` (retried up to
    :data:`RETRIES` times on errors; redone when its worker dies), each carrying the plan's JSON
@@ -51,8 +51,8 @@ import uuid
 
 import numpy as np
 
-from emzoo.data.volumes import create_volume, open_regions, split_hdf5_path
-from emzoo.data.volumes.zarr_chunked import default_chunks
+from emzoo.data.volumes import create_volume, open_regions, split_container_path
+from emzoo.data.volumes.chunked import default_chunks
 from emzoo.engine.blocks import BlockPlan
 from emzoo.engine.cluster import local_threads, open_client
 from emzoo.engine.job import summary_line
@@ -86,7 +86,7 @@ def run_blockwise(plan, model, progress=True, cancel=None):
     blockwise, options = plan.blockwise, plan.options
     spec, in_memory, model_id = _model_spec(model, options)
     output = _absolute(plan.output)
-    store = split_hdf5_path(output)[0]
+    store = split_container_path(output)[0]
     records = BlockRecords(store)
     regions = _reopen(output) if blockwise.resume and os.path.exists(store) else None
     started = (regions.marker.get("plan") or {}) if regions is not None else {}
@@ -167,16 +167,12 @@ def _for_workers(plan, precision):
 def _model_spec(model, options):
     """``(spec the workers load, in-memory Keras model or None, the plan's name for it)``, checked."""
     if isinstance(model, (str, os.PathLike)):
-        spec = os.fspath(model)
-        if spec == "flow":
-            options.check_tile()
-            return spec, None, spec
-        from emzoo import zoo
+        from emzoo.engine.interpolators import SEPARATOR, check_model_spec, ensemble_names
 
-        zoo.check_trained(spec)  # unknown names and missing weights: one line, before any work
-        options.check_tile(zoo.describe_model(spec).get("metadata", {}).get("size_multiple"))
-        folder = os.path.expanduser(spec)
-        spec = os.path.abspath(folder) if os.path.isdir(folder) else spec
+        # unknown names and missing weights: one line, before any work
+        options.check_tile(check_model_spec(model)[0])
+        folders = [os.path.expanduser(name) for name in ensemble_names(model) or [os.fspath(model)]]
+        spec = SEPARATOR.join(os.path.abspath(f) if os.path.isdir(f) else f for f in folders)
         return spec, None, spec
     import keras
 

@@ -9,40 +9,12 @@ the same as calling the model on each pair. How the model is run (batch size, XL
 :mod:`emzoo.engine.policy`.
 """
 
-import difflib
-import os
-
 import numpy as np
 
 from emzoo.engine.policy import compiled_function, default_batch_size, resolve_jit_compile
 from emzoo.engine.precision import resolve_precision, with_precision
 from emzoo.engine.tiler import Tiler
-from emzoo.errors import EmzooError, UnknownModelError, check_integer, describe
-
-
-def resolve_model(model):
-    """``model`` as an interpolator: a registered name or saved folder is loaded with its trained
-    weights (one without them is refused: see :func:`emzoo.zoo.load_trained`); ``"flow"`` is the
-    optical-flow baseline (:class:`emzoo.flow.FlowInterpolator`)."""
-    if isinstance(model, str) and model == "flow":  # the optical-flow baseline: no weights
-        from emzoo.flow import FlowInterpolator
-
-        return FlowInterpolator()
-    if isinstance(model, (str, os.PathLike)):
-        from emzoo import zoo
-
-        try:
-            return zoo.load_trained(os.fspath(model), compile=False)
-        except UnknownModelError as error:  # the registry does not know the engine's `flow`
-            close = difflib.get_close_matches(os.fspath(model), ["flow"])
-            raise UnknownModelError(f"{error}. Volume jobs also take `flow` (the optical-flow "
-                                    "baseline, no weights)." + (" Did you mean `flow`?" if close
-                                                                 else "")) from None
-    if not callable(model):
-        raise EmzooError(describe("Invalid value for argument `model`.",
-                                  "an emzoo model, a registered name or a saved model folder",
-                                  model=type(model).__name__))
-    return model
+from emzoo.errors import EmzooError, check_integer, describe
 
 
 class MidpointEngine:

@@ -15,7 +15,7 @@ Example:
 """
 
 from emzoo.engine.job import write_slices
-from emzoo.engine.midpoint import MidpointEngine, resolve_model
+from emzoo.engine.interpolators import midpoint_engine, resolve_model
 from emzoo.engine.plan import JobPlan
 from emzoo.engine.result import result
 from emzoo.engine.slices import repaired_slices, upscaled_slices
@@ -50,10 +50,10 @@ def run(plan, model, progress=True, cancel=None):
         return run_blockwise(plan, model, progress, cancel)
     source = plan.open_input()
     options = plan.options
-    engine = MidpointEngine(resolve_model(model), plan.input_shape[1], plan.input_shape[2],
-                            options.tile, options.overlap, options.batch_size,
-                            options.reuse_features, options.xla,
-                            expected_pairs=plan.expected_pairs, precision=options.precision)
+    engine = midpoint_engine(resolve_model(model), plan.input_shape[1], plan.input_shape[2],
+                             options.tile, options.overlap, batch_size=options.batch_size,
+                             reuse_features=options.reuse_features, jit_compile=options.xla,
+                             expected_pairs=plan.expected_pairs, precision=options.precision)
     if plan.job == "upscale":
         slices = upscaled_slices(plan, source, engine)
     else:

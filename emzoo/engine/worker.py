@@ -69,7 +69,7 @@ def _model(task):
                 from emzoo.engine.policy import configure_threads
 
                 _WORKER["threads"] = configure_threads(intra=task["threads"], inter=1)
-            from emzoo.engine.midpoint import resolve_model
+            from emzoo.engine.interpolators import resolve_model
 
             _WORKER[key] = resolve_model(task["model"])
         return _WORKER[key]
@@ -84,12 +84,14 @@ def _engine(task, plan):
            threading.get_ident())
     with _WORKER_LOCK:
         if key not in _WORKER:
-            from emzoo.engine.midpoint import MidpointEngine
+            from emzoo.engine.interpolators import midpoint_engine
 
-            _WORKER[key] = MidpointEngine(model, height, width, options.tile, options.overlap,
-                                          options.batch_size, options.reuse_features, options.xla,
-                                          expected_pairs=plan.expected_pairs,
-                                          precision=options.precision)
+            _WORKER[key] = midpoint_engine(model, height, width, options.tile, options.overlap,
+                                           batch_size=options.batch_size,
+                                           reuse_features=options.reuse_features,
+                                           jit_compile=options.xla,
+                                           expected_pairs=plan.expected_pairs,
+                                           precision=options.precision)
         return _WORKER[key]
 
 
@@ -98,11 +100,11 @@ def _job_state(task):
     with _WORKER_LOCK:
         state = _WORKER.get("job")
         if state is None or state["id"] != (task["job"], task["plan"]):
-            from emzoo.data.volumes import split_hdf5_path
+            from emzoo.data.volumes import split_container_path
 
             plan = JobPlan.from_json(task["plan"])  # its output path made absolute by the client
             state = {"id": (task["job"], task["plan"]), "plan": plan, "source": plan.open_input(),
                      "regions": open_regions(plan.output),
-                     "store": split_hdf5_path(plan.output)[0], "recipe": plan.recipe}
+                     "store": split_container_path(plan.output)[0], "recipe": plan.recipe}
             _WORKER["job"] = state
         return state

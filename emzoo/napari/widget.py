@@ -101,7 +101,7 @@ def run_reporting(plan, model, cancel):
 
 def _resolve(model):
     """The interpolator for a name, a saved folder or ``flow`` (loaded once for all chunks)."""
-    from emzoo.engine.midpoint import resolve_model
+    from emzoo.engine.interpolators import resolve_model
 
     return resolve_model(model)
 

@@ -238,7 +238,7 @@ def test_huge_factor_is_refused_before_any_work(tmp_path, monkeypatch):
     def no_engine(*args, **kwargs):
         raise AssertionError("the model must not be prepared for an output that is refused")
 
-    monkeypatch.setattr(runner_module, "MidpointEngine", no_engine)
+    monkeypatch.setattr(runner_module, "midpoint_engine", no_engine)
     volume = random_volume((3, 64, 64), np.uint8)
     with pytest.raises(VolumeError) as error:
         upscale_volume(volume, MeanModel(), factor=1e9, output=str(tmp_path / "o.tif"),

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from emzoo.engine.memory import release_freed_memory
-from emzoo.engine.midpoint import MidpointEngine, resolve_model
+from emzoo.engine.interpolators import midpoint_engine, resolve_model
 from emzoo.engine.positions import repair_positions
 from emzoo.engine.progress import Progress
 from emzoo.engine.sources import (check_output, check_output_size, check_volume, open_source,
@@ -76,9 +76,10 @@ def repair_masked(volume, mask, model, output=None, band=4, tile=None, overlap=3
     check_output_size(job.shape, job.dtype, job.output, "a smaller input")
     engine = None
     if pairs:
-        engine = MidpointEngine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
-                                batch_size, reuse_features, jit_compile,
-                                expected_pairs=pairs, precision=precision)
+        engine = midpoint_engine(resolve_model(model), job.shape[1], job.shape[2], tile, overlap,
+                                 batch_size=batch_size, reuse_features=reuse_features,
+                                 jit_compile=jit_compile, expected_pairs=pairs,
+                                 precision=precision)
     counted = {"pixels": 0}
     slices = _masked_slices(job, masks, engine, band, damaged, counted)
     array, seconds = _write(job, slices, chunks, progress, cancel)
