@@ -43,6 +43,10 @@ _SENSITIVITY = flags.DEFINE_float("sensitivity", 1.0, "With --detect: 1 the defa
                                   "fainter damage, 0.5 only the plainest.")
 _BAND = flags.DEFINE_integer("band", 4, "With --detect / --mask: pixels outside the mask blended "
                              "into the repair (0: none).")
+_BLEND = flags.DEFINE_enum("blend", "feather", ["feather", "poisson"],
+                           "With --detect / --mask: how the repair meets the intact pixels: a "
+                           "linear feather over the band, or gradient-domain (Poisson) over the "
+                           "mask and band.")
 flags.DEFINE_alias("dry_run", "dry-run")
 flags.DEFINE_alias("save_mask", "save-mask")
 _SHARED = common.define_volume_flags()
@@ -112,7 +116,8 @@ def _repair_damage(source):
         samples.resolve_input(source), model, None if _DRY_RUN.value else _OUTPUT.value,
         detect=_DETECT.value, mask=_MASK.value, dry_run=_DRY_RUN.value,
         save_mask=_SAVE_MASK.value, report=_REPORT.value, sensitivity=_SENSITIVITY.value,
-        band=band, overwrite=overwrite, tile=_SHARED.tile.value, overlap=_SHARED.overlap.value,
+        band=band, blend=_BLEND.value, overwrite=overwrite, tile=_SHARED.tile.value,
+        overlap=_SHARED.overlap.value,
         batch_size=_SHARED.batch.value, progress=not _SHARED.quiet.value,
         voxel_size=parse_voxel_size(_SHARED.voxel.value) if _SHARED.voxel.value else None,
         jit_compile=common.xla_setting(_SHARED.xla.value), precision=_SHARED.precision.value,

@@ -10,8 +10,12 @@ patch, local shift). Damaged slices are at least 3 apart and never the first or 
   false positives per 100 clean slices (findings on undamaged slices);
 * mask IoU of partial defects (the slice's detected mask against the true region);
 * PSNR inside the damaged pixels (against the undamaged original) for the repair with the
-  bundled ``default`` model (true mask and detected mask), linear (mean of the two neighbours,
-  true mask) and the optical-flow baseline (true mask; skipped without OpenCV).
+  bundled ``default`` model (true mask and detected mask; feathered, and with ``--blend
+  poisson`` the gradient-domain blend), linear (mean of the two neighbours, true mask) and the
+  optical-flow baseline (true mask; skipped without OpenCV);
+* the seam each leaves at the edge of a partial defect: the mean gradient magnitude of the error
+  (output minus the undamaged original) within 2 pixels of the mask's edge, on both sides, in
+  grey levels per pixel (a step between repair and intact tissue shows there).
 
 Never run in CI. Example:
     nice -n 5 python benchmarks/bench_repair.py --regions fibsem-val cube2 isbi-val
@@ -182,6 +186,8 @@ def run_region(name, trials, repair, model, stats, rng):
                 true_mask[z] = region
             outputs = {"linear": _linear(volume, true_mask)}
             outputs["default"] = repair_masked(volume, true_mask, model, progress=False)["array"]
+            outputs["default (poisson)"] = repair_masked(volume, true_mask, model, blend="poisson",
+                                                         progress=False)["array"]
             outputs["default (detected mask)"] = repair_masked(
                 volume, report.mask, model, progress=False)["array"]
             if _has_cv2():
@@ -193,6 +199,10 @@ def run_region(name, trials, repair, model, stats, rng):
                         psnr(out[z][truth[z]], clean[z][truth[z]]))
                 row["psnr"].setdefault("damaged input", []).append(
                     psnr(volume[z][truth[z]], clean[z][truth[z]]))
+                if kind in PARTIAL:
+                    for method, out in outputs.items():
+                        row.setdefault("seam", {}).setdefault(method, []).append(
+                            seam_error(out[z], clean[z], truth[z]))
             for z in truth:  # past the blend band (4 pixels, Euclidean), nothing may change
                 far = ndimage.distance_transform_edt(true_mask[z] == 0) > 4
                 changed = outputs["default"][z][far] != volume[z][far]
@@ -200,6 +210,14 @@ def run_region(name, trials, repair, model, stats, rng):
             untouched = [z for z in range(depth) if z not in truth]
             stats["outside_changed"] += int(
                 (outputs["default"][untouched] != volume[untouched]).sum())
+
+
+def seam_error(out, clean, mask, width=2):
+    """Mean gradient magnitude of ``out - clean`` within ``width`` pixels of ``mask``'s edge."""
+    edge = ndimage.binary_dilation(mask, iterations=width) & ~ndimage.binary_erosion(
+        mask, iterations=width)
+    gy, gx = np.gradient(out.astype(np.float64) - clean)
+    return float(np.hypot(gy, gx)[edge].mean())
 
 
 def _linear(volume, mask):
@@ -219,8 +237,22 @@ def _has_cv2():
     return True
 
 
+def seam_table(all_stats):
+    methods = ["linear", "flow", "default", "default (poisson)"]
+    lines = ["| region | defect | " + " | ".join(f"seam {m}" for m in methods) + " |",
+             "|" + "---|" * (2 + len(methods))]
+    for name, stats in all_stats.items():
+        for kind in PARTIAL:
+            seams = stats["kinds"].get(kind, {}).get("seam")
+            if seams:
+                lines.append(f"| {name} | {kind} | " + " | ".join(
+                    f"{np.mean(seams[m]):.2f}" if m in seams else "-" for m in methods) + " |")
+    return "\n".join(lines)
+
+
 def table(all_stats):
-    methods = ["damaged input", "linear", "flow", "default", "default (detected mask)"]
+    methods = ["damaged input", "linear", "flow", "default", "default (poisson)",
+               "default (detected mask)"]
     lines = ["| region | defect | n | recall | mean IoU | " + " | ".join(
         f"PSNR {m}" for m in methods) + " |", "|" + "---|" * (5 + len(methods))]
     for name, stats in all_stats.items():
@@ -265,6 +297,9 @@ def main(argv=None):
         all_stats[name] = stats
         print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr)
     print(table(all_stats))
+    if not args.no_repair:
+        print()
+        print(seam_table(all_stats))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(all_stats, handle, indent=1, default=float)

@@ -106,6 +106,39 @@ def test_band_zero_changes_only_masked_pixels():
     assert (fixed[mask == 0] == volume[mask == 0]).all()
 
 
+def test_poisson_blend_takes_the_repair_s_gradients_and_meets_the_intact_pixels():
+    volume = tissue(depth=3, size=48)
+    volume[0] = np.clip(volume[1].astype(int) + 30, 0, 255)  # the neighbours' mean: slice 1 + 30
+    volume[2] = volume[0]
+    volume[1] = np.clip(volume[1], 0, 225)
+    mask = np.zeros_like(volume)
+    mask[1, 12:30, 10:34] = 1
+    feather = repair_masked(volume, mask, mean_model, band=3, progress=False)["array"]
+    poisson = repair_masked(volume, mask, mean_model, band=3, blend="poisson",
+                            progress=False)["array"]
+    inside = mask[1] > 0
+    # the repair is the slice plus a constant: the feather keeps the step, Poisson removes it
+    assert np.abs(feather[1][inside].astype(int) - volume[1][inside]).min() >= 29
+    assert np.abs(poisson[1].astype(int) - volume[1]).max() <= 1
+    far = ndimage.distance_transform_edt(~inside) > 3
+    assert (poisson[1][far] == volume[1][far]).all() and (poisson[[0, 2]] == volume[[0, 2]]).all()
+
+
+def test_poisson_blend_of_a_whole_slice_is_the_repair():
+    volume = tissue(depth=3, size=32)
+    mask = np.zeros_like(volume)
+    mask[1] = 1
+    fixed = repair_masked(volume, mask, mean_model, blend="poisson", progress=False)["array"]
+    expected = np.rint((volume[0].astype(np.float32) + volume[2]) / 2)
+    assert np.abs(fixed[1] - expected).max() <= 1
+
+
+def test_an_unknown_blend_is_refused():
+    volume = tissue(depth=3, size=16)
+    with pytest.raises(EmzooError, match="Invalid value for argument `blend`.*'feather' or 'poisson'"):
+        repair_masked(volume, np.zeros_like(volume), mean_model, blend="seamless", progress=False)
+
+
 def test_a_run_of_masked_slices_is_bridged_from_the_nearest_good_ones():
     volume = np.zeros((5, 16, 16), np.uint8)
     volume[0], volume[4] = 0, 200

@@ -23,8 +23,11 @@ from emzoo.engine.sources import (check_output, check_output_size, check_volume,
                                   source_voxel_size)
 from emzoo.errors import EmzooError, JobCancelled, VolumeError, describe
 
-def repair_masked(volume, mask, model, output=None, band=4, tile=None, overlap=32,
-                  batch_size=None, voxel_size=None, overwrite=False, progress=True,
+BLENDS = ("feather", "poisson")
+
+
+def repair_masked(volume, mask, model, output=None, band=4, blend="feather", tile=None,
+                  overlap=32, batch_size=None, voxel_size=None, overwrite=False, progress=True,
                   reuse_features=None, jit_compile="auto", precision="float32",
                   allow_incomplete=False, chunks=None, cancel=None):
     """Replaces only the masked pixels by interpolation from the nearest good slices there.
@@ -47,6 +50,10 @@ def repair_masked(volume, mask, model, output=None, band=4, tile=None, overlap=3
         model: an interpolator, a registered name or a saved model folder (``"flow"``: the
             optical-flow baseline).
         band: width in pixels of the blend outside the mask (0: no blending).
+        blend: ``"feather"`` (the linear weight above) or ``"poisson"`` (gradient-domain: inside
+            the mask and its band the slice takes the interpolation's gradients and meets the
+            intact pixels at the band's outer edge, solved as a Poisson equation per slice;
+            ``benchmarks/README.md`` compares the two).
         output, tile, overlap, batch_size, voxel_size, overwrite, progress, reuse_features,
             jit_compile, precision, allow_incomplete, chunks: as in
             :func:`~emzoo.engine.repair_volume` (single process). ``progress`` may also be a
@@ -70,6 +77,7 @@ def repair_masked(volume, mask, model, output=None, band=4, tile=None, overlap=3
         (12, True)
     """
     band = check_band(band)
+    check_blend(blend)
     job = _MaskedJob(volume, output, overwrite, voxel_size, allow_incomplete)
     masks = check_mask_shape(mask, job.shape)
     damaged, pairs = _plan_masked(masks, job.shape)
@@ -81,7 +89,7 @@ def repair_masked(volume, mask, model, output=None, band=4, tile=None, overlap=3
                                  jit_compile=jit_compile, expected_pairs=pairs,
                                  precision=precision)
     counted = {"pixels": 0}
-    slices = _masked_slices(job, masks, engine, band, damaged, counted)
+    slices = _masked_slices(job, masks, engine, band, blend, damaged, counted)
     array, seconds = _write(job, slices, chunks, progress, cancel)
     precision = engine.precision if engine is not None else precision
     kind = f"repair masked pixels of {len(damaged)} slice(s)"
@@ -142,6 +150,14 @@ def _write(job, slices, chunks, progress, cancel):
     return (array if writer is None else None), bar.seconds
 
 
+def check_blend(blend):
+    """Refuses a ``blend`` that is not one of :data:`BLENDS`."""
+    if blend not in BLENDS:
+        raise EmzooError(describe("Invalid value for argument `blend`.",
+                                  " or ".join(repr(b) for b in BLENDS), blend=blend))
+    return blend
+
+
 def check_band(band):
     try:
         value = int(band)
@@ -188,7 +204,7 @@ def _plan_masked(masks, shape):
     return set(damaged), len(damaged)
 
 
-def _masked_slices(job, masks, engine, band, damaged, counted):
+def _masked_slices(job, masks, engine, band, blend, damaged, counted):
     """Yields ``(z, raw)`` for every slice: intact ones copied, masked pixels interpolated."""
     depth = job.shape[0]
     mask_cache = {}
@@ -221,17 +237,22 @@ def _masked_slices(job, masks, engine, band, damaged, counted):
         original = job.source.normalise_raw(raw)[..., None]
         keys = np.where(here, below * (depth + 1) + above, -1)
         weight = _blend_weight(here, band)
-        if band:  # pixels near the mask take the pair of the nearest masked pixel
+        active = weight > 0
+        # Poisson needs the repair's gradients across the region's edge: one pixel more
+        reach = ndimage.binary_dilation(active) if blend == "poisson" else active
+        if band or blend == "poisson":  # pixels near the mask take the nearest masked pixel's pair
             nearest = ndimage.distance_transform_edt(~here, return_distances=False,
                                                      return_indices=True)
             keys = keys[nearest[0], nearest[1]]
-        active = weight > 0
         interpolated = np.zeros(job.shape[1:], np.float32)
-        for key in np.unique(keys[active]):
+        for key in np.unique(keys[reach]):
             a, b = divmod(int(key), depth + 1)
-            region = active & (keys == key)
+            region = reach & (keys == key)
             interpolated[region] = _interpolate(job, engine, grids, repaired_units, a, b, z)[region]
-        unit = original[..., 0] * (1.0 - weight) + interpolated * weight
+        if blend == "poisson":
+            unit = _poisson_blend(original[..., 0], interpolated, active)
+        else:
+            unit = original[..., 0] * (1.0 - weight) + interpolated * weight
         back = getattr(job.source, "denormalise_raw", None)
         out = np.asarray(back(unit)).astype(job.dtype, copy=False)
         out = np.where(weight > 0, out, raw)
@@ -291,3 +312,47 @@ def _blend_weight(mask, band):
     weight = np.clip(1.0 - distance / (band + 1), 0.0, 1.0).astype(np.float32)
     weight[distance > band] = 0.0
     return weight
+
+
+def _poisson_blend(original, interpolated, region):
+    """``original`` with ``region`` replaced by the image whose gradients are those of
+    ``interpolated`` and whose values meet ``original`` just outside ``region``.
+
+    The discrete Poisson equation (4-neighbour Laplacian) over the region's pixels, with the
+    intact pixels around it as boundary values, solved with SciPy's sparse LU; a region pixel on
+    the slice's edge takes no neighbour across it (zero normal derivative there). Written here
+    because OpenCV's ``seamlessClone`` takes 8-bit colour images only.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    if region.all():  # a whole damaged slice: no intact pixel to meet
+        return interpolated.astype(np.float32)
+    out = original.astype(np.float64)
+    ys, xs = np.nonzero(region)
+    index = np.full(region.shape, -1, np.int64)
+    index[ys, xs] = np.arange(ys.size)
+    guide = interpolated.astype(np.float64)
+    rows, cols, values = [], [], []
+    rhs = np.zeros(ys.size)
+    degree = np.zeros(ys.size)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < region.shape[0]) & (nx >= 0) & (nx < region.shape[1])
+        me = np.flatnonzero(inside)
+        ny, nx = ny[inside], nx[inside]
+        degree[me] += 1
+        rhs[me] += guide[ys[me], xs[me]] - guide[ny, nx]  # the guide's gradient towards it
+        neighbour = index[ny, nx]
+        unknown = neighbour >= 0
+        rows.append(me[unknown])
+        cols.append(neighbour[unknown])
+        values.append(np.full(int(unknown.sum()), -1.0))
+        rhs[me[~unknown]] += out[ny[~unknown], nx[~unknown]]  # intact boundary values
+    rows.append(np.arange(ys.size))
+    cols.append(np.arange(ys.size))
+    values.append(degree)
+    matrix = coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(ys.size, ys.size)).tocsc()
+    out[ys, xs] = spsolve(matrix, rhs)
+    return out.astype(np.float32)

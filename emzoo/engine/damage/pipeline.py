@@ -1,7 +1,8 @@
 """One request of ``emzoo repair --detect`` / ``--mask``: find, then repair the masked pixels.
 
 Example:
-    >>> done = repair_damage("stack.tif", "default", "fixed.tif", report="found.json")  # doctest: +SKIP
+    >>> done = repair_damage("stack.tif", "default", "fixed.tif",
+    ...                      report="found.json")                    # doctest: +SKIP
 """
 
 import os
@@ -9,7 +10,7 @@ import os
 import numpy as np
 
 from emzoo.engine.damage.detect import find_damage
-from emzoo.engine.damage.masked import check_band, check_mask_shape, repair_masked
+from emzoo.engine.damage.masked import check_band, check_blend, check_mask_shape, repair_masked
 from emzoo.engine.sources import check_output, open_source
 from emzoo.errors import EmzooError, describe
 
@@ -28,7 +29,7 @@ def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=Fa
         volume: a path, a NumPy array (Z, Y, X) or a Volume.
         model: as in :func:`repair_masked`.
         output: where to write the repaired volume (``None``: returned as ``array``).
-        options: keyword arguments of :func:`repair_masked` (tile, overlap, batch_size,
+        options: keyword arguments of :func:`repair_masked` (blend, tile, overlap, batch_size,
             voxel_size, progress, jit_compile, precision, allow_incomplete, chunks, cancel).
 
     Returns:
@@ -50,6 +51,7 @@ def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=Fa
         if path is not None:
             check_output(path, overwrite, volume)  # none of them may be the input
     check_band(band)
+    check_blend(options.get("blend", "feather"))
     found, combined = None, None
     if mask is not None:
         source = open_source(volume, options.get("allow_incomplete", False))
