@@ -4,7 +4,7 @@ The protocol of the Z-upscaling paper (see :mod:`emzoo.evaluate`): keep slices 0
 reconstruct every dropped slice between the first and last kept ones, and score each against the
 original with PSNR (data range of the dtype), SSIM (Gaussian 11, sigma 1.5) and IE, averaged over
 dropped slices. MODEL is a registered name, a folder written by ``emzoo train`` / ``emzoo.save``,
-or ``none`` for baselines only. For anisotropic stacks use ``--factor 2``.
+an ensemble of them joined by ``+`` (``default+dan-em``), or ``none`` for baselines only. For anisotropic stacks use ``--factor 2``.
 
 Example:
     emzoo evaluate default --data stack.tif --factor 4 --baselines linear,cubic \\
@@ -91,6 +91,7 @@ def main(argv):
 
     from emzoo import evaluate, figures, zoo
     from emzoo.data.volumes import open_volume
+    from emzoo.engine.interpolators import check_model_spec, ensemble_names, resolve_model
     from emzoo.errors import EmzooError, describe
 
     if len(argv) != 2:
@@ -103,7 +104,7 @@ def main(argv):
         raise EmzooError(describe("No volume given.", "--data PATH", data=None))
     _check_outputs({"json": _JSON.value, "figure": _FIGURE.value}, _OVERWRITE.value)
     if model_name.lower() != "none":
-        zoo.check_trained(model_name, _RANDOM_WEIGHTS.value)
+        check_model_spec(model_name, _RANDOM_WEIGHTS.value)  # an ensemble a+b: each member
     baselines = [b.strip() for b in (_BASELINES.value or "").split(",") if b.strip()]
     volume = open_volume(_DATA.value)
     if len(volume.shape) != 3:
@@ -112,7 +113,9 @@ def main(argv):
     kept, dropped = evaluate.protocol_indices(z_start, z_stop, factor)
     _check_flags(baselines, model_name.lower() != "none", volume.shape)  # before TensorFlow
     model = None
-    if model_name.lower() != "none":
+    if ensemble_names(model_name):
+        model = resolve_model(model_name)
+    elif model_name.lower() != "none":
         model = zoo.load_trained(model_name, allow_random_weights=_RANDOM_WEIGHTS.value,
                                  compile=False)
     shown = figures.figure_slice(kept, dropped, factor) if _FIGURE.value else None

@@ -209,3 +209,10 @@ def test_overwrite_replaces_json_and_figure_leaving_no_temporaries(tmp_path, sta
     assert sorted(os.listdir(tmp_path)) == ["fig.png", "out.json"]
     assert json.loads((tmp_path / "out.json").read_text())["factor"] == 2
     check_png(tmp_path / "fig.png")
+
+
+def test_an_ensemble_member_without_weights_is_refused_before_any_work(tmp_path, stack_path):
+    before = sorted(os.listdir(tmp_path))
+    done = run_emzoo(["evaluate", "default+tsain", "--data", str(stack_path), "--json", "out.json"],
+                     cwd=tmp_path)
+    assert_one_line_error(done, "tsain", tmp_path, before)
