@@ -23,13 +23,13 @@ training are kept (early stopping). They replace the base ones only if they scor
 by at least ``MIN_GAIN_DB`` (smaller gains did not carry over to the dropped slices; the report's
 ``vetoed`` says when). The error on the input's own axial triplets (slices ``z - 1, z, z + 1``,
 :func:`~emzoo.adaptation.lateral.axial_batches`) is reported, not used to decide: it approved
-weights that lowered PSNR on the dropped slices by 0.6 dB and rejected weights that raised it by
-0.3 dB (measurements in benchmarks/README.md).
+weights that lowered PSNR on the dropped slices and rejected weights that raised it
+(measurements in benchmarks/README.md).
 
 **Where self-validation cannot be trusted, nothing is adapted** (the report's ``skipped`` says
 why, and the base model is kept): an input whose z spacing is outside ``STRETCH_RANGE`` times
 its x spacing (at 2x and 8x both self-validations approved weights that lowered PSNR on the
-dropped slices, by up to 0.6 dB; at 4x adaptation helped or was neutral), and a short input whose
+dropped slices; at 4x adaptation helped or was neutral), and a short input whose
 stretched planes allow only crops smaller than ``MIN_CROP_MULTIPLES`` times the model's size
 multiple (self-validation on such crops approved weights that were worse on the real task).
 

@@ -36,19 +36,17 @@ MIN_CROP_MULTIPLES = 4
 
 # The z spacing over the x spacing (how much lateral planes are stretched along z) for which
 # adaptation runs; outside it the base model is kept. Measured on cube 2 and on cube 2 binned 2x
-# (benchmarks/README.md): at 4x, adaptation helped or was neutral in every run (+0.30, +0.10,
-# +0.02 dB on the dropped slices); at 2x and 8x it lowered PSNR in three of four runs (-0.11,
-# -0.07, -0.61 dB) although both self-validations approved the weights. The bounds lie between
-# those measured points; other spacings were not measured.
+# (benchmarks/README.md): at 4x adaptation helped or was neutral in every run; at
+# 2x and 8x it lowered PSNR on the dropped slices in most runs although both self-validations
+# approved the weights. The bounds lie between those measured points; other spacings were not
+# measured.
 STRETCH_RANGE = (3.0, 6.0)
 
 # The training loss and the matching held-out error (the score self-validation compares).
 LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error"}
 # The least gain on the lateral held-out triplets (dB: 10 log10 of the error ratio) for the adapted
-# weights to replace the base ones. Smaller gains did not carry over: with the third default on
-# cube 2 at x8, weights 0.032 and 0.036 dB better there (and better on the axial triplets too)
-# moved PSNR on the dropped slices by +0.009 and -0.042 dB; from the second default, where
-# adaptation helped (+0.19 dB), the same run gained 0.148 dB there (benchmarks/README.md).
+# weights to replace the base ones. Smaller gains did not carry over to the dropped slices (up or
+# down by a few hundredths of a dB), larger ones did (benchmarks/README.md).
 MIN_GAIN_DB = 0.05
 
 
