@@ -24,8 +24,6 @@ Environment variables, all of them (each is read where it acts):
 - ``EMZOO_MAX_OUTPUT_BYTES``: the largest volume a job writes (default 1 TiB;
   :mod:`emzoo.engine.sources`).
 - ``EMZOO_FORCE_BF16=1``: run bf16 where support cannot be told (:mod:`emzoo.engine.precision`).
-- ``EMZOO_BLOCK_LOG=FILE``: blockwise workers append each computed block's id to FILE (for tests
-  of resume; :mod:`emzoo.engine.worker`).
 - ``KERAS_BACKEND``: ``tensorflow`` (default) or ``jax``; ``TF_CONFIG``: the cluster of a
   multi-worker training run (:mod:`emzoo.training.strategies`); ``TF_CPP_MIN_LOG_LEVEL``: set to
   3 by the apps unless ``--verbose`` (:mod:`emzoo.engine.quiet`), unless already set.

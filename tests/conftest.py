@@ -1,4 +1,5 @@
-"""Test configuration: quiet TensorFlow, fixed seeds, markers, paths to the shared data."""
+"""Test configuration: quiet TensorFlow, fixed seeds, markers, paths to the shared data, and the
+``tiny-test`` architecture for the tests that name it."""
 
 import os
 import pathlib
@@ -34,6 +35,14 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not beside the checkout")
     return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_test_architecture():
+    """Registers the ``tiny-test`` architecture (tests/emzoo_test_helpers.py); its name."""
+    from emzoo_test_helpers import TinyInterpolator
+
+    return TinyInterpolator.architecture
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ SLOW_MODULES = ("emzoo.models.tsain.model", "emzoo.zoo")  # build published conf
 MODULES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODULES else name
            for name in sorted(info.name for info in pkgutil.walk_packages(emzoo.__path__, "emzoo.")
                               if not info.name.startswith(SKIPPED_PACKAGES))]
+MODULES.append("emzoo_test_helpers")  # the test suite's own helpers (tests/), examples included
 
 
 @pytest.mark.parametrize("name", MODULES)

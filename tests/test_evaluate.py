@@ -96,7 +96,7 @@ def test_crop_scores_the_central_window_and_rejects_oversize():
 
 def test_model_path_scores_every_dropped_slice_through_the_engine():
     pytest.importorskip("tensorflow")
-    from emzoo.testing import TinyInterpolator
+    from emzoo_test_helpers import TinyInterpolator
 
     model = TinyInterpolator(filters=2)
     model.build_for_weights()

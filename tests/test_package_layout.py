@@ -7,6 +7,7 @@ that imports flow one way (no circles between the modules the layout issue untan
 
 import ast
 import importlib
+import os
 import pathlib
 import pkgutil
 import subprocess
@@ -130,6 +131,23 @@ def test_library_never_imports_apps():
     offenders = {name: sorted(e for e in edges if e.startswith("emzoo.apps"))
                  for name, edges in graph.items() if not name.startswith("emzoo.apps")}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_importing_the_test_drivers_registers_nothing(tmp_path):
+    # emzoo.testing is for any architecture's tests: the suite's ``tiny-test`` architecture and
+    # its Keras registration live in tests/emzoo_test_helpers.py, which a fresh Python cannot see.
+    code = (
+        "import keras\n"
+        "from emzoo import zoo\n"
+        "def registered():\n"
+        "    return set(zoo.architectures()) | set(keras.saving.get_custom_objects())\n"
+        "before = registered()\n"
+        "import emzoo.testing\n"
+        "assert registered() == before, sorted(registered() - before)\n"
+        "assert 'tiny-test' not in before\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=str(tmp_path), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_weights_module_imports_no_registry_or_model():

@@ -9,9 +9,10 @@ own tiles, feature reuse, XLA and precision). :func:`check_model_spec` checks a 
 work (without loading it) and :func:`midpoint_engine` builds the engine a model needs.
 
 Example:
-    >>> from emzoo.testing import MeanModel
+    >>> def mean_model(inputs, training=False):         # any interpolator
+    ...     return {"image": (inputs["x0"] + inputs["x1"]) / 2}
     >>> pair = {"x0": np.zeros((1, 8, 8, 1), np.float32), "x1": np.ones((1, 8, 8, 1), np.float32)}
-    >>> ensemble = Ensemble([MeanModel(), MeanModel()], ["a", "b"])
+    >>> ensemble = Ensemble([mean_model, mean_model], ["a", "b"])
     >>> engine = midpoint_engine(ensemble, 8, 8)
     >>> float(engine.midpoints([(0, 1)], {0: pair["x0"][0], 1: pair["x1"][0]})[0].mean())
     0.5
@@ -127,9 +128,13 @@ class Ensemble:
     multiple of the members').
 
     Example:
-        >>> from emzoo.testing import MeanModel
-        >>> Ensemble([MeanModel(), MeanModel()]).size_multiple
-        8
+        >>> class Mean:                                  # needs sizes that are multiples
+        ...     def __init__(self, size_multiple):
+        ...         self.size_multiple = size_multiple
+        ...     def __call__(self, inputs, training=False):
+        ...         return {"image": (inputs["x0"] + inputs["x1"]) / 2}
+        >>> Ensemble([Mean(4), Mean(6)]).size_multiple
+        12
     """
 
     architecture = "ensemble"

@@ -27,8 +27,6 @@ from emzoo.engine.memory import release_freed_memory
 from emzoo.engine.plan import JobPlan
 from emzoo.engine.records import BlockRecords
 
-BLOCK_LOG = "EMZOO_BLOCK_LOG"  # the environment variable naming a file that logs computed blocks
-
 _WORKER = {}  # this worker process's models, engines and the current job's volumes
 _WORKER_LOCK = threading.Lock()
 
@@ -51,10 +49,6 @@ def run_block(task, block):
     raw = compute_block(block, state["recipe"], engine.tiler, engine, state["source"])
     state["regions"].write(block.z0, block.y0, block.x0, raw)
     BlockRecords(state["store"]).record(block.id)  # only now: every chunk of the block is written
-    log = os.environ.get(BLOCK_LOG)
-    if log:
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"{block.id}\n")
     del raw
     release_freed_memory()
     return block.id

@@ -3,7 +3,7 @@ size."""
 
 import pytest
 
-from emzoo.testing import save_tiny_film, smooth_volume
+from emzoo_test_helpers import save_tiny_film, smooth_volume
 
 
 @pytest.fixture(scope="session")

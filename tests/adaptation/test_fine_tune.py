@@ -14,7 +14,8 @@ import tifffile
 
 import emzoo
 from emzoo.errors import EmzooError, VolumeError
-from emzoo.testing import TINY_FILM, TerminalStream, smooth_volume
+from emzoo.testing import TINY_FILM
+from emzoo_test_helpers import TerminalStream, smooth_volume
 
 pytestmark = pytest.mark.tf_only
 

@@ -16,7 +16,7 @@ import pytest
 import emzoo
 from emzoo.adaptation import CHECKPOINT_FILE, run_state
 from emzoo.errors import EmzooError
-from emzoo.testing import save_tiny_film, smooth_volume
+from emzoo_test_helpers import save_tiny_film, smooth_volume
 
 pytestmark = pytest.mark.tf_only
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from emzoo.data.volumes import write_volume
-from emzoo.testing import save_tiny_film
+from emzoo_test_helpers import save_tiny_film
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from app_runner import assert_one_line_error, error_lines, run_emzoo
-from emzoo.testing import smooth_volume
+from emzoo_test_helpers import smooth_volume
 
 pytestmark = pytest.mark.tf_only
 

@@ -15,7 +15,8 @@ import pytest
 
 from app_runner import assert_one_line_error, run_emzoo
 from emzoo.data.volumes import write_volume
-from emzoo.testing import TINY_FILM, set_flags
+from emzoo.testing import TINY_FILM
+from emzoo_test_helpers import set_flags
 
 TINY_FILM_FLAGS = set_flags(TINY_FILM)
 # Gaps 1 and 2: the validation fifth of 20 slices (4 slices) holds gap-1 triplets only.

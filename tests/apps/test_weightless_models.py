@@ -13,7 +13,7 @@ import pytest
 
 from app_runner import assert_one_line_error, run_emzoo
 from emzoo.data.volumes import open_volume, write_volume
-from emzoo.testing import save_tiny_film
+from emzoo_test_helpers import save_tiny_film
 
 # Building or loading any model fails loudly (a traceback), so a refusal must come first.
 NO_BUILD = """

@@ -11,7 +11,7 @@ from emzoo.data.volumes import ArrayVolume
 from emzoo.engine import MidpointEngine, Tiler, repair_volume, upscale_volume
 from emzoo.engine.blocks import (BlockPlan, BlockWork, Copy, Interpolate, RepairRecipe, UpscaleRecipe,
                                  compute_block, input_slices)
-from emzoo.testing import TinyConvModel, random_volume
+from emzoo_test_helpers import TinyConvModel, random_volume
 
 
 # ------------------------------------------------------------------------------------- the plan

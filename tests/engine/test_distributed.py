@@ -20,9 +20,8 @@ from emzoo.data.volumes import open_regions, open_volume, read_volume, write_vol
 from emzoo.engine import cluster as dask_cluster  # noqa: E402
 from emzoo.engine import repair_volume, upscale_volume  # noqa: E402
 from emzoo.engine.records import SIDE_FOLDER, BlockRecords  # noqa: E402
-from emzoo.engine.worker import BLOCK_LOG  # noqa: E402
 from emzoo.errors import EmzooError, VolumeError  # noqa: E402
-from emzoo.testing import MeanModel, random_volume, save_tiny_film  # noqa: E402
+from emzoo_test_helpers import MeanModel, random_volume, save_tiny_film  # noqa: E402
 
 TILES = dict(tile=32, overlap=8, jit_compile=False, precision="float32")
 BLOCKS = dict(chunks=(4, 32, 32), block_size=32, progress=False)
@@ -145,16 +144,12 @@ def test_resume_computes_only_the_blocks_not_recorded(cluster, data, tmp_path):
         regions.write(z, 32, 64, np.zeros((min(4, 17 - z), 32, 32), np.uint8))
     with pytest.raises(VolumeError, match="allow-incomplete"):
         open_volume(path)
-    log = tmp_path / "computed.txt"
-    name = BLOCK_LOG
-    client.run(lambda: os.environ.update({name: str(log)}))  # the workers log the blocks they compute
-    try:
+    with distributed.get_task_stream(client) as stream:  # the scheduler's record of the tasks run
         result = upscale_volume(data["input"], data["model"], factor=2, output=path, scheduler=address,
                                 resume=True, **TILES, **BLOCKS)
-    finally:
-        client.run(lambda: os.environ.pop(name, None))
     assert (result["computed"], result["skipped"]) == (result["blocks"] - 7, 7)
-    computed = {int(line) for line in log.read_text().split()}
+    computed = {int(str(task["key"]).rsplit("-", 1)[1]) for task in stream.data
+                if str(task["key"]).startswith("emzoo-block-")}  # keys end in the block's id
     assert computed == set(range(7, result["blocks"]))
     assert np.abs(read_volume(path)[0].astype(int) - _single(data)).max() <= 1
     again = upscale_volume(data["input"], data["model"], factor=2, output=path, scheduler=address,

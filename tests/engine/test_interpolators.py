@@ -8,7 +8,7 @@ from emzoo.engine.interpolators import (Ensemble, EnsembleEngine, check_model_sp
                                         ensemble_names, midpoint_engine)
 from emzoo.engine.midpoint import MidpointEngine
 from emzoo.errors import EmzooError, RandomWeightsError, UnknownModelError
-from emzoo.testing import MeanModel, TinyConvModel, TinyFeatureModel, random_volume
+from emzoo_test_helpers import MeanModel, TinyConvModel, TinyFeatureModel, random_volume
 
 
 # ------------------------------------------------------------------------------------- specs

@@ -6,7 +6,7 @@ import pytest
 
 from emzoo.engine import MidpointEngine, upscale_volume
 from emzoo.errors import EmzooError, UnknownModelError
-from emzoo.testing import MeanModel, TinyConvModel, TinyFeatureModel, random_volume
+from emzoo_test_helpers import MeanModel, TinyConvModel, TinyFeatureModel, random_volume
 
 
 # ------------------------------------------------------------------------------------ channels

@@ -16,7 +16,7 @@ from emzoo.engine import (Blockwise, EngineOptions, JobPlan, plan_repair, plan_u
                           repair_volume, run, upscale_volume)
 from emzoo.engine.plan import DEFAULT_TILE, WHOLE_SLICE_MAX
 from emzoo.errors import EmzooError, JobCancelled
-from emzoo.testing import MeanModel, random_volume
+from emzoo_test_helpers import MeanModel, random_volume
 
 
 class CountingVolume(ArrayVolume):
@@ -140,7 +140,7 @@ def test_nothing_is_set_on_the_users_model_and_its_caches_go_with_it():
     import gc
     import weakref
 
-    from emzoo.testing import TinyConvModel
+    from emzoo_test_helpers import TinyConvModel
 
     model = TinyConvModel()
     before = set(vars(model))

@@ -15,7 +15,8 @@ from emzoo.engine import precision as precision_lib
 from emzoo.engine.policy import resolve_jit_compile
 from emzoo.errors import EmzooError
 from emzoo.models.film import FILM
-from emzoo.testing import TINY_FILM, MeanModel, random_volume
+from emzoo.testing import TINY_FILM
+from emzoo_test_helpers import MeanModel, random_volume
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import io
 
 from emzoo.engine import Progress
-from emzoo.testing import TerminalStream
+from emzoo_test_helpers import TerminalStream
 
 
 def test_terminal_bar_shows_done_rate_and_eta():

@@ -6,7 +6,7 @@ import pytest
 from emzoo.data.volumes import open_volume
 from emzoo.engine import parse_slices, repair_volume
 from emzoo.errors import EmzooError
-from emzoo.testing import MeanModel, random_volume
+from emzoo_test_helpers import MeanModel, random_volume
 
 
 def test_parse_slices():

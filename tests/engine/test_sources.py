@@ -6,7 +6,7 @@ import pytest
 from emzoo.engine import parse_voxel_size, upscale_volume
 from emzoo.engine.sources import check_output, source_voxel_size
 from emzoo.errors import EmzooError, VolumeError
-from emzoo.testing import MeanModel, random_volume
+from emzoo_test_helpers import MeanModel, random_volume
 
 
 def test_parse_voxel_size():

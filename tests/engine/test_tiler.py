@@ -3,7 +3,7 @@
 import numpy as np
 
 from emzoo.engine import Tiler, upscale_volume
-from emzoo.testing import TinyConvModel, random_volume
+from emzoo_test_helpers import TinyConvModel, random_volume
 
 
 def test_tiler_split_merge_round_trip_and_padding():

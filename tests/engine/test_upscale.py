@@ -1,8 +1,8 @@
 """Tests of emzoo.engine.upscale: recursion, resampling, dtypes, files and streaming.
 
-Most tests use :class:`emzoo.testing.MeanModel`, whose midpoint is (x0 + x1) / 2, so recursive
-midpoints are exactly linear interpolation along z and every expected output can be computed with
-:func:`emzoo.testing.linear_along_z`.
+Most tests use :class:`emzoo_test_helpers.MeanModel`, whose midpoint is (x0 + x1) / 2, so
+recursive midpoints are exactly linear interpolation along z and every expected output can be
+computed with :func:`emzoo_test_helpers.linear_along_z`.
 """
 
 import errno
@@ -14,7 +14,7 @@ import pytest
 from emzoo.data.volumes import ArrayVolume, VolumeWriter, open_volume, write_volume
 from emzoo.engine import upscale_volume
 from emzoo.errors import EmzooError, VolumeError
-from emzoo.testing import MeanModel, TinyConvModel, linear_along_z, random_volume
+from emzoo_test_helpers import MeanModel, TinyConvModel, linear_along_z, random_volume
 
 
 # ------------------------------------------------------------------------------------ factors

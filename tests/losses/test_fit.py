@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from emzoo.testing import AverageNet, paper_loss
+from emzoo.testing import paper_loss
+from emzoo_test_helpers import AverageNet
 
 pytestmark = pytest.mark.tf_only
 
@@ -91,7 +92,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from emzoo.testing import AverageNet, paper_loss, random_inputs
+from emzoo.testing import paper_loss, random_inputs
+from emzoo_test_helpers import AverageNet
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 out = {}
 for arch in ("ssan", "tsain"):

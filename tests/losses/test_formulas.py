@@ -10,7 +10,8 @@ from keras import ops
 
 from emzoo.errors import EmzooError
 from emzoo.losses import CharbonnierLoss, L1Loss, L2Loss, PiecewiseConstant
-from emzoo.testing import AverageNet, paper_loss
+from emzoo.testing import paper_loss
+from emzoo_test_helpers import AverageNet
 from emzoo.losses.perceptual import feature_reconstruction_distance, film_perceptual_distance
 from emzoo.losses.gram import gram_matrix
 from emzoo.losses.style import style_balance_distance, style_distance

@@ -15,7 +15,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from emzoo.testing import save_tiny_film
+    from emzoo_test_helpers import save_tiny_film
 
     return save_tiny_film(tmp_path_factory.mktemp("models"))
 

@@ -7,6 +7,6 @@ import pytest
 def volume(tmp_path_factory):
     """A 20 x 48 x 48 uint8 stack whose pattern moves with z (:func:`make_training_volume`)."""
     pytest.importorskip("tensorflow")
-    from emzoo.testing import make_training_volume
+    from emzoo_test_helpers import make_training_volume
 
     return make_training_volume(tmp_path_factory.mktemp("data") / "stack.tif")

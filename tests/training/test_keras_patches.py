@@ -107,7 +107,8 @@ def test_patch_applies_only_to_multi_worker_means(restore_keras):
 
 
 def test_build_without_distributed_reduce_builds_and_turns_keras_build_off():
-    from emzoo.testing import TinyInterpolator, random_inputs
+    from emzoo.testing import random_inputs
+    from emzoo_test_helpers import TinyInterpolator
 
     net = TinyInterpolator(filters=2)
     net.compile(optimizer="adam", loss="mean_absolute_error", jit_compile=False)

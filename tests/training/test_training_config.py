@@ -6,10 +6,11 @@ import pathlib
 
 import pytest
 
-import emzoo.testing  # noqa: F401  (registers the ``tiny-test`` architecture)
 from emzoo import training
 from emzoo.errors import EmzooError
 from emzoo.training.config import RESUME_FIXED, TrainConfig, check_loss
+
+pytestmark = pytest.mark.usefixtures("tiny_test_architecture")  # the tests train "tiny-test"
 
 
 def test_parse_overrides_types_values():

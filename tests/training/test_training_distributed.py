@@ -21,8 +21,8 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from emzoo import training  # noqa: E402
-from emzoo.testing import TINY_TRAINING_RUN  # noqa: E402
-from emzoo.testing import start_train_subprocess, train_in_subprocess, trained_weights  # noqa: E402
+from emzoo_test_helpers import (TINY_TRAINING_RUN, start_train_subprocess,  # noqa: E402
+                                subprocess_env, train_in_subprocess, trained_weights)
 
 DISTRIBUTED_RUN = dict(TINY_TRAINING_RUN, optimizer="sgd", learning_rate=1e-2, steps=3,
                        checkpoint_every=3)
@@ -97,7 +97,8 @@ def test_multi_worker_with_two_local_workers_matches_one_device(volume, single_d
 _VALIDATION_SIZES_SCRIPT = r"""
 import json, sys
 import numpy as np
-from emzoo import testing, training
+import emzoo_test_helpers as helpers
+from emzoo import training
 from emzoo.data.triplets import validation_triplets
 import emzoo
 
@@ -107,7 +108,7 @@ for n in sizes:
     # 20 slices, gap 1: a validation range of n + 2 slices holds n triplets.
     fraction = (n + 2) / 20
     out = f"{folder}/run-{n}"
-    kwargs = dict(testing.TINY_TRAINING_RUN, data=[volume], output=out, steps=1, checkpoint_every=1,
+    kwargs = dict(helpers.TINY_TRAINING_RUN, data=[volume], output=out, steps=1, checkpoint_every=1,
                   batch_size=2, gaps=(1,), val_batches=5, val_fraction=fraction, crop=16,
                   strategy="mirrored", logical_cpus=2)
     summary = training.train(**kwargs)
@@ -127,14 +128,13 @@ def test_mirrored_validation_of_every_size_ends_without_error(volume, tmp_path):
     """Validation sets of 1 to 10 triplets (up to 5 batches of 2) against 2 replicas: a last batch
     smaller than (or not a multiple of) the replica count used to crash Keras' cross-replica sum
     at the very end of the run ("Inputs to operation AddN ... must have the same size")."""
-    import os
     import subprocess
     import sys
 
     sizes = list(range(1, 11))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", _VALIDATION_SIZES_SCRIPT, volume, str(tmp_path),
-                           json.dumps(sizes)], capture_output=True, text=True, timeout=900, env=env)
+                           json.dumps(sizes)], capture_output=True, text=True, timeout=900,
+                          env=subprocess_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     results = json.loads(done.stdout.split("RESULTS ", 1)[1])

@@ -1,9 +1,9 @@
 """Tests of emzoo.training.fit: a full tiny run, exact resume after SIGKILL, bad settings, and the
 paper loss that ``--loss paper`` compiles.
 
-The runs use :class:`emzoo.testing.TinyInterpolator` (two 3x3 convs on top of the frame average,
-registered as ``tiny-test``) on a synthetic 20 x 48 x 48 stack (the ``volume`` fixture), so each
-run takes seconds; the FILM path is exercised by tests/apps/test_train_app.py.
+The runs use :class:`emzoo_test_helpers.TinyInterpolator` (two 3x3 convs on top of the frame
+average, registered as ``tiny-test``) on a synthetic 20 x 48 x 48 stack (the ``volume`` fixture),
+so each run takes seconds; the FILM path is exercised by tests/apps/test_train_app.py.
 """
 
 import json
@@ -18,8 +18,9 @@ import keras  # noqa: E402
 
 from emzoo import training  # noqa: E402
 from emzoo.errors import EmzooError  # noqa: E402
-from emzoo.testing import TINY_TRAINING_RUN as TINY_RUN  # noqa: E402
-from emzoo.testing import TINY_FILM, train_in_subprocess, trained_weights  # noqa: E402
+from emzoo.testing import TINY_FILM  # noqa: E402
+from emzoo_test_helpers import TINY_TRAINING_RUN as TINY_RUN  # noqa: E402
+from emzoo_test_helpers import train_in_subprocess, trained_weights  # noqa: E402
 
 
 

@@ -136,7 +136,7 @@ def test_bad_outputs_say_so(tmp_path):
 
 def test_upscale_engine_reads_zarr_and_writes_ome_zarr(tmp_path):
     from emzoo.engine import upscale_volume
-    from emzoo.testing import MeanModel, linear_along_z, random_volume
+    from emzoo_test_helpers import MeanModel, linear_along_z, random_volume
 
     volume = random_volume((3, 16, 16), np.uint8)
     V.write_volume(f"{tmp_path}/in.zarr:/raw", volume, voxel_size=(40, 4, 4))
