@@ -19,6 +19,7 @@ Example:
     [(12, 'blank'), (40, 'dark')]
 """
 
+import contextlib
 import json
 import math
 import os
@@ -428,7 +429,7 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
         writer = create_volume(os.fspath(mask_output), shape, np.uint8,
                                getattr(source, "voxel_size", None), overwrite=overwrite)
     mask = np.zeros(shape, np.uint8) if (keep_mask or writer is None) else None
-    try:
+    with writer if writer is not None else contextlib.nullcontext():  # aborted on errors
         for z in range(shape[0]):
             tick()
             plane = np.zeros(shape[1:], np.uint8)
@@ -457,12 +458,6 @@ def find_damage(volume, sensitivity=1.0, min_fraction=0.01, margin=1, mask_outpu
                 mask[z] = plane
             if writer is not None:
                 writer.write(z, plane)
-        if writer is not None:
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
     return DamageReport(findings, shape, mask,
                         None if mask_output is None else os.fspath(mask_output), thresholds)
 

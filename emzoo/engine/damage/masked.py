@@ -10,6 +10,7 @@ Example:
     >>> fixed = repair_masked("stack.tif", "mask.tif", "default")["array"]  # doctest: +SKIP
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -129,7 +130,7 @@ def _write(job, slices, chunks, progress, cancel):
         options = {} if chunks is None else {"chunks": chunks}
         writer = create_volume(job.output, job.shape, job.dtype, job.voxel_size,
                                overwrite=job.overwrite, **options)
-    try:
+    with writer if writer is not None else contextlib.nullcontext():  # aborted on errors
         for done, (z, raw) in enumerate(slices, 1):
             if cancel is not None and cancel.is_set():
                 raise JobCancelled(None)
@@ -140,12 +141,6 @@ def _write(job, slices, chunks, progress, cancel):
             bar.update()
             if callable(progress):
                 progress(done, job.shape[0])
-        if writer is not None:
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
     bar.close()
     return (array if writer is None else None), bar.seconds
 
