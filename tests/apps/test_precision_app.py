@@ -76,6 +76,7 @@ def test_bf16_refused_where_unsupported(tmp_path, tiny_model, stack, command):
     assert "none of the bf16 instructions" in done.stderr
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_float32_where_unsupported(tmp_path, tiny_model, stack, monkeypatch):
     path, array = stack
     out = tmp_path / "auto.tif"

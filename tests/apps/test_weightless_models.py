@@ -69,6 +69,7 @@ def weightless_folder(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_saved_folder_without_weights_is_refused_then_allowed(tmp_path, stack, weightless_folder):
     before = sorted(os.listdir(tmp_path))
     out = tmp_path / "out.tif"

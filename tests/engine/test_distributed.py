@@ -51,8 +51,10 @@ def _single(data, factor=2):
     return upscale_volume(data["array"], data["model"], factor=factor, progress=False, **TILES)["array"]
 
 
-@pytest.mark.parametrize("factor, output", [(2, "out.ome.zarr"),
-                                            pytest.param(2.5, "out.n5", marks=pytest.mark.slow)])
+# slow: the fast run compares blockwise with single-process output in the resume and
+# in-memory-model tests below
+@pytest.mark.slow
+@pytest.mark.parametrize("factor, output", [(2, "out.ome.zarr"), (2.5, "out.n5")])
 def test_blockwise_equals_the_single_process_engine(cluster, data, tmp_path, factor, output):
     address, _ = cluster
     path = str(tmp_path / output)

@@ -70,6 +70,7 @@ def test_ensemble_engine_tiles_alike_and_reuses_each_member_s_features():
     np.testing.assert_allclose(tiled[1], (alone[1] + mean) / 2, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_named_ensemble_runs_from_a_spec_string():
     volume = (random_volume((3, 32, 32), seed=2) * 255).astype(np.uint8)
     result = upscale_volume(volume, "flow+default", factor=2, progress=False)

@@ -154,9 +154,10 @@ def test_float32_runs_the_model_itself_and_a_bf16_model_is_run_as_float32(bf16_h
 
 @pytest.mark.parametrize("architecture, config", [
     ("film", TINY_FILM),
-    ("tsain", dict(filters=8, extraction_blocks=1, reconstruction_blocks=1, deformable_groups=2,
-                   spatial_adaptive_blocks=1, rsab_deformable_groups=1, refinement_blocks=1,
-                   pyramid_levels=2, channels=1, remat=False)),
+    pytest.param("tsain", dict(filters=8, extraction_blocks=1, reconstruction_blocks=1,
+                               deformable_groups=2, spatial_adaptive_blocks=1,
+                               rsab_deformable_groups=1, refinement_blocks=1, pyramid_levels=2,
+                               channels=1, remat=False), marks=pytest.mark.slow),  # 11 s
     ("ssan", dict(rdn_blocks=2, rdn_layers=2, rdn_growth=4, features=8, outer_partition=2,
                   inner_partition=2, attention_reduction=4, hybrid_width=8, hybrid_blocks=1)),
     ("dan", dict(rdn_blocks=2, rdn_layers=2, rdn_growth=4, features=8, outer_partition=2,

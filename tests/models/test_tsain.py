@@ -165,6 +165,7 @@ def test_weights_round_trip(small_model, tmp_path):
     testing.check_weights_round_trip(small_model, inputs, tmp_path)
 
 
+@pytest.mark.slow
 def test_few_training_steps_reduce_mae():
     model = TSAIN(**SMALL).build_for_weights()
     before = [np.array(w) for w in model.get_weights()]
