@@ -114,12 +114,12 @@ print(json.dumps(out))
 def test_losses_are_scaled_once_under_mirrored_strategy():
     """Two replicas report the single-device loss: frame-aware (SSAN) and plain (TSAIN) paths."""
     import json
-    import os
     import subprocess
     import sys
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], env=env,
+    from emzoo_test_helpers import subprocess_env  # the child imports the helpers too
+
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], env=subprocess_env(),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     values = json.loads(result.stdout.strip().splitlines()[-1])
