@@ -16,8 +16,8 @@ from emzoo.errors import EmzooError, describe
 
 
 def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=False,
-                  save_mask=None, report=None, sensitivity=1.0, band=4, overwrite=False,
-                  **options):
+                  save_mask=None, report=None, sensitivity=1.0, band=4, blend="feather",
+                  overwrite=False, **options):
     """Finds damage and/or takes a mask, then repairs the masked pixels: one call per request.
 
     ``detect`` runs :func:`find_damage` (its mask written to ``save_mask`` and its report to
@@ -29,7 +29,8 @@ def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=Fa
         volume: a path, a NumPy array (Z, Y, X) or a Volume.
         model: as in :func:`repair_masked`.
         output: where to write the repaired volume (``None``: returned as ``array``).
-        options: keyword arguments of :func:`repair_masked` (blend, tile, overlap, batch_size,
+        band, blend: as in :func:`repair_masked`.
+        options: keyword arguments of :func:`repair_masked` (tile, overlap, batch_size,
             voxel_size, progress, jit_compile, precision, allow_incomplete, chunks, cancel).
 
     Returns:
@@ -51,7 +52,7 @@ def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=Fa
         if path is not None:
             check_output(path, overwrite, volume)  # none of them may be the input
     check_band(band)
-    check_blend(options.get("blend", "feather"))
+    check_blend(blend)
     found, combined = None, None
     if mask is not None:
         source = open_source(volume, options.get("allow_incomplete", False))
@@ -68,7 +69,7 @@ def repair_damage(volume, model, output=None, detect=True, mask=None, dry_run=Fa
               "mask_path": None if save_mask is None else os.fspath(save_mask)}
     if not dry_run:
         result["repair"] = repair_masked(volume, combined, model, output=output, band=band,
-                                         overwrite=overwrite, **options)
+                                         blend=blend, overwrite=overwrite, **options)
     return result
 
 
