@@ -64,15 +64,12 @@ def main(argv):
 
     factor = None if _FACTOR.value is None else parse_factor(_FACTOR.value)
     voxel = parse_voxel_size(_VOXEL.value) if _VOXEL.value else None
-    try:
-        report = adaptation.adapt(
-            argv[1], _DATA.value, factor=factor, isotropic=_ISOTROPIC.value,
-            minutes=_MINUTES.value, steps=_STEPS.value, output=_OUTPUT.value, voxel_size=voxel,
-            overwrite=_OVERWRITE.value, resume=_RESUME.value,
-            checkpoint_every=_CHECKPOINT_EVERY.value, precision=_PRECISION.value,
-            progress=not _QUIET.value)
-    except KeyboardInterrupt as stop:
-        raise SystemExit(_stopped(stop, _OUTPUT.value)) from None
+    report = adaptation.adapt(
+        argv[1], _DATA.value, factor=factor, isotropic=_ISOTROPIC.value,
+        minutes=_MINUTES.value, steps=_STEPS.value, output=_OUTPUT.value, voxel_size=voxel,
+        overwrite=_OVERWRITE.value, resume=_RESUME.value,
+        checkpoint_every=_CHECKPOINT_EVERY.value, precision=_PRECISION.value,
+        progress=not _QUIET.value)   # Ctrl-C / SIGTERM: common.run_app says what is kept
     scores = ("" if report["validation_before"] is None else
               f", held-out error {report['validation_before']:.4f} -> "
               f"{report['validation_after']:.4f}")
@@ -91,24 +88,3 @@ def main(argv):
     print(f"Wrote {report['output']}: {report['steps']} steps in {report['seconds']:.0f} s"
           f"{resumed}{scores} ({verdict})")
 
-
-def _stopped(stop, output):
-    """One line on stderr for Ctrl-C / SIGTERM; the exit status shells give them (130 / 143)."""
-    import sys
-
-    from emzoo.adaptation import run_state
-    from emzoo.apps.common import TERMINATED_EXIT, Terminated
-
-    how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-    state = run_state(output)
-    if state is None:
-        told = "nothing was written"
-    elif state[0] == "complete":
-        told = f"{output} was already complete"
-    elif state[1]:
-        told = (f"checkpoint at step {state[1]} in {output}; the same command with --resume "
-                f"continues it")
-    else:
-        told = f"no checkpoint yet in {output}; the same command with --resume starts it again"
-    print(f"emzoo: {how}; {told}.", file=sys.stderr)
-    return TERMINATED_EXIT if isinstance(stop, Terminated) else 130

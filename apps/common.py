@@ -79,7 +79,7 @@ def run_app(main, argv, module=None):
     """
     import signal
 
-    from emzoo.errors import EmzooError, one_line
+    from emzoo.errors import EmzooError
 
     if module is not None and any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:]):
         print(app_help(module))
@@ -164,9 +164,11 @@ def interrupted_message(stop, terminated):
 
     if isinstance(stop, JobInterrupted):
         return f"the incomplete output {stop.path} is kept; continue it with --resume."
-    if isinstance(stop, AdaptationInterrupted) and stop.step:
-        return (f"the adaptation's checkpoint at step {stop.step} in {stop.folder} is kept, and "
-                "the same command continues it.")
+    if isinstance(stop, AdaptationInterrupted):
+        again = "the same command" + (" with --resume" if stop.resume_needed else "")
+        if stop.step:
+            return f"checkpoint at step {stop.step} in {stop.folder} kept; {again} continues it."
+        return f"no checkpoint yet in {stop.folder}; {again} starts it again."
     return "unfinished output was removed." if terminated else "no output was written."
 
 

@@ -72,12 +72,15 @@ class JobInterrupted(KeyboardInterrupt):
 
 class AdaptationInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) while adapting a model in the run folder ``folder``: its checkpoint
-    at ``step`` is kept, and the same call with ``resume=True`` continues it. Raised from the
-    original interrupt (``__cause__``)."""
+    at ``step`` is kept (0: none yet, the run starts again), and the same call continues it, with
+    ``resume=True`` where ``resume_needed``. Raised from the original interrupt (``__cause__``)."""
 
-    def __init__(self, folder, step):
-        self.folder, self.step = str(folder), int(step)
-        super().__init__(f"interrupted; the adaptation's checkpoint at step {step} in {folder} is kept")
+    def __init__(self, folder, step, resume_needed=True):
+        self.folder, self.step, self.resume_needed = str(folder), int(step), bool(resume_needed)
+        call = "the same call" + (" with resume=True" if resume_needed else "")
+        kept = (f"the adaptation's checkpoint at step {step} in {folder} is kept; {call} "
+                "continues it" if step else f"no checkpoint yet in {folder}; {call} starts it again")
+        super().__init__(f"interrupted; {kept}")
 
 
 class RandomWeightsError(WeightsError):

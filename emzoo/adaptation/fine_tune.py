@@ -8,6 +8,8 @@ Example:
     >>> report["improved"], report["vetoed"], report["validation_after"]     # doctest: +SKIP
 """
 
+import functools
+import inspect
 import json
 import os
 import pathlib
@@ -58,6 +60,28 @@ def held_out_error(model, batches, loss):
     return float(np.mean(errors))
 
 
+def _saying_what_is_kept(adapt_function):
+    """``adapt_function`` with Ctrl-C / SIGTERM raised as :class:`AdaptationInterrupted` when its
+    ``output`` folder holds an unfinished run (which the same call with ``resume=True``
+    continues); any other interrupt is raised as it came."""
+    signature = inspect.signature(adapt_function)
+
+    @functools.wraps(adapt_function)
+    def run(*args, **kwargs):
+        try:
+            return adapt_function(*args, **kwargs)
+        except AdaptationInterrupted:
+            raise
+        except KeyboardInterrupt as stop:
+            output = signature.bind(*args, **kwargs).arguments.get("output")
+            state = None if output is None else run_state(output)
+            if state is not None and state[0] != "complete":
+                raise AdaptationInterrupted(output, state[1] or 0) from stop
+            raise
+    return run
+
+
+@_saying_what_is_kept
 def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None, output=None,
           voxel_size=None, batch_size=8, crop=128, learning_rate=5e-5, validation_fraction=0.2,
           validation_batches=4, evaluate_every=25, seed=0, overwrite=False, resume=False,
@@ -104,6 +128,10 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         without a voxel size; else None) and ``axial_before`` / ``axial_after`` (the error on the
         input's own axial triplets, reported only; None for an input of fewer than 3 slices or
         not adapted).
+
+    Raises:
+        AdaptationInterrupted: Ctrl-C or SIGTERM while ``output`` holds the unfinished run (its
+            last checkpoint is kept; ``resume=True`` continues it).
     """
     from emzoo.data.volumes import ArrayVolume, check_voxel_size, open_volume
     from emzoo.engine.positions import check_factor
@@ -346,11 +374,8 @@ def adapt_beside_output(model, volume, output, overwrite=False, **settings):
             if os.path.exists(split_container_path(os.fspath(output))[0]):
                 raise
             return adapt(model, volume, output=folder, overwrite=True, **settings)
-    except KeyboardInterrupt as stop:  # Ctrl-C / SIGTERM while adapting: say what is kept
-        state = run_state(folder)
-        if state is not None and state[0] != "complete":
-            raise AdaptationInterrupted(folder, state[1] or 0) from stop
-        raise
+    except AdaptationInterrupted as stop:  # run again, this call continues it by itself
+        raise AdaptationInterrupted(stop.folder, stop.step, resume_needed=False) from stop.__cause__
 
 
 def describe_report(report):

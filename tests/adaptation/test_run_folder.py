@@ -15,7 +15,7 @@ import pytest
 
 import emzoo
 from emzoo.adaptation import CHECKPOINT_FILE, run_state
-from emzoo.errors import EmzooError
+from emzoo.errors import AdaptationInterrupted, EmzooError
 from emzoo_test_helpers import save_tiny_film, smooth_volume
 
 pytestmark = pytest.mark.tf_only
@@ -109,9 +109,11 @@ def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(ba
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_the_finished_step_and_resume_continues(base, stack, tmp_path):
     run_dir = tmp_path / "adapted"
-    with _signal_after_step(3, signal.SIGINT), pytest.raises(KeyboardInterrupt):
+    with _signal_after_step(3, signal.SIGINT), pytest.raises(AdaptationInterrupted) as stopped:
         emzoo.adapt(base, stack, steps=6, output=run_dir, **dict(RUN, checkpoint_every=100))
     assert run_state(run_dir) == ("interrupted", 3)      # saved at the step Ctrl-C came in
+    assert (stopped.value.folder, stopped.value.step) == (str(run_dir), 3)
+    assert stopped.value.resume_needed and type(stopped.value.__cause__) is KeyboardInterrupt
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     resumed = emzoo.adapt(base, stack, steps=6, output=run_dir, resume=True, **RUN)
     uninterrupted = emzoo.adapt(base, stack, steps=6, **RUN)

@@ -126,6 +126,11 @@ def test_the_apps_word_the_library_errors_as_their_flags():
     assert "--allow-random-weights" in cli_message(untrained)
     assert "--" not in str(untrained)
     assert "continue it with --resume" in interrupted_message(JobInterrupted("out.zarr"), False)
-    assert "at step 7 in run.adapted" in interrupted_message(AdaptationInterrupted("run.adapted", 7),
-                                                             True)
+    adapting = AdaptationInterrupted("run.adapted", 7)
+    assert "resume=True" in str(adapting) and "--" not in str(adapting)
+    assert interrupted_message(adapting, True) == ("checkpoint at step 7 in run.adapted kept; the "
+                                                   "same command with --resume continues it.")
+    beside = AdaptationInterrupted("out.tif.adapted", 0, resume_needed=False)
+    assert interrupted_message(beside, False) == ("no checkpoint yet in out.tif.adapted; the same "
+                                                  "command starts it again.")
     assert interrupted_message(KeyboardInterrupt(), False) == "no output was written."
