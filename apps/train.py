@@ -45,9 +45,13 @@ _LOSS = flags.DEFINE_string("loss", "auto", "auto (the loss the model's entry re
 _VAL = flags.DEFINE_float("val-fraction", None, "Validation fraction of each volume's z-range.")
 _SCHEDULE = flags.DEFINE_float("schedule-scale", 1.0, "Multiplies the paper loss's schedule boundaries.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data stream and initial weights.")
+_JIT = flags.DEFINE_enum("jit-compile", "auto", ["auto", "true", "false"],
+                         "XLA for the training step: auto (Keras: on with a GPU, off on a CPU), "
+                         "true or false. On a CPU, XLA pays for models with a deformable "
+                         "convolution (TSAIN, DAN); see benchmarks/README.md.")
 _CPUS = flags.DEFINE_integer("cpu-devices", None, "Split the CPU into N logical devices (mirrored tests).")
 for _name in ("batch-size", "mixed-precision", "learning-rate", "checkpoint-every", "val-fraction",
-              "schedule-scale", "cpu-devices", "from-scratch"):
+              "schedule-scale", "cpu-devices", "from-scratch", "jit-compile"):
     flags.DEFINE_alias(_name.replace("-", "_"), _name)
 
 
@@ -97,4 +101,6 @@ def _train(model, weights):
                    overrides=_SET.value, resume=_RESUME.value, mixed_precision=_MIXED.value,
                    learning_rate=_LR.value, checkpoint_every=_EVERY.value, loss=_LOSS.value,
                    val_fraction=_VAL.value, schedule_scale=_SCHEDULE.value, seed=_SEED.value,
-                   logical_cpus=_CPUS.value, command=["emzoo"] + list(sys.argv[1:]))
+                   logical_cpus=_CPUS.value,
+                   jit_compile={"true": True, "false": False}.get(_JIT.value, "auto"),
+                   command=["emzoo"] + list(sys.argv[1:]))

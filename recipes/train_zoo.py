@@ -56,7 +56,8 @@ ENTRIES = {
         "set": {"filters": 32, "extraction_blocks": 2, "reconstruction_blocks": 4,
                 "deformable_groups": 4, "spatial_adaptive_blocks": 1, "refinement_blocks": 1,
                 "residual": "true"},
-        "stages": [{"steps": 3000, "learning_rate": 2e-4, "crop": 64, "batch": 8}],
+        # XLA: the deformable convolution's training step is 2.5x faster with it on this CPU.
+        "stages": [{"steps": 3000, "learning_rate": 2e-4, "crop": 64, "batch": 8, "xla": True}],
     },
 }
 
@@ -129,6 +130,8 @@ def commands(entry, out, names):
                 "--loss", "l2", "--learning-rate", str(stage["learning_rate"]),
                 "--val-fraction", "0.05", "--checkpoint-every", "250", "--seed", str(index),
                 "--output", run]
+        if stage.get("xla"):
+            args += ["--jit-compile", "true"]
         if previous is None:
             args += ["--from-scratch"] + [f"--set={key}={value}" for key, value in spec["set"].items()]
         lines.append(" ".join(shlex.quote(arg) for arg in args))
