@@ -267,3 +267,12 @@ class TerminalStream(io.StringIO):
 
     def isatty(self):
         return True
+
+
+def fixed_pair(size=64):
+    """A fixed smooth pair of frames (the second shifted by 2, 1 pixels), ``(1, size, size, 1)``
+    float32 each: the input the pinned outputs of the bundled models are computed on."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    x0 = 0.5 + 0.4 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
+    x1 = 0.5 + 0.4 * np.sin((xx + 2) / 5.0) * np.cos((yy + 1) / 7.0)
+    return x0[None, ..., None].astype(np.float32), x1[None, ..., None].astype(np.float32)

@@ -13,19 +13,13 @@ import numpy as np
 import pytest
 
 import emzoo
+from emzoo_test_helpers import fixed_pair
 
 pytestmark = pytest.mark.tf_only
 
 GOLDEN = {(0, 0): 0.5776380896568298, (10, 20): 0.4712756872177124, (31, 31): 0.48672372102737427,
           (40, 5): 0.8385508060455322, (63, 63): 0.42243313789367676, (17, 50): 0.7343732714653015}
 GOLDEN_MEAN, GOLDEN_STD = 0.49926379323005676, 0.19574838876724243
-
-
-def fixed_pair():
-    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
-    x0 = 0.5 + 0.4 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
-    x1 = 0.5 + 0.4 * np.sin((xx + 2) / 5.0) * np.cos((yy + 1) / 7.0)
-    return x0[None, ..., None].astype(np.float32), x1[None, ..., None].astype(np.float32)
 
 
 def test_default_outputs_are_unchanged():
