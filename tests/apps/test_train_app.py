@@ -43,8 +43,8 @@ def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
     import emzoo
 
     run = tmp_path / "run"
-    done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "-o", str(run)]
-                     + TINY_FILM_FLAGS + TINY_RUN, cwd=tmp_path)
+    done = run_emzoo(["train", "film", "--data", str(data / "stack.tif"), "-o", str(run),
+                      "--jit-compile", "false"] + TINY_FILM_FLAGS + TINY_RUN, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     # `film` has no trained weights: the start line says it starts from scratch, with its loss.
@@ -60,6 +60,7 @@ def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
     assert record["config"]["model"] == "film" and record["config"]["steps"] == 2
     assert record["config"]["overrides"]["filters"] == 2
     assert record["config"]["overrides"]["flow_filters"] == [2, 2]
+    assert record["config"]["jit_compile"] is False
     assert record["command"][:2] == ["emzoo", "train"] and record["emzoo_version"] == emzoo.__version__
 
     entry = json.loads((run / "config.json").read_text())
