@@ -13,7 +13,7 @@ from pixel to pixel; written here because it is four lines of NumPy (scikit-imag
 over-estimates sigma on sharp images: the ceiling it gives is, if anything, too low.
 
 Never run in CI. Example:
-    python benchmarks/bench_noise_floor.py --regions fibsem-val cube2 isbi-val
+    python benchmarks/studies/noise_floor.py --regions fibsem-val cube2 isbi-val
 """
 
 import argparse
@@ -21,7 +21,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench_quality
 
 import numpy as np  # noqa: E402
 

@@ -9,7 +9,7 @@ adaptation can beat this oracle with the same budget: if it gains little, the li
 and the CPU budget, not how adaptation chooses its training frames.
 
 Never run in CI (it trains on the scored slices on purpose). Example:
-    python benchmarks/bench_adaptation_ceiling.py --region cube2-all --factor 4 --minutes 10
+    python benchmarks/studies/adaptation_ceiling.py --region cube2-all --factor 4 --minutes 10
 """
 
 import argparse
@@ -18,7 +18,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench_quality
 
 import numpy as np  # noqa: E402
 

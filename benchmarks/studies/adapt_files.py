@@ -6,7 +6,7 @@ Writes every F-th slice of a region to a plain TIFF (no voxel size unless ``--vo
 and prints the PSNR of each output file (its stored dtype) on the dropped slices.
 
 Never run in CI. Example:
-    python benchmarks/bench_adapt_files.py --region cube2-bin2 --factor 4 --minutes 2 \
+    python benchmarks/studies/adapt_files.py --region cube2-bin2 --factor 4 --minutes 2 \
         --out /tmp/judged
 """
 
@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench_quality
 
 import numpy as np  # noqa: E402
 import tifffile  # noqa: E402

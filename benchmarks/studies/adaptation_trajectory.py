@@ -9,7 +9,7 @@ triplets, and PSNR on the dropped slices with `emzoo evaluate`'s protocol (the t
 never sees). Gains are dB over the base model (positive: better).
 
 Never run in CI (it scores the dropped slices on purpose). Example:
-    python benchmarks/bench_adaptation_trajectory.py --region cube2-bin2 --factor 4 --steps 150 350
+    python benchmarks/studies/adaptation_trajectory.py --region cube2-bin2 --factor 4 --steps 150 350
 """
 
 import argparse
@@ -18,7 +18,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench_quality
 
 import numpy as np  # noqa: E402
 
