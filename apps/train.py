@@ -36,7 +36,12 @@ _WEIGHTS = flags.DEFINE_string("weights", "auto", "Starting weights: auto (the m
                                "--from-scratch) or a .weights.h5 file.")
 _SET = flags.DEFINE_multi_string("set", [], "Model constructor override key=value (repeatable).")
 _RESUME = flags.DEFINE_boolean("resume", False, "Continue the run in --output from its last checkpoint.")
-_MIXED = flags.DEFINE_boolean("mixed-precision", False, "mixed_float16 on GPU, mixed_bfloat16 on CPU.")
+_PRECISION = flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bf16", "float16"],
+                               "What the training computes in (weights stay float32): bf16 "
+                               "(mixed_bfloat16), float16 (mixed_float16, for GPUs), float32; "
+                               "auto: float32.")
+_MIXED = flags.DEFINE_boolean("mixed-precision", False, "Older spelling of --precision float16 "
+                              "with a GPU, --precision bf16 without.")
 _LR = flags.DEFINE_float("learning-rate", None, "Adam learning rate (default: the architecture's).")
 _EVERY = flags.DEFINE_integer("checkpoint-every", 500, "Steps between checkpoints.")
 _LOSS = flags.DEFINE_string("loss", "auto", "auto (the loss the model's entry records it was "
@@ -85,20 +90,26 @@ def main(argv):
             raise EmzooError(describe("--from-scratch and --weights contradict each other.",
                                       "one of them", weights=weights, from_scratch=True))
         weights = "none"
+    precision = _PRECISION.value
+    if _MIXED.value:
+        if flags.FLAGS["precision"].present:
+            raise EmzooError(describe("--mixed-precision and --precision contradict each other.",
+                                      "one of them", mixed_precision=True, precision=precision))
+        precision = "mixed"
     # Keras draws its progress bar on stdout; progress belongs on stderr (stdout may be a file,
     # which then gets no terminal control codes either: the bar is drawn for a terminal only).
     with contextlib.redirect_stdout(sys.stderr):
-        _train(argv[1], weights)
+        _train(argv[1], weights, precision)
 
 
-def _train(model, weights):
+def _train(model, weights, precision):
     import sys
 
     from emzoo import training
 
     training.train(model, weights=weights, data=_DATA.value, steps=_STEPS.value, batch_size=_BATCH.value,
                    crop=_CROP.value, gaps=_GAPS.value, strategy=_STRATEGY.value, output=_OUTPUT.value,
-                   overrides=_SET.value, resume=_RESUME.value, mixed_precision=_MIXED.value,
+                   overrides=_SET.value, resume=_RESUME.value, precision=precision,
                    learning_rate=_LR.value, checkpoint_every=_EVERY.value, loss=_LOSS.value,
                    val_fraction=_VAL.value, schedule_scale=_SCHEDULE.value, seed=_SEED.value,
                    logical_cpus=_CPUS.value,

@@ -16,7 +16,7 @@ frames are twice the input spacing apart) the adaptation taught the model the wr
 lowered its scores (measurements in benchmarks/README.md).
 
 **Never worse than the base model on self-validation, by construction.** The volume is split
-along x: planes from the last ``validation_fraction`` of the x range (and y-planes cropped to it)
+along x: planes from the last ``val_fraction`` of the x range (and y-planes cropped to it)
 are held out. Both the base weights and the adapted ones are scored on the same fixed held-out
 triplets (mean squared error, or absolute with ``loss="l1"``), and the best weights seen during
 training are kept (early stopping). They replace the base ones only if they score better there,

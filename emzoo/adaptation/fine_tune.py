@@ -83,8 +83,8 @@ def _saying_what_is_kept(adapt_function):
 
 @_saying_what_is_kept
 def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None, output=None,
-          voxel_size=None, batch_size=8, crop=128, learning_rate=5e-5, validation_fraction=0.2,
-          validation_batches=4, evaluate_every=25, seed=0, overwrite=False, resume=False,
+          voxel_size=None, batch_size=8, crop=128, learning_rate=5e-5, val_fraction=0.2,
+          val_batches=4, evaluate_every=25, seed=0, overwrite=False, resume=False,
           checkpoint_every=100, checkpoint_seconds=30.0, progress=True, loss="l2",
           precision="auto"):
     """Fine-tunes a copy of ``model`` on lateral triplets of ``volume`` (see the module docstring).
@@ -197,7 +197,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
             "voxel_size": None if voxel is None else [float(v) for v in voxel],
             "z_spacing_over_x": z_over_x, "budget": {"minutes": minutes, "steps": steps},
             "batch_size": batch_size, "crop": crop, "learning_rate": learning_rate,
-            "validation_fraction": validation_fraction, "validation_batches": validation_batches,
+            "val_fraction": val_fraction, "val_batches": val_batches,
             "evaluate_every": evaluate_every, "seed": seed, "loss": loss,
             "precision": precision}))
         mode, stored = prepare_output(folder, record, resume, overwrite)
@@ -232,7 +232,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
                    f"(outside, it lowered PSNR on the dropped slices although self-validation "
                    f"approved it); base model kept")
     else:
-        triplets = LateralTriplets(block, z_over_x, gaps, crop, validation_fraction)
+        triplets = LateralTriplets(block, z_over_x, gaps, crop, val_fraction)
         min_crop = MIN_CROP_MULTIPLES * int(getattr(adapted, "size_multiple", 1) or 1)
         if triplets.crop < min_crop:
             skipped = (f"not adapted: {block.shape[0]} input slices make lateral planes of "
@@ -243,7 +243,7 @@ def adapt(model, volume, factor=None, isotropic=False, minutes=None, steps=None,
         axial = axial_batches(block, int(getattr(adapted, "size_multiple", 1) or 1))
         held_rng = np.random.default_rng([seed, 0])
         held_out = [triplets.batch(held_rng, batch_size, adapted.channels, held_out=True)
-                    for _ in range(validation_batches)]
+                    for _ in range(val_batches)]
     state, best_weights = None, None
     if mode == "resume":
         if (folder / CHECKPOINT_FILE).is_file():

@@ -63,17 +63,17 @@ class LateralTriplets:
         ratio: z spacing over lateral spacing (how much a plane is stretched along z).
         gaps: lateral gaps in pixels (see :func:`lateral_gaps`).
         crop: square crop size of the frames (reduced to what the planes allow).
-        validation_fraction: the share of the x range held out for self-validation.
+        val_fraction: the share of the x range held out for self-validation.
     """
 
-    def __init__(self, block, ratio, gaps, crop, validation_fraction=0.2):
+    def __init__(self, block, ratio, gaps, crop, val_fraction=0.2):
         self.block = block
         self.ratio = float(ratio)
         self.gaps = list(gaps)
         depth, height, width = block.shape
         self.stretched_depth = int(round((depth - 1) * max(self.ratio, 1.0))) + 1
         self.crop = int(min(crop, self.stretched_depth, height, width))
-        split = int(round(width * (1.0 - validation_fraction)))
+        split = int(round(width * (1.0 - val_fraction)))
         margin = max(self.gaps)
         self.train_x = (margin, split - margin)          # x-planes (and their gap neighbours)
         self.held_x = (split + margin, width - margin)
@@ -81,7 +81,7 @@ class LateralTriplets:
         # perpendicular to y are used only where a split's x range is at least one crop wide.
         if (self.train_x[1] - self.train_x[0] < 1 or self.held_x[1] - self.held_x[0] < 1
                 or height < 2 * margin + 1 or self.crop < 8):
-            wide = math.ceil((2 * margin + 1) / min(validation_fraction, 1 - validation_fraction))
+            wide = math.ceil((2 * margin + 1) / min(val_fraction, 1 - val_fraction))
             raise VolumeError(describe(
                 "The volume is too small to adapt on.",
                 f"slices at least about {wide} pixels wide and {max(2 * margin + 1, 8)} high, "

@@ -27,9 +27,12 @@ CHECKPOINT_FILE = "adaptation-checkpoint.h5"
 IDENTITY = {"base_weights_sha256": "model", "input_sha256": "volume", "data_sha256": "volume",
              "factor": "factor", "voxel_size": "voxel size", "budget": "budget",
              "batch_size": "batch size", "crop": "crop", "learning_rate": "learning rate",
-             "validation_fraction": "validation fraction",
-             "validation_batches": "validation batches", "evaluate_every": "evaluation interval",
+             "val_fraction": "validation fraction",
+             "val_batches": "validation batches", "evaluate_every": "evaluation interval",
              "seed": "seed", "loss": "loss", "precision": "precision"}
+
+# Record keys renamed since runs were first recorded: old name -> today's.
+_RENAMED = {"validation_fraction": "val_fraction", "validation_batches": "val_batches"}
 
 
 def file_digest(path):
@@ -106,7 +109,9 @@ class AnotherRunError(EmzooError):
 
 def check_same_run(folder, stored, current, keys):
     """Refuses (:class:`AnotherRunError`) to resume ``folder`` when ``current`` differs from
-    ``stored`` on ``keys``."""
+    ``stored`` on ``keys`` (a record written before ``val_fraction`` / ``val_batches`` took the
+    names of ``emzoo train``'s settings is read with its old names)."""
+    stored = {_RENAMED.get(key, key): value for key, value in stored.items()}
     changed = [key for key in keys if stored.get(key) != current.get(key)]
     if changed:
         names = ", ".join(dict.fromkeys(IDENTITY[key] for key in changed))

@@ -19,14 +19,14 @@ import os
 import pathlib
 
 from emzoo.errors import EmzooError, check_integer, describe
-from emzoo.training.strategies import check_strategy
+from emzoo.training.strategies import TRAINING_POLICIES, check_strategy
 
 RUN_CONFIG = "run_config.json"
 PIXEL_LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error",
                 "mae": "mean_absolute_error", "mse": "mean_squared_error"}
 # Settings that must not change when a run is resumed (the data and model they describe).
 RESUME_FIXED = ("model", "data", "batch_size", "crop", "gaps", "loss", "overrides", "seed",
-                "val_fraction", "optimizer", "learning_rate", "checkpoint_every", "mixed_precision",
+                "val_fraction", "optimizer", "learning_rate", "checkpoint_every", "precision",
                 "schedule_scale")
 
 
@@ -258,7 +258,7 @@ class TrainConfig:
     val_fraction: float = None
     val_batches: int = 4
     seed: int = 0
-    mixed_precision: bool = False
+    precision: str = "float32"
     weights: str = "auto"
     log_every: int = 50
     logical_cpus: int = None
@@ -323,7 +323,7 @@ class TrainConfig:
             val_fraction=None if val_fraction is None else float(val_fraction),
             val_batches=_positive("val_batches", s["val_batches"]),
             seed=int(s["seed"]),
-            mixed_precision=bool(s["mixed_precision"]),
+            precision=resolve_training_precision(s["precision"]),
             weights=weights,
             log_every=_positive("log_every", s["log_every"]),
             logical_cpus=None if not s["logical_cpus"] else int(s["logical_cpus"]),
@@ -341,9 +341,10 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, record):
-        """The configuration :meth:`to_json` wrote (keys it does not know are ignored)."""
+        """The configuration :meth:`to_json` wrote (keys it does not know are ignored; a run
+        recorded before ``precision`` existed reads its ``mixed_precision`` boolean)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in record.items() if k in known}
+        values = {k: v for k, v in _current(record).items() if k in known}
         values["data"] = tuple(values.get("data", ()))
         values["gaps"] = tuple(values.get("gaps", cls.gaps))
         return cls(**values)
@@ -351,5 +352,38 @@ class TrainConfig:
     def resume_changes(self, stored):
         """The :data:`RESUME_FIXED` settings in which ``stored`` (a :meth:`to_json` dict)
         differs from this configuration."""
-        mine = self.to_json()
+        mine, stored = self.to_json(), _current(stored)
         return [k for k in RESUME_FIXED if stored.get(k) != mine.get(k)]
+
+
+def _current(record):
+    """A stored run record in today's keys: ``mixed_precision`` (the boolean of runs recorded
+    before ``precision`` existed) becomes ``precision``."""
+    if "precision" in record or "mixed_precision" not in record:
+        return record
+    mixed = record["mixed_precision"]
+    record = {k: v for k, v in record.items() if k != "mixed_precision"}
+    record["precision"] = resolve_training_precision("mixed" if mixed else "float32")
+    return record
+
+
+def resolve_training_precision(precision):
+    """``precision`` of a training run as it is stored: ``"float32"``, ``"bf16"`` or ``"float16"``.
+
+    ``"auto"`` is float32 (as for adaptation: bf16 runs met non-finite losses); ``"mixed"`` is
+    float16 with a GPU and bf16 without (what ``--mixed-precision`` asks for).
+
+    Example:
+        >>> resolve_training_precision("auto")
+        'float32'
+    """
+    if precision == "auto":
+        return "float32"
+    if precision == "mixed":
+        import tensorflow as tf
+
+        return "float16" if tf.config.list_physical_devices("GPU") else "bf16"
+    if precision not in TRAINING_POLICIES:
+        raise EmzooError(describe("Invalid value for argument `precision`.",
+                                  "auto, float32, bf16 or float16", precision=precision))
+    return precision

@@ -31,7 +31,7 @@ from emzoo.training.summaries import run_callback, write_scalar_summary
 LATEST = "latest"
 # The settings recorded in the final model's metadata, under "training".
 _RECORDED = ("batch_size", "crop", "gaps", "loss", "optimizer", "learning_rate", "strategy", "seed",
-             "mixed_precision", "val_fraction", "overrides", "weights")
+             "precision", "val_fraction", "overrides", "weights")
 
 
 def build_model(model, weights="auto", overrides=None):
@@ -205,7 +205,7 @@ def _final_metadata(net, config, command, done, validation, start):
 
 
 def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="default",
-          output="runs/emzoo", overrides=None, resume=False, mixed_precision=False,
+          output="runs/emzoo", overrides=None, resume=False, precision="float32",
           learning_rate=None, checkpoint_every=500, loss="auto", val_fraction=None,
           val_batches=4, seed=0, weights="auto", optimizer="adam", log_every=50,
           logical_cpus=None, jit_compile="auto", schedule_scale=1.0, callbacks=None, command=None,
@@ -224,7 +224,9 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
         output: the run folder.
         overrides: model constructor arguments, dict or ``["key=value", ...]``.
         resume: continue the run in ``output`` from its latest checkpoint.
-        mixed_precision: ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU.
+        precision: what the training computes in (weights stay float32): ``"float32"``,
+            ``"bf16"`` (Keras mixed_bfloat16), ``"float16"`` (mixed_float16, for GPUs), or
+            ``"auto"`` (float32), or ``"mixed"`` (float16 with a GPU, bf16 without).
         learning_rate: Adam learning rate (default: the architecture's).
         checkpoint_every: steps between checkpoints (the length of one Keras epoch).
         loss: ``auto`` (the loss the entry records it was trained with, e.g. ``default``'s
@@ -256,11 +258,11 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
         model, data, steps, batch_size=batch_size, crop=crop, gaps=gaps, strategy=strategy,
         overrides=overrides, loss=loss, learning_rate=learning_rate, optimizer=optimizer,
         checkpoint_every=checkpoint_every, val_fraction=val_fraction, val_batches=val_batches,
-        seed=seed, mixed_precision=mixed_precision, weights=weights, log_every=log_every,
+        seed=seed, precision=precision, weights=weights, log_every=log_every,
         logical_cpus=logical_cpus, jit_compile=jit_compile, schedule_scale=schedule_scale)
     import keras
 
-    previous = keras.config.dtype_policy()  # set for the run (mixed_precision), restored after
+    previous = keras.config.dtype_policy()  # set for the run (precision), restored after
     try:
         return _run(config, pathlib.Path(output), resume=resume, callbacks=callbacks,
                     command=list(sys.argv if command is None else command), verbose=verbose,
@@ -286,7 +288,7 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
 
     import emzoo
 
-    policy = strategies.mixed_precision_policy(config.mixed_precision)
+    policy = strategies.set_precision_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:

@@ -18,6 +18,8 @@ import sys
 from emzoo.errors import EmzooError, describe
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# What a training run computes in, and the Keras dtype policy of each (weights stay float32).
+TRAINING_POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def check_strategy(name):
@@ -76,16 +78,12 @@ def make_strategy(name, logical_cpus=None):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def mixed_precision_policy(enabled):
-    """Sets and returns the global Keras dtype policy: ``mixed_float16`` on GPU,
-    ``mixed_bfloat16`` on CPU, ``float32`` when not ``enabled``."""
+def set_precision_policy(precision):
+    """Sets and returns the global Keras dtype policy of a training run's ``precision``
+    (``"float32"``, ``"bf16"`` or ``"float16"``, as :class:`TrainConfig` resolved it)."""
     import keras
-    import tensorflow as tf
 
-    if not enabled:
-        keras.mixed_precision.set_global_policy("float32")
-        return "float32"
-    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    policy = TRAINING_POLICIES[precision]
     keras.mixed_precision.set_global_policy(policy)
     return policy
 

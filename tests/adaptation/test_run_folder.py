@@ -189,3 +189,14 @@ def test_resume_without_a_folder_starts_and_a_run_without_checkpoint_starts_agai
     again = emzoo.adapt(base, stack, steps=2, output=started, resume=True, **RUN)
     assert again["resumed"] == [0]
     _assert_same_weights(again["model"].get_weights(), first["model"].get_weights())
+
+
+def test_a_record_with_the_earlier_validation_names_is_read_as_the_same_run():
+    from emzoo.adaptation.run_folder import AnotherRunError, check_same_run
+
+    keys = ["val_fraction", "val_batches"]
+    current = {"val_fraction": 0.2, "val_batches": 4}
+    check_same_run("adapted", {"validation_fraction": 0.2, "validation_batches": 4}, current, keys)
+    with pytest.raises(AnotherRunError, match="another validation fraction"):
+        check_same_run("adapted", {"validation_fraction": 0.3, "validation_batches": 4}, current,
+                       keys)

@@ -84,6 +84,7 @@ def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
     ("film", "image.tif", [], "2-D image"),
     ("film", "stack.tif", ["--crop", "64"], "crop is larger"),
     ("film", "stack.tif", ["--steps", "0"], "steps"),
+    ("film", "stack.tif", ["--mixed-precision", "--precision", "float32"], "contradict"),
     ("no-such-model", "stack.tif", [], "Unknown model"),
     ("film", "stack.tif", ["--set", "filters"], "key=value"),
     ("film", "stack.tif", ["--set", "no_such_key=3"], "no_such_key"),

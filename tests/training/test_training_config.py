@@ -8,7 +8,8 @@ import pytest
 
 from emzoo import training
 from emzoo.errors import EmzooError
-from emzoo.training.config import RESUME_FIXED, TrainConfig, check_loss
+from emzoo.training.config import (RESUME_FIXED, TrainConfig, check_loss,
+                                   resolve_training_precision)
 
 pytestmark = pytest.mark.usefixtures("tiny_test_architecture")  # the tests train "tiny-test"
 
@@ -70,6 +71,18 @@ def test_resume_changes_lists_only_the_fixed_settings(volume):
     assert set(RESUME_FIXED) <= {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def test_a_run_recorded_with_the_mixed_precision_boolean_resumes_as_its_precision(volume):
+    config = TrainConfig.resolve("tiny-test", [volume], 4, crop=32, gaps=(1, 2), precision="auto")
+    assert config.precision == "float32"
+    older = {k: v for k, v in config.to_json().items() if k != "precision"}
+    older["mixed_precision"] = False      # how runs were recorded before `precision`
+    assert config.resume_changes(older) == []
+    assert TrainConfig.from_json(older) == config
+    mixed = TrainConfig.from_json(dict(older, mixed_precision=True))
+    assert mixed.precision == resolve_training_precision("mixed")      # bf16 on a CPU
+    assert config.resume_changes(mixed.to_json()) == ["precision"]
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(steps=0), "`steps`"),
     (dict(steps="x"), "`steps`"),
@@ -85,6 +98,7 @@ def test_resume_changes_lists_only_the_fixed_settings(volume):
     (dict(loss="no-such-loss"), "Unknown loss"),
     (dict(model="no-such-model"), "Unknown model"),
     (dict(weights="absent.weights.h5"), "does not exist"),
+    (dict(precision="mixed_float16"), "`precision`"),
     (dict(model="tsain", weights="default"), "`tsain` has no trained weights to fine-tune from"),
 ])
 def test_resolve_rejects_bad_settings(volume, change, message):

@@ -112,12 +112,12 @@ def test_existing_run_needs_resume_and_the_same_settings(volume, tmp_path):
     assert more["resumed_from"] == 2 and more["steps"] == 4
 
 
-def test_mixed_precision_trains_with_float32_weights(volume, tmp_path):
+def test_bf16_training_keeps_float32_weights(volume, tmp_path):
     try:
-        summary = training.train(data=[volume], steps=2, output=tmp_path / "mp", mixed_precision=True,
+        summary = training.train(data=[volume], steps=2, output=tmp_path / "mp", precision="bf16",
                                  **TINY_RUN)
         record = json.loads((tmp_path / "mp" / "run_config.json").read_text())
-        assert record["dtype_policy"].startswith("mixed_")
+        assert record["dtype_policy"] == "mixed_bfloat16" and record["config"]["precision"] == "bf16"
         assert np.isfinite(summary["validation"]["loss"])
         assert all(w.dtype == np.float32 for w in trained_weights(tmp_path / "mp"))
     finally:

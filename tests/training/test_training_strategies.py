@@ -52,15 +52,21 @@ def test_the_chief_is_the_chief_task_or_worker_0_without_one(monkeypatch):
     assert strategies.is_chief()
 
 
-def test_mixed_precision_policy_follows_the_device():
+def test_training_precision_names_its_policy_and_mixed_follows_the_device():
     tf = pytest.importorskip("tensorflow")
     import keras
 
+    from emzoo.training.config import resolve_training_precision
+
     try:
-        expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-        assert strategies.mixed_precision_policy(True) == expected
-        assert keras.mixed_precision.global_policy().name == expected
-        assert strategies.mixed_precision_policy(False) == "float32"
-        assert keras.mixed_precision.global_policy().name == "float32"
+        for precision, policy in (("bf16", "mixed_bfloat16"), ("float16", "mixed_float16"),
+                                  ("float32", "float32")):
+            assert strategies.set_precision_policy(precision) == policy
+            assert keras.mixed_precision.global_policy().name == policy
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    mixed = "float16" if tf.config.list_physical_devices("GPU") else "bf16"
+    assert resolve_training_precision("mixed") == mixed
+    assert resolve_training_precision("auto") == "float32"
+    with pytest.raises(EmzooError, match="auto, float32, bf16 or float16"):
+        resolve_training_precision("mixed_bfloat16")
