@@ -22,6 +22,10 @@ def _is_terminal(stream):
 class Progress:
     """Slices (or blocks: ``unit``) done, slices/s and time left, on stderr.
 
+    The rate and the time left count from the first update on: the first slice (or block) also
+    pays for loading the model and compiling it, which would make the first estimates far too
+    long; until a second update there is no estimate.
+
     On a terminal this is a tqdm bar redrawn in place. Elsewhere (a log file, a pipe) redraws
     would pile up into one long line, so it writes a plain line every ``log_interval`` seconds,
     and a last one at :meth:`close` if it wrote any and the count or status changed since (short
@@ -61,6 +65,7 @@ class Progress:
         self._last_line = self.start
         self._lines = 0
         self._last_written = None  # (count, status) of the last plain line
+        self._rate_from = None  # (time, count) of the first update: the rate counts from there
         self._line_format = _format(_LINE_FORMAT, unit, show_rate)
         if enabled and _is_terminal(self.stream):
             from tqdm import tqdm
@@ -68,7 +73,7 @@ class Progress:
             self._bar = tqdm(total=self.total, desc=label, file=self.stream, unit=" " + unit,
                              initial=self.done, mininterval=interval,
                              bar_format=_format(_BAR_FORMAT, unit, show_rate),
-                             dynamic_ncols=True, leave=True)
+                             dynamic_ncols=True, leave=True, smoothing=0)
 
     def set_status(self, text):
         """Shows ``text`` after the time left, from the next redraw or line on."""
@@ -78,12 +83,20 @@ class Progress:
 
     def update(self, count=1):
         self.done += count
+        now = time_lib.perf_counter()
+        first = self._rate_from is None
+        if first:
+            self._rate_from = (now, self.done)
         if self.callback is not None:
             self.callback(self.done, self.total)
         if self._bar is not None:
-            self._bar.update(count)
+            if first:   # tqdm's average rate (smoothing=0) counts from its reset: from here
+                self._bar.reset()
+                self._bar.n = self._bar.initial = self.done
+                self._bar.refresh()
+            else:
+                self._bar.update(count)
         elif self.enabled:
-            now = time_lib.perf_counter()
             if now - self._last_line >= self.log_interval and self.done < self.total:
                 self._write_line(now)
 
@@ -93,9 +106,10 @@ class Progress:
         self._last_line = now
         self._lines += 1
         self._last_written = (self.done, self.status)
-        text = tqdm.format_meter(min(self.done, self.total), self.total, now - self.start,
+        since, counted = self._rate_from or (self.start, self._initial)
+        text = tqdm.format_meter(min(self.done, self.total), self.total, now - since,
                                  prefix=self.label, unit=" " + self.unit, postfix=self.status or None,
-                                 initial=self._initial, bar_format=self._line_format)
+                                 initial=counted, bar_format=self._line_format)
         self.stream.write(text + "\n")
         self.stream.flush()
 

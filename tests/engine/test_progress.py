@@ -69,3 +69,30 @@ def test_a_job_ending_before_its_total_does_not_repeat_its_last_line_in_a_log():
     bar.close()  # the status changed: one more line says so
     assert stream.getvalue().splitlines()[-1].endswith("stopped early")
     assert len(stream.getvalue().splitlines()) == 3
+
+
+def test_the_time_left_leaves_out_the_first_slice_s_warm_up(monkeypatch):
+    """The first slice takes 100 s (model loaded, compiled), every next one 1 s: after five
+    slices, five are left, 5 s (not the 100 s an average over all of them would give)."""
+    from emzoo.engine import progress
+
+    clock = iter([0.0, 100.0, 101.0, 102.0, 103.0, 104.0])
+    monkeypatch.setattr(progress.time_lib, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    bar = Progress(10, "upscale", stream=stream, log_interval=0)
+    for _ in range(5):
+        bar.update()
+    lines = stream.getvalue().splitlines()
+    assert "ETA ?" in lines[0]                      # one slice: no estimate yet
+    assert lines[-1].startswith("upscale 5/10 slices (50%)"), lines
+    assert "1.00 slices/s" in lines[-1] and "ETA 00:05" in lines[-1], lines
+
+
+def test_the_terminal_bar_starts_its_rate_after_the_first_slice():
+    stream = TerminalStream()
+    bar = Progress(10, "upscale", stream=stream, interval=0)
+    bar.update()
+    assert bar._bar.n == bar._bar.initial == 1          # tqdm counts its rate from here
+    bar.update(3)
+    bar.close()
+    assert "4/10 slices" in stream.getvalue()
