@@ -159,12 +159,12 @@ def cli_message(error):
 
 def interrupted_message(stop, terminated):
     """What an app says is left after Ctrl-C / SIGTERM (``stop``), from the typed interrupt:
-    a blockwise output kept incomplete, an adaptation checkpoint kept, or nothing."""
-    from emzoo.errors import AdaptationInterrupted, JobInterrupted
+    a blockwise output kept incomplete, a training or adaptation checkpoint kept, or nothing."""
+    from emzoo.errors import JobInterrupted, RunInterrupted
 
     if isinstance(stop, JobInterrupted):
         return f"the incomplete output {stop.path} is kept; continue it with --resume."
-    if isinstance(stop, AdaptationInterrupted):
+    if isinstance(stop, RunInterrupted):
         again = "the same command" + (" with --resume" if stop.resume_needed else "")
         if stop.step:
             return f"checkpoint at step {stop.step} in {stop.folder} kept; {again} continues it."

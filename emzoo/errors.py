@@ -70,17 +70,34 @@ class JobInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted; the incomplete output {self.path} is kept")
 
 
-class AdaptationInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) while adapting a model in the run folder ``folder``: its checkpoint
-    at ``step`` is kept (0: none yet, the run starts again), and the same call continues it, with
-    ``resume=True`` where ``resume_needed``. Raised from the original interrupt (``__cause__``)."""
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a run that checkpoints into the folder ``folder``: its last
+    checkpoint, at ``step``, is kept (0: none yet, the run starts again), and the same call
+    continues it, with ``resume=True`` where ``resume_needed``. Raised from the original
+    interrupt (``__cause__``). ``run`` says what was running (``"training"``, ``"adaptation"``)."""
+
+    run = "run"
 
     def __init__(self, folder, step, resume_needed=True):
         self.folder, self.step, self.resume_needed = str(folder), int(step), bool(resume_needed)
         call = "the same call" + (" with resume=True" if resume_needed else "")
-        kept = (f"the adaptation's checkpoint at step {step} in {folder} is kept; {call} "
+        kept = (f"the {self.run}'s checkpoint at step {step} in {folder} is kept; {call} "
                 "continues it" if step else f"no checkpoint yet in {folder}; {call} starts it again")
         super().__init__(f"interrupted; {kept}")
+
+
+class AdaptationInterrupted(RunInterrupted):
+    """Ctrl-C (or SIGTERM) while adapting a model in the run folder ``folder``
+    (see :class:`RunInterrupted`)."""
+
+    run = "adaptation"
+
+
+class TrainingInterrupted(RunInterrupted):
+    """Ctrl-C (or SIGTERM) while ``emzoo.training.train`` runs in the run folder ``folder``
+    (see :class:`RunInterrupted`): its checkpoints are kept, never removed."""
+
+    run = "training"
 
 
 class RandomWeightsError(WeightsError):

@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 
-from emzoo.errors import EmzooError, describe
+from emzoo.errors import EmzooError, TrainingInterrupted, describe
 from emzoo.training import strategies
 from emzoo.training.config import (RUN_CONFIG, TrainConfig, initial_weights, keras_loss,
                                    recorded_loss)
@@ -252,6 +252,10 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
     Returns:
         dict with ``output``, ``steps`` (optimizer steps done), ``resumed_from``, ``validation``
         (loss, psnr, ssim, ie on the validation split) and ``seconds``.
+
+    Raises:
+        TrainingInterrupted: Ctrl-C or SIGTERM while training; the run folder and its checkpoints
+            are kept, and the same call with ``resume=True`` continues from the last one.
     """
     started = time.time()
     config = TrainConfig.resolve(
@@ -341,10 +345,14 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
 
         callback = run_callback(total, manager, writer, image_batch, config.log_every,
                                 verbose and chief, on_checkpoint=save_latest if chief else None)
-        net.fit(train_ds, epochs=math.ceil(total / every),
-                initial_epoch=resumed_from // every, steps_per_epoch=every,
-                callbacks=[callback] + list(callbacks or ()), shuffle=False,
-                verbose=0)
+        try:
+            net.fit(train_ds, epochs=math.ceil(total / every),
+                    initial_epoch=resumed_from // every, steps_per_epoch=every,
+                    callbacks=[callback] + list(callbacks or ()), shuffle=False,
+                    verbose=0)
+        except KeyboardInterrupt as stop:   # Ctrl-C / SIGTERM: the checkpoints stay
+            last = manager.latest_checkpoint
+            raise TrainingInterrupted(output, int(last.rpartition("-")[2]) if last else 0) from stop
         if verbose and chief:
             print(file=sys.stderr)
     done = int(net.optimizer.iterations.numpy())

@@ -112,7 +112,7 @@ def test_the_apps_word_the_library_errors_as_their_flags():
     # The library names its arguments and raises typed errors; only the apps name flags.
     from emzoo.apps.common import cli_message, interrupted_message
     from emzoo.errors import (AdaptationInterrupted, EmzooError, IncompleteOutputError,
-                              JobInterrupted, RandomWeightsError)
+                              JobInterrupted, RandomWeightsError, TrainingInterrupted)
 
     library = EmzooError("`resume` and `overwrite` exclude each other. Expected resume to "
                          "continue, or overwrite=True. Received: resume=True, overwrite=True")
@@ -130,6 +130,8 @@ def test_the_apps_word_the_library_errors_as_their_flags():
     assert "resume=True" in str(adapting) and "--" not in str(adapting)
     assert interrupted_message(adapting, True) == ("checkpoint at step 7 in run.adapted kept; the "
                                                    "same command with --resume continues it.")
+    assert interrupted_message(TrainingInterrupted("runs/a", 1250), True) == (
+        "checkpoint at step 1250 in runs/a kept; the same command with --resume continues it.")
     beside = AdaptationInterrupted("out.tif.adapted", 0, resume_needed=False)
     assert interrupted_message(beside, False) == ("no checkpoint yet in out.tif.adapted; the same "
                                                   "command starts it again.")

@@ -112,6 +112,24 @@ def test_existing_run_needs_resume_and_the_same_settings(volume, tmp_path):
     assert more["resumed_from"] == 2 and more["steps"] == 4
 
 
+def test_ctrl_c_keeps_the_checkpoints_and_says_which_one_resume_continues(volume, tmp_path):
+    from emzoo.errors import TrainingInterrupted
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 3:
+                raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        training.train(data=[volume], steps=6, output=run, callbacks=[CtrlC()], **TINY_RUN)
+    assert (stopped.value.folder, stopped.value.step) == (str(run), 2)   # checkpoints every 2
+    assert type(stopped.value.__cause__) is KeyboardInterrupt
+    assert (run / "checkpoints" / "ckpt-2.index").is_file()
+    resumed = training.train(data=[volume], steps=6, output=run, resume=True, **TINY_RUN)
+    assert resumed["resumed_from"] == 2 and resumed["steps"] == 6
+
+
 def test_bf16_training_keeps_float32_weights(volume, tmp_path):
     try:
         summary = training.train(data=[volume], steps=2, output=tmp_path / "mp", precision="bf16",
