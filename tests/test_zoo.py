@@ -122,10 +122,10 @@ def test_cli_list_and_bad_command(tmp_path):
 
 _SEEN_CONFIGS = set()
 PAPER_SIZE = 1_000_000  # parameters: a published configuration takes about a minute here (slow)
-# the default's own outputs are pinned in tests/models/test_default_entry.py (fast)
+# the trained entries' outputs, parameters and configs: tests/models/test_trained_entries.py (fast)
 ENTRIES = [pytest.param(name, marks=pytest.mark.slow)
            if (emzoo.describe_model(name)["metadata"].get("params") or 0) > PAPER_SIZE
-           or name == "default" else name
+           or weights.source(emzoo.describe_model(name)["weights"]) == "bundled" else name
            for name in emzoo.list_models()]
 
 

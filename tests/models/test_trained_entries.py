@@ -1,12 +1,12 @@
-"""The trained compact entries (``dan-em``, ``ssan-em``, ...) load their bundled weights offline
+"""The trained compact entries (``dan-em``, ``ssan-em``, ``tsain-em``) load their bundled weights offline
 and compute what they computed when they were bundled.
 
 Each entry's values were computed with ``emzoo.load(name)`` on the fixed smooth pair of
 :func:`fixed_pair` when its weights were bundled (sha256 prefix beside them): a change to the
 architecture's code, the weight loading or the input normalisation that changes what a trained
 entry computes fails here. New weights need new values. The default has its own pinned outputs
-(``test_default_entry.py``); every entry's build, forward and config round trip, with random
-weights, is checked in ``tests/test_zoo.py``.
+(``test_default_entry.py``); every other entry's build, forward and config round trip, with
+random weights, is checked in ``tests/test_zoo.py`` (for the bundled ones: in the slow run).
 """
 
 import numpy as np
@@ -26,6 +26,9 @@ PINNED = {
     "ssan-em": ("36c5c71a", 0.5076260566711426, 0.18321512639522552,
                 {(0, 0): 0.591037392616272, (31, 31): 0.497905433177948,
                  (63, 63): 0.42103689908981323, (17, 50): 0.7312661409378052}),
+    "tsain-em": ("1e505f06", 0.49988940358161926, 0.18894578516483307,
+                 {(0, 0): 0.5736702084541321, (31, 31): 0.49499350786209106,
+                  (63, 63): 0.41871127486228943, (17, 50): 0.7216570973396301}),
 }
 
 
@@ -42,6 +45,9 @@ def test_trained_entry_loads_offline_and_its_outputs_are_unchanged(name, emzoo_h
     assert entry["weights"]["sha256"].startswith(sha_prefix), "new bundled weights need new values"
     model = emzoo.load(name, compile=False)    # bundled: nothing fetched, nothing cached
     assert not emzoo_home.exists() or not any(emzoo_home.rglob("*.h5"))
+    assert model.count_params() == entry["metadata"]["params"]
+    assert model.size_multiple == entry["metadata"]["size_multiple"]
+    assert model.get_config() == entry["config"] | {"channels": model.channels}
     x0, x1 = fixed_pair()
     out = np.asarray(model({"x0": x0, "x1": x1, "time": np.full((1, 1), 0.5, np.float32)},
                            training=False)["image"])
