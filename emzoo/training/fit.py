@@ -226,7 +226,7 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
         resume: continue the run in ``output`` from its latest checkpoint.
         precision: what the training computes in (weights stay float32): ``"float32"``,
             ``"bf16"`` (Keras mixed_bfloat16), ``"float16"`` (mixed_float16, for GPUs), or
-            ``"auto"`` (float32), or ``"mixed"`` (float16 with a GPU, bf16 without).
+            ``"auto"`` (float32) or ``"mixed"`` (float16 with a GPU, bf16 without).
         learning_rate: Adam learning rate (default: the architecture's).
         checkpoint_every: steps between checkpoints (the length of one Keras epoch).
         loss: ``auto`` (the loss the entry records it was trained with, e.g. ``default``'s
