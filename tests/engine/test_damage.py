@@ -42,6 +42,37 @@ def test_blank_and_duplicate_slices_are_found():
     assert not report.mask[[z for z in range(16) if z not in (5, 10)]].any()
 
 
+def sections(depth=16, size=96, seed=0):
+    """Like :func:`tissue`, but each slice shares little with the next (50 nm sections)."""
+    rng = np.random.default_rng(seed)
+    volume = ndimage.gaussian_filter(rng.normal(size=(depth, size, size)), (0.35, 2.5, 2.5))
+    volume = (volume - volume.mean()) / volume.std()
+    return np.clip(128 + 40 * volume, 0, 255).astype(np.uint8)
+
+
+def duplicates_reported(volume, pairs):
+    """The slice reported as a duplicate for each (copy, original) pair, one pair at a time."""
+    reported = []
+    for copy, original in pairs:
+        damaged = volume.copy()
+        damaged[copy] = damaged[original]
+        report = find_damage(damaged)
+        reported.append([f["slice"] for f in report.findings if f["kind"] == "duplicate"])
+    return reported
+
+
+def test_the_copy_of_a_duplicated_pair_is_the_twin_whose_far_side_is_farther():
+    # slices alike along z: the missing section makes one side twice as far, on either side
+    pairs = [(10, 9), (9, 10)]
+    assert duplicates_reported(tissue(), pairs) == [[10], [9]]
+
+
+def test_the_later_twin_is_the_copy_when_the_sides_do_not_tell():
+    # sections that share little: the distances on the two sides differ by chance only
+    pairs = [(z, z - 1) for z in range(3, 13)]
+    assert duplicates_reported(sections(), pairs) == [[z] for z, _ in pairs]
+
+
 def test_dark_band_is_found_as_a_region():
     volume = tissue()
     truth = np.zeros(volume.shape[1:], bool)
