@@ -96,8 +96,8 @@ def main(argv):
             raise EmzooError(describe("--mixed-precision and --precision contradict each other.",
                                       "one of them", mixed_precision=True, precision=precision))
         precision = "mixed"
-    # Keras draws its progress bar on stdout; progress belongs on stderr (stdout may be a file,
-    # which then gets no terminal control codes either: the bar is drawn for a terminal only).
+    # Keras prints on stdout; everything a run says belongs on stderr (stdout may be a file).
+    # The progress itself is emzoo's: a bar on a terminal, plain lines in a log.
     with contextlib.redirect_stdout(sys.stderr):
         _train(argv[1], weights, precision)
 

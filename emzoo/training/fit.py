@@ -247,7 +247,7 @@ def train(model, data, steps, batch_size=8, crop=256, gaps=(1, 2, 4), strategy="
             weights at step 1.5M; ``1e-3`` switches at 1,500 for short runs).
         callbacks: extra Keras callbacks, run after the run's own (checkpoint, summaries).
         command: the command line to record (default: ``sys.argv``).
-        verbose: progress bar and summary lines.
+        verbose: progress (a bar on a terminal, a line every 30 s in a log) and summary lines.
 
     Returns:
         dict with ``output``, ``steps`` (optimizer steps done), ``resumed_from``, ``validation``
@@ -353,8 +353,6 @@ def _run(config, output, *, resume, callbacks, command, verbose, started):
         except KeyboardInterrupt as stop:   # Ctrl-C / SIGTERM: the checkpoints stay
             last = manager.latest_checkpoint
             raise TrainingInterrupted(output, int(last.rpartition("-")[2]) if last else 0) from stop
-        if verbose and chief:
-            print(file=sys.stderr)
     done = int(net.optimizer.iterations.numpy())
     validation = net.evaluate(val_ds, verbose=0, return_dict=True)
     validation = {k: float(v) for k, v in validation.items()}

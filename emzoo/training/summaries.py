@@ -63,12 +63,18 @@ def run_callback(total_steps, manager, writer, image_batch, log_every, verbose, 
         """Stops at ``total_steps``, checkpoints each epoch, logs scalars/images, progress."""
 
         def on_train_begin(self, logs=None):
+            from emzoo.engine.progress import Progress
+
             self.start_step = int(self.model.optimizer.iterations.numpy())
             self.started = time.time()
-            self.bar = keras.utils.Progbar(total_steps, verbose=1 if verbose else 0,
-                                           unit_name="step") if verbose else None
-            if self.bar is not None and self.start_step:
-                self.bar.update(self.start_step)
+            # a tqdm bar on a terminal, a plain line every 30 s in a log (Keras's Progbar
+            # redraws with carriage returns and ANSI codes wherever it writes)
+            self.bar = Progress(total_steps, "train", unit="steps",
+                                initial=self.start_step) if verbose else None
+
+        def on_train_end(self, logs=None):
+            if self.bar is not None:
+                self.bar.close()
 
         def _step(self):
             return int(self.model.optimizer.iterations.numpy())
@@ -77,7 +83,8 @@ def run_callback(total_steps, manager, writer, image_batch, log_every, verbose, 
             step = self._step()
             logs = {k: float(v) for k, v in (logs or {}).items()}
             if self.bar is not None:
-                self.bar.update(step, values=list(logs.items()))
+                self.bar.set_status(" ".join(f"{name} {value:.4g}" for name, value in logs.items()))
+                self.bar.update(step - self.bar.done)
             if writer is not None and (step % log_every == 0 or step >= total_steps):
                 with writer.as_default(step=step):
                     for name, value in logs.items():

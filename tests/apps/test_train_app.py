@@ -51,7 +51,9 @@ def test_tiny_film_run_writes_a_loadable_run_folder(tmp_path, data):
     assert "emzoo: training film from scratch (random weights: it has no trained weights)" in done.stderr
     assert "loss l1" in done.stderr
     assert "2 steps done" in done.stderr and "emzoo.load(" in done.stderr
-    assert done.stdout.strip() == ""  # the progress bar goes to stderr, like every other line
+    assert done.stdout.strip() == ""  # the progress goes to stderr, like every other line
+    # stderr is a pipe, not a terminal: plain lines, no bar redrawn with \r and ANSI codes
+    assert "\r" not in done.stderr and "\x1b[" not in done.stderr
     for name in ("run_config.json", "config.json", "model.weights.h5"):
         assert (run / name).is_file(), sorted(os.listdir(run))
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
