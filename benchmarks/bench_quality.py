@@ -17,6 +17,8 @@ A quick look:
 The zoo table:
     python benchmarks/bench_quality.py --zoo --model default dan-em ssan-em tsain-em \
         --regions fibsem-val cube2 fibsem-xy2 cube2-xy2 fibsem-xy3 cube2-xy3 isbi-val --json zoo.json
+Only the costs, side by side in one run (on an idle machine):
+    python benchmarks/bench_quality.py --zoo --model default dan-em ssan-em tsain-em --regions
 """
 
 import argparse
@@ -169,12 +171,13 @@ def print_zoo_table(rows, costs):
     then the model's costs."""
     columns = [(r["region"], r["factor"]) for r in rows]
     by_column = {(r["region"], r["factor"]): r["psnr"] for r in rows}
-    names = [n for n in rows[0]["psnr"] if n != "linear"]
-    print("| model | " + " | ".join(f"{region} x{factor}" for region, factor in columns)
-          + " | params | MB | s / slice | CPU-h |")
+    names = [n for n in rows[0]["psnr"] if n != "linear"] if rows else list(costs)
+    print("| model | " + "".join(f"{region} x{factor} | " for region, factor in columns)
+          + "params | MB | s / slice | CPU-h |")
     print("|---" * (len(columns) + 5) + "|")
-    print("| linear (dB) | " + " | ".join(f"{by_column[c]['linear']:.2f}" for c in columns)
-          + " | | | | |")
+    if rows:
+        print("| linear (dB) | " + " | ".join(f"{by_column[c]['linear']:.2f}" for c in columns)
+              + " | | | | |")
     for name in names:
         cells = [f"{by_column[c][name] - by_column[c]['linear']:+.2f}" for c in columns]
         cost = costs.get(name)
@@ -192,8 +195,9 @@ def main():
                         help="the zoo table: every --model side by side, no adaptation")
     parser.add_argument("--factors", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--minutes", type=float, nargs="*", default=[2, 5, 10])
-    parser.add_argument("--regions", nargs="+", default=["fibsem-val", "cube2", "isbi-val"],
-                        choices=sorted({**REGIONS, **BINNED}))
+    parser.add_argument("--regions", nargs="*", default=["fibsem-val", "cube2", "isbi-val"],
+                        choices=sorted({**REGIONS, **BINNED}),
+                        help="with --zoo, none (--regions alone) measures only the costs")
     parser.add_argument("--baselines", default="linear,cubic,flow")
     parser.add_argument("--json", default=None, help="also write the rows as JSON")
     args = parser.parse_args()
