@@ -11,6 +11,11 @@ first fine-tunes the model on this volume for M minutes (:mod:`emzoo.adaptation`
 same command run again after a crash or a kill continues that adaptation, or reuses it when it
 was complete, and ``--overwrite`` adapts again.
 
+Before the job, the model is weighed against linear interpolation on the input itself (a few of
+its slices dropped and predicted from their neighbours; :mod:`emzoo.engine.calibration`): where
+this volume shows the model doing worse than linear, its new slices lean towards linear, and the
+last line says by how much; ``--nocalibrate`` uses the model's slices as they are.
+
 ``--workers N`` runs blockwise on a local Dask cluster of N worker processes (``--scheduler
 ADDRESS`` on an existing one) and writes a Zarr, OME-Zarr or N5 output in place; ``--resume``
 continues such a job after a crash, redoing only the blocks not recorded as finished. An
@@ -25,6 +30,8 @@ Example:
     emzoo upscale in.ome.zarr -o out.ome.zarr --factor 4 --workers 8
     emzoo upscale in.ome.zarr -o out.ome.zarr --factor 4 --workers 8 --resume
 """
+
+import dataclasses
 
 from absl import flags
 
@@ -41,6 +48,11 @@ _ADAPT = flags.DEFINE_float("adapt", None, "First adapt the model to this volume
                             "in the folder OUTPUT.adapted, which the same command run again "
                             "continues or reuses (--overwrite adapts again). Only for a z "
                             "spacing 3-6x the x spacing; elsewhere the model is kept as it is.")
+_CALIBRATE = flags.DEFINE_boolean("calibrate", True, "First weigh the model against linear "
+                                  "interpolation on this volume (a few extra model calls): "
+                                  "where the volume shows the model doing worse than linear, "
+                                  "its new slices lean towards linear. --nocalibrate uses the "
+                                  "model's slices as they are.")
 _SHARED = common.define_volume_flags()
 
 
@@ -60,6 +72,7 @@ def main(argv):
                                   "trained model (not flow)", adapt=_ADAPT.value,
                                   model=_SHARED.model.value))
     job = common.volume_job(_SHARED)
+    job["options"] = dataclasses.replace(job["options"], calibrate=_CALIBRATE.value)
     source = samples.resolve_input(argv[1])
     plan = engine.plan_upscale(source, _FACTOR.value, _OUTPUT.value, isotropic=_ISOTROPIC.value,
                                **job)  # everything checked once, before the model is loaded
@@ -75,5 +88,8 @@ def main(argv):
             progress=not _SHARED.quiet.value)
         model, adapted = report["model"], ", " + describe_report(report)
     result = engine.run(plan, model, progress=not _SHARED.quiet.value).to_dict()
+    scales = result.get("residual_scales")
+    leaning = "" if not scales or min(scales) == 1.0 else (
+        ", weight of the model against linear per level " + "/".join(f"{w:.2f}" for w in scales))
     print(common.job_summary(result, f"x{result['factor']:g} with model "
-                                     f"{_SHARED.model.value}{adapted}"))
+                                     f"{_SHARED.model.value}{adapted}{leaning}"))

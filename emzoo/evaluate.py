@@ -216,7 +216,8 @@ def _mean(rows):
 
 def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), split="all",
                     crop=None, batch_size=None, quantize=False, val_fraction=None, model_name="model",
-                    keep_slices=None, tile=None, progress=False, precision="float32"):
+                    keep_slices=None, tile=None, progress=False, precision="float32",
+                    calibrate=True):
     """Runs the protocol on one volume and returns a report (a JSON-ready dict).
 
     Args:
@@ -234,6 +235,8 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
         progress: show the volume engine's progress bar.
         precision: what the model computes in (``"float32"``, ``"bf16"`` or ``"auto"``; see
             :mod:`emzoo.engine.precision`); the report's ``precision`` is the one it ran in.
+        calibrate: as :func:`emzoo.engine.upscale_volume`'s (the kept slices are the input it
+            calibrates on: it never sees a scored slice).
         quantize: round reconstructions to the volume's dtype before scoring.
         keep_slices: dropped z indices whose reconstructions to return in
             ``report["_slices"]`` (arrays, for figures; not JSON).
@@ -284,7 +287,8 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
         from emzoo.engine import upscale_volume
 
         upscaled = upscale_volume(kept_stack, model, factor=factor, output=None, tile=tile,
-                                  batch_size=batch_size, progress=progress, precision=precision)
+                                  batch_size=batch_size, progress=progress, precision=precision,
+                                  calibrate=calibrate)
         reconstruction = upscaled["array"]
     methods = {name: [] for name in baselines}
     if model is not None:

@@ -264,7 +264,7 @@ def _crop(entry, extent):
     return array[top - y0:bottom - y0, left - x0:right - x0]
 
 
-def compute_block(block, recipe, tiler, engine, source):
+def compute_block(block, recipe, tiler, engine, source, scales=None):
     """The raw output of ``block`` (``(z1 - z0, y1 - y0, x1 - x0)``, the input's dtype).
 
     Args:
@@ -276,6 +276,8 @@ def compute_block(block, recipe, tiler, engine, source):
             ``tiler`` is set to each step's window while the block runs, then restored.
         source: the input :class:`~emzoo.data.volumes.Volume` (``read_crop``, ``normalise_raw``,
             ``denormalise_raw``).
+        scales: each recursion level's weight of the model against linear interpolation (level
+            1 first; :mod:`~emzoo.engine.calibration`), or ``None`` (the model's midpoints).
 
     Example:
         >>> raw = compute_block(plan[3], recipe, engine.tiler, engine, volume)   # doctest: +SKIP
@@ -299,11 +301,12 @@ def compute_block(block, recipe, tiler, engine, source):
         dense[key] = (np.asarray(source.normalise_raw(raw), np.float32)[..., None], extents[reach])
     whole = engine.tiler
     try:
-        for (_, reach), keys in work.steps():
+        for (level, reach), keys in work.steps():
             engine.tiler = tiler.window(*extents[reach])
             pairs = [work.parents[key] for key in keys]
             parents = {k: _crop(dense[k], extents[reach + 1]) for pair in pairs for k in pair}
-            for key, midpoint in zip(keys, engine.midpoints(pairs, parents)):
+            scale = 1.0 if scales is None else scales[level - 1]
+            for key, midpoint in zip(keys, engine.midpoints(pairs, parents, scale)):
                 dense[key] = (midpoint, extents[reach])
             engine.forget()  # cached features belong to this window's tiles
     finally:

@@ -43,6 +43,7 @@ Example:
     96
 """
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -54,7 +55,9 @@ import numpy as np
 from emzoo.data.volumes import create_volume, open_regions, split_container_path
 from emzoo.data.volumes.chunked import default_chunks
 from emzoo.engine.blocks import BlockPlan
+from emzoo.engine.calibration import calibrate_plan
 from emzoo.engine.cluster import local_threads, open_client
+from emzoo.engine.interpolators import resolve_model
 from emzoo.engine.job import summary_line
 from emzoo.engine.plan import _absolute
 from emzoo.engine.progress import job_progress
@@ -96,6 +99,13 @@ def run_blockwise(plan, model, progress=True, cancel=None):
         if block_size is None and isinstance(stored, list) and len(stored) == 3:
             block_size = tuple(stored[1:])
         chunks = regions.chunks if chunks is None else chunks
+    if regions is not None:  # the weights the started job fitted (none before they existed)
+        scales = started.get("residual_scales")
+        plan = dataclasses.replace(plan, options=dataclasses.replace(
+            options, calibrate=False, residual_scales=scales))
+    else:
+        plan = calibrate_plan(plan, resolve_model(model) if in_memory is None else in_memory)
+    options = plan.options
     shape = plan.output_shape
     blocks = BlockPlan(shape, default_chunks(shape, plan.dtype, chunks, output, buffered=False),
                        Tiler(shape[1], shape[2], options.tile, options.overlap), block_size)

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from emzoo.engine.midpoint import MidpointEngine
+from emzoo.engine.midpoint import MidpointEngine, toward_mean
 from emzoo.engine.precision import resolve_precision
 from emzoo.engine.tiler import Tiler
 from emzoo.errors import EmzooError, UnknownModelError, describe
@@ -196,10 +196,14 @@ class EnsembleEngine:
         for engine in self.engines:
             engine.forget(keep)
 
-    def midpoints(self, pairs, slices):
-        """The mean of the members' midpoints of ``pairs`` (see :meth:`MidpointEngine.midpoints`)."""
+    def midpoints(self, pairs, slices, scale=1.0):
+        """The mean of the members' midpoints of ``pairs`` (see :meth:`MidpointEngine.midpoints`),
+        blended towards each pair's mean by ``scale``."""
         each = [engine.midpoints(pairs, slices) for engine in self.engines]
-        return [np.mean(images, axis=0, dtype=np.float32) for images in zip(*each)]
+        origin, region = self.tiler.origin, self.tiler.region
+        offset = (region[0] - origin[0], region[2] - origin[1])
+        return [toward_mean(slices[a], slices[b], np.mean(images, axis=0, dtype=np.float32), scale,
+                            offset) for (a, b), images in zip(pairs, zip(*each))]
 
     fill_grid = MidpointEngine.fill_grid  # level by level, through this engine's midpoints
 

@@ -134,8 +134,12 @@ class MidpointEngine:
         self._features = {job: f for job, f in self._features.items() if job[0] in keep}
 
     # --------------------------------------------------------------------------- midpoints
-    def midpoints(self, pairs, slices):
-        """Midpoints (list of (H, W, C) arrays) of ``pairs`` of keys into the dict ``slices``."""
+    def midpoints(self, pairs, slices, scale=1.0):
+        """Midpoints (list of (H, W, C) arrays) of ``pairs`` of keys into the dict ``slices``.
+
+        ``scale`` < 1 blends each towards the mean of its pair (:func:`toward_mean`; the weight
+        :mod:`~emzoo.engine.calibration` fits for a volume).
+        """
         if not pairs:
             return []
         origin_top, origin_left = self.tiler.origin  # where the slices given start (a window: a part)
@@ -174,8 +178,10 @@ class MidpointEngine:
                 x1 = self._full_batch([tiles[pairs[p][1]][i] for p, i in batch], len(jobs))
                 self._store(outputs, batch, self._call(x0, x1, self._time(len(x0))))
         self.calls["pairs"] += len(pairs)
-        return [keep_flat_regions(slices[a], slices[b], np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0),
-                                  offset=(region_top - origin_top, region_left - origin_left))
+        offset = (region_top - origin_top, region_left - origin_left)
+        return [keep_flat_regions(slices[a], slices[b], toward_mean(
+                    slices[a], slices[b], np.clip(self.tiler.merge(tiles_of_pair), 0.0, 1.0),
+                    scale, offset), offset=offset)
                 for (a, b), tiles_of_pair in zip(pairs, outputs)]
 
     def _store(self, outputs, batch, image):
@@ -183,25 +189,47 @@ class MidpointEngine:
         for (p, i), tile in zip(batch, image):
             outputs[p, i] = tile
 
-    def fill_grid(self, slices, first, last, levels):
+    def fill_grid(self, slices, first, last, levels, scales=None):
         """Fills ``slices`` (dense keys ``first``..``last``, every ``2**levels``-th given) by recursion.
 
         Level by level (breadth first), so each level's midpoints go through the model in full
         batches; features of the last level's midpoints are never needed, so never extracted.
+        ``scales`` (one per level, level 1 first; ``None``: all 1) is each level's ``scale`` of
+        :meth:`midpoints`.
         """
-        step = 1 << levels
+        step, level = 1 << levels, 1
         while step > 1:
             half = step // 2
             new = list(range(first + half, last, step))
             pairs = [(k - half, k + half) for k in new]
-            slices.update(zip(new, self.midpoints(pairs, slices)))
-            step = half
+            scale = 1.0 if scales is None else scales[level - 1]
+            slices.update(zip(new, self.midpoints(pairs, slices, scale)))
+            step, level = half, level + 1
         return slices
 
 
 FLAT_TOLERANCE = 1.0 / 255.0  # neighbours this close (in [0, 1] units) agree: one 8-bit grey level
 FLAT_WINDOW = 5  # an agreeing region is made of whole windows of this many pixels square
 FLAT_RAMP = 2  # pixels over which the new slice passes from the neighbours' value to the model's
+
+
+def toward_mean(x0, x1, midpoint, scale, offset=(0, 0)):
+    """``mean + scale * (midpoint - mean)``, ``mean`` the mean of ``x0`` and ``x1``: the model's
+    midpoint weighed against linear interpolation (``scale`` 1: the model's, 0: linear).
+
+    ``midpoint`` may be a part of the slice starting at ``offset`` (as :func:`keep_flat_regions`).
+
+    Example:
+        >>> x0, x1 = np.zeros((2, 2, 1), np.float32), np.ones((2, 2, 1), np.float32)
+        >>> round(float(toward_mean(x0, x1, np.full((2, 2, 1), 0.9, np.float32), 0.5)[0, 0, 0]), 4)
+        0.7
+    """
+    if scale == 1.0:
+        return midpoint
+    top, left = offset
+    part = (slice(top, top + midpoint.shape[0]), slice(left, left + midpoint.shape[1]))
+    mean = np.float32(0.5) * (np.asarray(x0, np.float32)[part] + np.asarray(x1, np.float32)[part])
+    return (mean + np.float32(scale) * (midpoint - mean)).astype(np.float32)
 
 
 def keep_flat_regions(x0, x1, midpoint, tolerance=FLAT_TOLERANCE, window=FLAT_WINDOW, ramp=FLAT_RAMP,

@@ -60,6 +60,10 @@ class EngineOptions:
             :func:`~emzoo.engine.policy.resolve_jit_compile`).
         precision: ``"float32"``, ``"bf16"`` or ``"auto"`` (bf16 where supported); see
             :mod:`emzoo.engine.precision`.
+        calibrate: before an upscaling job, weigh the model against linear interpolation on
+            the input itself, per recursion level (:mod:`~emzoo.engine.calibration`); ignored
+            by repair jobs.
+        residual_scales: those weights (level 1 first), once fitted (or given: then no fit).
 
     Each value is checked here; the tile against the model (at least its size multiple, then
     more than the overlap: :meth:`check_tile`) once the model is known.
@@ -79,6 +83,8 @@ class EngineOptions:
     reuse_features: bool | None = None
     xla: bool | str = "auto"
     precision: str = "float32"
+    calibrate: bool = True
+    residual_scales: tuple | None = None
 
     def __post_init__(self):
         tile = None if self.tile is None else check_integer("tile", self.tile)
@@ -91,8 +97,22 @@ class EngineOptions:
         if not any(self.xla is value for value in _XLA) and self.xla != "auto":
             raise EmzooError(describe("Invalid value for argument `xla`.", "True, False or 'auto'",
                                       xla=self.xla))
+        if self.calibrate not in (True, False):
+            raise EmzooError(describe("Invalid value for argument `calibrate`.", "True or False",
+                                      calibrate=self.calibrate))
+        scales = self.residual_scales
+        if scales is not None:
+            try:
+                scales = tuple(float(w) for w in scales)
+            except (TypeError, ValueError):
+                scales = None
+            if not scales or not all(0.0 <= w <= 1.0 for w in scales):
+                raise EmzooError(describe("Invalid value for argument `residual_scales`.",
+                                          "one weight in [0, 1] per recursion level",
+                                          residual_scales=self.residual_scales))
         for name, value in (("tile", tile), ("overlap", overlap), ("batch_size", batch_size),
-                            ("precision", check_precision(self.precision))):
+                            ("precision", check_precision(self.precision)),
+                            ("residual_scales", scales)):
             object.__setattr__(self, name, value)
 
     def check_tile(self, size_multiple=1):
@@ -302,14 +322,16 @@ class JobPlan:
 
     def record(self, model_id, blocks):
         """What a resumed blockwise job must share with the job that started its output (stored in
-        the output's metadata): input, factor or slices, model, tile, overlap, precision, output
-        and blocks; not how it runs (workers, batch size, XLA), which may change between runs."""
+        the output's metadata): input, factor or slices, model, tile, overlap, precision, the
+        calibrated weights, output and blocks; not how it runs (workers, batch size, XLA), which may change between runs."""
         recipe = ({"factor": str(self.factor)} if self.job == "upscale"
                   else {"slices": self.repaired})
         plan = {"job": self.job,
                 "input": {"path": self.input, "shape": list(self.input_shape), "dtype": self.dtype},
                 **recipe, "model": model_id, "tile": self.options.tile,
                 "overlap": self.options.overlap, "precision": self.options.precision,
+                "residual_scales": None if self.options.residual_scales is None
+                else list(self.options.residual_scales),
                 "output": {"shape": list(self.output_shape), "dtype": self.dtype,
                            "voxel_size": None if self.output_voxel_size is None else
                            [float(v) for v in self.output_voxel_size]},
@@ -349,8 +371,13 @@ def plan_upscale(volume, factor=None, output=None, *, isotropic=False, voxel_siz
                                   "one of them", factor=factor, isotropic=isotropic))
     job = _open(volume, output, overwrite, voxel_size, 2, allow_incomplete, options, blockwise)
     factor = isotropic_factor(job.voxel_size) if isotropic else (2 if factor is None else factor)
-    positions, _ = upscale_positions(job.shape[0], factor)
+    positions, grid = upscale_positions(job.shape[0], factor)
     factor = check_factor(factor)
+    scales = None if options is None else options.residual_scales
+    if scales is not None and len(scales) != grid.bit_length() - 1:
+        raise EmzooError(describe("Invalid value for argument `residual_scales`.",
+                                  f"one weight per recursion level: {grid.bit_length() - 1} for "
+                                  f"factor {factor}", residual_scales=scales))
     shape = (positions.count,) + job.shape[1:]
     voxel_out = (None if job.voxel_size is None else
                  (job.voxel_size[0] / float(factor),) + tuple(job.voxel_size[1:]))

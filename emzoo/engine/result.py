@@ -12,7 +12,10 @@ class JobResult:
     ``output`` (the path written, or ``None``), ``array`` (the result when there is no output
     path, else ``None``), ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size`` (the
     output's, or ``None``), ``precision`` (the one the model ran in), ``seconds``, ``summary``
-    (one line), ``factor`` (upscaling) or ``repaired`` (repair: the replaced indices); the
+    (one line), ``factor`` and ``residual_scales`` (upscaling: the weight of the model against
+    linear interpolation at each recursion level, fitted on the input,
+    :mod:`~emzoo.engine.calibration`; ``None`` when not calibrated) or ``repaired`` (repair: the
+    replaced indices); the
     blockwise engine adds ``blocks``, ``computed``, ``skipped`` (recorded by an earlier run),
     ``workers``, ``threads`` (TensorFlow threads per worker, ``None`` when the cluster sets them)
     and ``already_complete``.
@@ -35,6 +38,7 @@ class JobResult:
     workers: int | None = None
     threads: int | None = None
     already_complete: bool = False
+    residual_scales: tuple | None = None
 
     def to_dict(self):
         """The result as the dict :func:`~emzoo.engine.upscale_volume` returns (only the entries
@@ -42,7 +46,8 @@ class JobResult:
         entries = {"output": self.output, "array": self.array, "input_shape": self.input_shape,
                    "output_shape": self.output_shape, "dtype": self.dtype,
                    "voxel_size": self.voxel_size}
-        entries.update({"factor": self.factor} if self.factor is not None else
+        entries.update({"factor": self.factor, "residual_scales": self.residual_scales}
+                       if self.factor is not None else
                        {"repaired": self.repaired} if self.repaired is not None else {})
         entries.update(precision=self.precision, seconds=self.seconds, summary=self.summary)
         if self.blocks is not None:
@@ -62,4 +67,5 @@ def result(plan, precision, seconds, array=None, summary=None, **blockwise):
                      output_shape=tuple(plan.output_shape), dtype=plan.dtype,
                      voxel_size=plan.output_voxel_size, precision=precision, seconds=seconds,
                      summary=summary, factor=extra.get("factor"), repaired=extra.get("repaired"),
+                     residual_scales=plan.options.residual_scales if plan.job == "upscale" else None,
                      **blockwise)

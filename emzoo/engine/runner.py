@@ -14,6 +14,7 @@ Example:
     (117, 512, 512)
 """
 
+from emzoo.engine.calibration import calibrate_plan
 from emzoo.engine.job import write_slices
 from emzoo.engine.interpolators import midpoint_engine, resolve_model
 from emzoo.engine.plan import JobPlan
@@ -48,9 +49,11 @@ def run(plan, model, progress=True, cancel=None):
         from emzoo.engine.distributed import run_blockwise
 
         return run_blockwise(plan, model, progress, cancel)
+    model = resolve_model(model)
+    plan = calibrate_plan(plan, model)
     source = plan.open_input()
     options = plan.options
-    engine = midpoint_engine(resolve_model(model), plan.input_shape[1], plan.input_shape[2],
+    engine = midpoint_engine(model, plan.input_shape[1], plan.input_shape[2],
                              options.tile, options.overlap, batch_size=options.batch_size,
                              reuse_features=options.reuse_features, jit_compile=options.xla,
                              expected_pairs=plan.expected_pairs, precision=options.precision)

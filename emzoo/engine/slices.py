@@ -25,7 +25,7 @@ def upscaled_slices(plan, source, engine):
         dense = {first * grid: left_unit}
         for z in range(first + 1, last + 1):
             dense[z * grid] = unit(source, z)
-        engine.fill_grid(dense, first * grid, last * grid, levels)
+        engine.fill_grid(dense, first * grid, last * grid, levels, plan.options.residual_scales)
         final_chunk = last == num_slices - 1
         while next_out < positions.count:
             position = positions[next_out] * grid  # in dense-grid units

@@ -14,7 +14,7 @@ def upscale_volume(volume, model, factor=None, output=None, isotropic=False, til
                    overlap=32, batch_size=None, voxel_size=None, overwrite=False, progress=True,
                    reuse_features=None, jit_compile="auto", precision="float32", workers=None,
                    scheduler=None, resume=False, allow_incomplete=False, chunks=None,
-                   block_size=None):
+                   block_size=None, calibrate=True):
     """Upscales ``volume`` along z by ``factor`` (or to isotropic voxels) with ``model``.
 
     See :mod:`emzoo.engine` for the method (recursive midpoints to the next power of two, then
@@ -59,6 +59,10 @@ def upscale_volume(volume, model, factor=None, output=None, isotropic=False, til
             format's, :func:`~emzoo.data.volumes.chunked.default_chunks`).
         block_size: blockwise only (with ``workers`` or ``scheduler``): (y, x) pixels of a block,
             rounded up to whole chunks (default :data:`~emzoo.engine.blocks.DEFAULT_REGION`).
+        calibrate: first weigh the model against linear interpolation on the input itself, per
+            recursion level (a few extra model calls; :mod:`~emzoo.engine.calibration`), so that
+            a model is not trusted where this volume shows it does worse than linear (e.g. pixels
+            much coarser than its training data); ``False`` runs the model's midpoints as they are.
 
     Returns:
         :meth:`JobResult.to_dict() <emzoo.engine.JobResult.to_dict>`, the same kind of result
@@ -66,7 +70,8 @@ def upscale_volume(volume, model, factor=None, output=None, isotropic=False, til
         written, or ``None``), ``array`` (the upscaled volume in the input dtype when ``output``
         is ``None``, else ``None``), ``input_shape``, ``output_shape``, ``dtype``, ``voxel_size``
         (the output's, or ``None``), ``factor``, ``precision`` (the one the model ran in),
-        ``seconds`` and ``summary`` (one line). The blockwise engine adds ``blocks``, ``computed``,
+        ``seconds``, ``summary`` (one line) and ``residual_scales`` (the weights calibration
+        fitted, level 1 first, or ``None``). The blockwise engine adds ``blocks``, ``computed``,
         ``skipped``, ``workers``, ``threads`` and ``already_complete``.
 
     Raises:
@@ -84,7 +89,8 @@ def upscale_volume(volume, model, factor=None, output=None, isotropic=False, til
         ...                workers=2)["computed"]                                    # doctest: +SKIP
         48
     """
-    options = EngineOptions(tile, overlap, batch_size, reuse_features, jit_compile, precision)
+    options = EngineOptions(tile, overlap, batch_size, reuse_features, jit_compile, precision,
+                            calibrate)
     plan = plan_upscale(volume, factor, output, isotropic=isotropic, voxel_size=voxel_size,
                         options=options, blockwise=blockwise_of(workers, scheduler, block_size, resume),
                         overwrite=overwrite, allow_incomplete=allow_incomplete, chunks=chunks)

@@ -46,7 +46,8 @@ def run_block(task, block):
     state = _job_state(task)
     plan = state["plan"]
     engine = _engine(task, plan)
-    raw = compute_block(block, state["recipe"], engine.tiler, engine, state["source"])
+    raw = compute_block(block, state["recipe"], engine.tiler, engine, state["source"],
+                        plan.options.residual_scales if plan.job == "upscale" else None)
     state["regions"].write(block.z0, block.y0, block.x0, raw)
     BlockRecords(state["store"]).record(block.id)  # only now: every chunk of the block is written
     del raw

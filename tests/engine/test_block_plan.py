@@ -96,13 +96,13 @@ def test_a_window_blends_its_region_exactly_as_the_whole_slice():
 
 
 # ---------------------------------------------------------------- blocks == the single process
-def _blockwise(volume, recipe, model, shape, chunks, region, tile=32, overlap=8):
+def _blockwise(volume, recipe, model, shape, chunks, region, tile=32, overlap=8, scales=None):
     engine = MidpointEngine(model, volume.shape[1], volume.shape[2], tile, overlap, jit_compile=False)
     out = np.zeros(shape, volume.dtype)
     plan = BlockPlan(shape, chunks, engine.tiler, region=region)
     for block in plan:
         out[block.z0:block.z1, block.y0:block.y1, block.x0:block.x1] = compute_block(
-            block, recipe, engine.tiler, engine, ArrayVolume(volume))
+            block, recipe, engine.tiler, engine, ArrayVolume(volume), scales)
     return out, len(plan)
 
 
@@ -110,10 +110,12 @@ def _blockwise(volume, recipe, model, shape, chunks, region, tile=32, overlap=8)
 def test_blocks_equal_the_single_process_engine(factor):
     volume = random_volume((5, 48, 64), np.uint8, seed=3)
     model = TinyConvModel()
-    expected = upscale_volume(volume, model, factor=factor, tile=32, overlap=8, progress=False,
-                              jit_compile=False)["array"]
+    done = upscale_volume(volume, model, factor=factor, tile=32, overlap=8, progress=False,
+                          jit_compile=False)
+    expected, scales = done["array"], done["residual_scales"]
+    assert scales is not None and min(scales) < 1  # the weighing towards linear is exercised
     recipe = UpscaleRecipe(5, factor)
-    out, count = _blockwise(volume, recipe, model, expected.shape, (4, 16, 16), 16)
+    out, count = _blockwise(volume, recipe, model, expected.shape, (4, 16, 16), 16, scales=scales)
     assert count > 10
     assert np.abs(out.astype(int) - expected).max() <= 1
 

@@ -42,7 +42,7 @@ def test_check_model_spec_names_the_member_at_fault_without_loading():
 def test_ensemble_midpoint_is_the_mean_of_its_members_at_every_level():
     volume = random_volume((3, 16, 24), seed=3)
     out = upscale_volume(volume, Ensemble([MeanModel(), TinyConvModel()]), factor=4,
-                         progress=False)["array"]
+                         progress=False, calibrate=False)["array"]
     # fresh members (seeded: the same weights), each traced at one size
     engines = [MidpointEngine(m, 16, 24, jit_compile=False) for m in (MeanModel(), TinyConvModel())]
     ends = {0: volume[0][..., None], 4: volume[1][..., None]}
@@ -63,9 +63,9 @@ def test_ensemble_engine_tiles_alike_and_reuses_each_member_s_features():
     assert [member.reuse_features for member in engine.engines] == [True, False]
     volume = random_volume((3, 18, 34), seed=4)
     tiled = upscale_volume(volume, ensemble(), factor=2, tile=16, overlap=4,
-                           progress=False)["array"]
+                           progress=False, calibrate=False)["array"]
     alone = upscale_volume(volume, TinyFeatureModel(), factor=2, tile=16, overlap=4,
-                           progress=False)["array"]
+                           progress=False, calibrate=False)["array"]
     mean = (volume[0] + volume[1]) / 2
     np.testing.assert_allclose(tiled[1], (alone[1] + mean) / 2, atol=1e-5)
 
@@ -73,8 +73,9 @@ def test_ensemble_engine_tiles_alike_and_reuses_each_member_s_features():
 @pytest.mark.slow
 def test_named_ensemble_runs_from_a_spec_string():
     volume = (random_volume((3, 32, 32), seed=2) * 255).astype(np.uint8)
-    result = upscale_volume(volume, "flow+default", factor=2, progress=False)
-    alone = [upscale_volume(volume, name, factor=2, progress=False)["array"][1].astype(float)
+    result = upscale_volume(volume, "flow+default", factor=2, progress=False, calibrate=False)
+    alone = [upscale_volume(volume, name, factor=2, progress=False,
+                            calibrate=False)["array"][1].astype(float)
              for name in ("flow", "default")]
     assert np.abs(result["array"][1] - np.mean(alone, axis=0)).max() <= 0.5  # rounding only
 

@@ -182,7 +182,7 @@ def test_streams_reads_and_writes_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr(VolumeWriter, "write", logging_write)
     volume = RecordingVolume(random_volume((12, 8, 8), np.uint8), events)
     upscale_volume(volume, MeanModel(), factor=2, batch_size=2, output=str(tmp_path / "o.tif"),
-                   progress=False)
+                   progress=False, calibrate=False)
     writes = [z for kind, z in events if kind == "write"]
     assert writes == list(range(23))
     first_write = events.index(("write", 0))
@@ -190,6 +190,21 @@ def test_streams_reads_and_writes_in_order(tmp_path, monkeypatch):
     assert first_write < last_read  # written while reading, not after loading everything
     slices_read = [z for kind, z in events[:first_write] if kind == "read"]
     assert max(slices_read) <= 3  # only the first chunk had been read
+
+
+def test_calibration_reads_a_few_slices_before_the_job_streams(tmp_path, monkeypatch):
+    from emzoo.engine.calibration import SAMPLES
+
+    events = []
+    original_write = VolumeWriter.write
+    monkeypatch.setattr(VolumeWriter, "write", lambda self, z, raw: (
+        events.append(("write", z)), original_write(self, z, raw)))
+    volume = RecordingVolume(random_volume((40, 8, 8), np.uint8), events)
+    done = upscale_volume(volume, TinyConvModel(), factor=2, output=str(tmp_path / "o.tif"),
+                          progress=False)
+    assert len(done["residual_scales"]) == 1
+    before = [z for kind, z in events[:events.index(("write", 0))] if kind == "read"]
+    assert 0 < len(before) <= 2 * 3 * SAMPLES + 4  # two gaps, three slices a place, the first chunk
 
 
 def test_emzoo_upscale_volume_is_the_engine_function():

@@ -41,6 +41,7 @@ _SMOOTHING = 7.0  # working-grid pixels: damage of 5 % of a slice is far wider
 _FINE_SMOOTHING = 1.5  # working-grid pixels: the extent of a region found at the coarse scale
 _WHOLE_DEVIATIONS = 8.0  # robust deviations of the stack's neighbour measures: a whole-slice break
 _REGION_LEVELS = 3.5  # times the stack's 99th-percentile level of a region score: a region's seeds
+_SHIFT_RADIUS = 8  # working-grid pixels (of a 256-pixel side): dark and bright parts of one shifted region
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
@@ -356,6 +357,37 @@ def _regions(maps, statistics, sensitivity, min_fraction):
         new = region & (labels == 0)
         labels[new] = KINDS[kind]
         scores[kind] = float(np.median(coarse[region]))
+    return _merge_shifted(labels, scores, _SHIFT_RADIUS * max(signed.shape) / _WORKING_SIDE)
+
+
+def _merge_shifted(labels, scores, radius):
+    """Dark and bright regions that lie together, merged into one ``mismatch`` region.
+
+    A region of a section shifted out of place shows, against its neighbours, structures that
+    moved: dark where a membrane arrived, bright where one left, in fragments covering about half
+    of it. Where a dark and a bright region lie within ``radius`` working-grid pixels of each
+    other, their union is closed with a disk of that radius and its holes filled, and the whole
+    is relabelled ``mismatch``. On FIB-SEM cube 2 with regions shifted by 6-15 pixels this took
+    the mask IoU of six cases from 0.49-0.61 to 0.71-0.87 (``benchmarks/bench_repair.py``).
+    Folds (dark only), blobs (one sign) and noise patches (texture) are left as they are.
+    """
+    dark, bright = labels == KINDS["dark"], labels == KINDS["bright"]
+    if not (dark.any() and bright.any()):
+        return labels, scores
+    r = max(1, int(round(radius)))
+    disk = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r
+    closed = ndimage.binary_fill_holes(
+        ndimage.binary_closing(np.pad(dark | bright, r), disk)[r:-r, r:-r])
+    components, _ = ndimage.label(closed)
+    both = np.intersect1d(np.unique(components[dark]), np.unique(components[bright]))
+    merged = np.isin(components, both[both > 0])
+    if not merged.any():
+        return labels, scores
+    labels = labels.copy()
+    labels[merged & ((labels == 0) | dark | bright)] = KINDS["mismatch"]
+    scores = dict(scores)
+    scores["mismatch"] = max(scores.get("mismatch", 0.0),
+                             min(scores.get("dark", 0.0), scores.get("bright", 0.0)))
     return labels, scores
 
 
