@@ -36,6 +36,21 @@ def test_isotropic_with_voxel_size_flag_tiles_and_hdf5(tmp_path, tiny_model, sta
         assert out.shape == (6, 24, 40) and out.voxel_size == pytest.approx((8, 8, 8))
 
 
+def test_the_last_line_says_how_far_the_model_leans_towards_linear(tmp_path, tiny_model, stack):
+    # random weights do worse than linear on random slices: calibration leans towards linear
+    runs = {}
+    for name, flags in (("calibrated", []), ("raw", ["--nocalibrate"])):
+        done = run_emzoo(["upscale", str(stack), "-o", str(tmp_path / f"{name}.tif"), "--model",
+                          tiny_model, "--quiet"] + flags, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        runs[name] = done.stdout
+    assert "weight of the model against linear per level" in runs["calibrated"]
+    assert "against linear" not in runs["raw"]
+    with open_volume(str(tmp_path / "calibrated.tif")) as a, open_volume(str(tmp_path / "raw.tif")) as b:
+        assert not np.array_equal(a.read(1), b.read(1))
+        assert np.array_equal(a.read(0), b.read(0))  # input slices copied either way
+
+
 @pytest.mark.parametrize("make_input, flags, match", [
     (None, ["--factor", "2"], "No such file"),
     ("corrupt", ["--factor", "2"], "Cannot"),
