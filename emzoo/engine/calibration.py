@@ -7,94 +7,105 @@ table in benchmarks/README.md: the default 2.8 dB below linear at x2 there). Whe
 volume itself tells, without any slice it does not have: drop an input slice, predict it from its
 two neighbours, and compare with their mean.
 
-:func:`residual_scales` does that on a few places of the input, at two gaps (neighbours 2 and 4
-input spacings apart), and fits the weight ``w`` that makes ``mean + w * (model - mean)`` closest
-to the dropped slices (least squares: ``w = sum((truth - mean) (model - mean)) / sum((model -
-mean) ** 2)``). The new slices of a job lie closer than any gap the input can test (level 1 at one
-input spacing, level 2 at half of it, ...), and on the regions measured the best weight falls
-with the gap about linearly in its logarithm, so each level's weight is that line extrapolated,
-clipped to [0, 1]: ``w(level) = w2 + level * (w2 - w4)``. The engine then blends every midpoint of
-that level towards the mean of its pair (:meth:`~emzoo.engine.midpoint.MidpointEngine.midpoints`,
-``scale``). Measured (benchmarks/README.md, "Calibration towards linear"): the default on
-FIB-SEM with 30 nm pixels went from -2.79 / -1.50 / -0.34 dB under linear at x2 / x4 / x8 to
-about level, while on its own 10 nm data the weights stay near 1.
+The new slices of a job lie closer together than any two input slices: level 1 of the recursion
+fills gaps of one input spacing, level 2 of half of it, and so on, while the closest slices the
+input can test are two spacings apart. What a model gains over linear depends on how far things
+move between the slices *in pixels*, and EM tissue looks much alike across scales: a gap of
+``g`` spacings at pixel ``p`` resembles a gap of ``2 g`` at pixel ``2 p``. So level ``L`` is
+tested on the input's own triplets (slices ``z - 1, z, z + 1``: a gap of two spacings) with every
+slice binned ``2 ** L`` times in y and x. At each level :func:`residual_scales` fits the weight
+``w`` that makes ``mean + w * (model - mean)`` closest to the dropped slices (least squares:
+``w = sum((truth - mean) (model - mean)) / sum((model - mean) ** 2)``, clipped to [0, 1]), and
+the engine blends every midpoint of that level towards the mean of its pair by it
+(:meth:`~emzoo.engine.midpoint.MidpointEngine.midpoints`, ``scale``). Measured in
+benchmarks/README.md ("Calibration towards linear").
 
 Example:
     >>> import numpy as np
     >>> from emzoo.engine.interpolators import midpoint_engine
-    >>> def doubled(inputs, training=False):        # a model that overshoots: mean + 2 * (x1 - mean)
-    ...     return {"image": 1.5 * inputs["x1"] - 0.5 * inputs["x0"]}
-    >>> ramp = np.linspace(0, 1, 9, dtype=np.float32)[:, None, None, None] * np.ones((9, 8, 8, 1), np.float32)
-    >>> [round(w, 2) for w in residual_scales(lambda z: ramp[z], 9, midpoint_engine(doubled, 8, 8), 2)]
+    >>> def overshoot(inputs, training=False):     # the mean plus twice the step: always wrong
+    ...     return {"image": inputs["x1"] * 2.5 - inputs["x0"] * 1.5}
+    >>> ramp = np.linspace(0, 1, 9, dtype=np.float32)[:, None, None, None] * np.ones((9, 128, 128, 1), np.float32)
+    >>> engines = lambda height, width: midpoint_engine(overshoot, height, width)
+    >>> [round(w, 2) for w in residual_scales(lambda z: ramp[z], 9, engines, 2)]
     [0.0, 0.0]
 """
 
+import inspect
+
 import numpy as np
 
-SAMPLES = 4  # places of the input tested at each gap
-CROP = 512  # the largest side of the part of each slice tested (its centre)
-_GAPS = (1, 2)  # the tested neighbours lie this many input slices on each side of the dropped one
+SAMPLES = 4  # input places (triplets) tested at each level
+SIDE = 256  # pixels a side of the binned part of each slice tested at a level (its centre)
+MIN_SIDE = 32  # a level whose binned slices are smaller is not tested (its weight stays 1)
 
 
-def _places(num_slices, reach, samples):
-    """Up to ``samples`` input slices, evenly spread, with ``reach`` slices on each side."""
-    candidates = np.arange(reach, num_slices - reach)
+def _places(num_slices, samples):
+    """Up to ``samples`` input slices with a neighbour on each side, evenly spread."""
+    candidates = np.arange(1, num_slices - 1)
     if candidates.size == 0:
         return []
     picks = np.linspace(0, candidates.size - 1, min(samples, candidates.size))
     return sorted({int(candidates[int(round(p))]) for p in picks})
 
 
-def _fit(engine, read, places, reach):
-    """The least-squares weight of the model's midpoint against the mean, over ``places``;
-    ``None`` when the model equals the mean there (nothing to weigh)."""
+def _binned(image, factor):
+    """(H, W, 1) ``image`` reduced by means of ``factor`` x ``factor`` blocks (edges dropped)."""
+    height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    blocks = image[:height, :width].reshape(height // factor, factor, width // factor, factor, 1)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _fit(engine, slices, places):
+    """The least-squares weight of the model's midpoints against their pair's mean at
+    ``places`` (``slices[z - 1]``, ``slices[z + 1]`` -> ``slices[z]``); ``None`` when the model
+    equals the mean there (nothing to weigh)."""
     cross = energy = 0.0
+    pixels = 0
     for z in places:
-        below, truth, above = read(z - reach), read(z), read(z + reach)
+        below, truth, above = slices[z - 1], slices[z], slices[z + 1]
         (midpoint,) = engine.midpoints([(0, 1)], {0: below, 1: above})
         mean = 0.5 * (below.astype(np.float64) + above)
         residual = np.asarray(midpoint, np.float64) - mean
         cross += float(np.sum((truth - mean) * residual))
         energy += float(np.sum(residual * residual))
+        pixels += residual.size
         engine.forget()
-    return None if energy <= 1e-12 else cross / energy
+    # the model within float rounding of the mean (1e-5 is far below one 16-bit grey level)
+    return None if energy <= pixels * 1e-10 else cross / energy
 
 
-def residual_scales(read, num_slices, engine, levels, samples=SAMPLES):
+def residual_scales(read, num_slices, make_engine, levels, samples=SAMPLES, side=SIDE):
     """The weight of the model against linear interpolation at each of ``levels`` recursion levels.
 
     Args:
-        read: ``read(z)`` gives input slice ``z`` as (H, W, 1) float32 in [0, 1] (a part of it is
-            enough: the same part for every slice).
+        read: ``read(z, size)`` gives the centre (at most ``size`` pixels a side) of input slice
+            ``z`` as (h, w, 1) float32 in [0, 1]; ``read(z)``, a function of ``z`` alone, the
+            whole slice.
         num_slices: the input's slices.
-        engine: a midpoint engine (:func:`~emzoo.engine.interpolators.midpoint_engine`) for that
-            slice size.
+        make_engine: ``make_engine(height, width)`` gives a midpoint engine
+            (:func:`~emzoo.engine.interpolators.midpoint_engine`) for slices of that size.
         levels: recursion levels of the job (``log2`` of its dense grid).
-        samples: places tested at each gap.
+        samples: places tested at each level.
+        side: the side (pixels, after binning) of the part tested.
 
     Returns:
         A tuple of ``levels`` floats in [0, 1], level 1 (the midpoints of input neighbours)
-        first; all 1.0 when the input is too short to test (under 3 slices) or the model adds
-        nothing to the mean.
+        first; 1.0 where the input cannot tell (under 3 slices, slices under :data:`MIN_SIDE`
+        pixels once binned, or a model that adds nothing to the mean).
     """
-    fitted = []
-    for reach in _GAPS:
-        places = _places(num_slices, reach, samples)
-        weight = _fit(engine, read, places, reach) if places else None
-        if weight is None:
-            break
-        fitted.append(weight)
-    if not fitted:
-        return (1.0,) * levels
-    near = fitted[0]
-    slope = near - fitted[1] if len(fitted) > 1 else 0.0  # gained per halving of the gap
-    return tuple(float(np.clip(near + level * slope, 0.0, 1.0)) for level in range(1, levels + 1))
-
-
-def centre_crop(height, width, size=CROP):
-    """``(top, left, crop_height, crop_width)`` of the centre part tested (at most ``size``)."""
-    crop_h, crop_w = min(height, size), min(width, size)
-    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+    places = _places(num_slices, samples)
+    sized = len(inspect.signature(read).parameters) > 1
+    needed = sorted({n for z in places for n in (z - 1, z, z + 1)})
+    weights = []
+    for level in range(1, levels + 1):
+        factor = 2 ** level
+        slices = {z: _binned(read(z, side * factor) if sized else read(z), factor) for z in needed}
+        weight = None
+        if slices and min(slices[needed[0]].shape[:2]) >= MIN_SIDE:
+            weight = _fit(make_engine(*slices[needed[0]].shape[:2]), slices, places)
+        weights.append(1.0 if weight is None else float(np.clip(weight, 0.0, 1.0)))
+    return tuple(weights)
 
 
 def calibrate_plan(plan, model):
@@ -113,13 +124,26 @@ def calibrate_plan(plan, model):
     if levels == 0:
         return plan
     source = plan.open_input()
-    top, left, height, width = centre_crop(*plan.input_shape[1:])
-    engine = midpoint_engine(model, height, width, None, options.overlap,
-                             batch_size=options.batch_size, reuse_features=options.reuse_features,
-                             jit_compile=False, precision=options.precision)
+    height, width = plan.input_shape[1:]
+    engines = {}
 
-    def read(z):  # the engine's (H, W, 1) float32 in [0, 1], its centre part
-        return unit(source, z)[top:top + height, left:left + width]
+    def make_engine(h, w):
+        if (h, w) not in engines:
+            engines[(h, w)] = midpoint_engine(
+                model, h, w, None, options.overlap, batch_size=options.batch_size,
+                reuse_features=options.reuse_features, jit_compile=False,
+                precision=options.precision)
+        return engines[(h, w)]
 
-    scales = residual_scales(read, plan.input_shape[0], engine, levels)
+    largest, read_once = SIDE * 2 ** levels, {}
+
+    def read(z, size):  # the engine's (h, w, 1) float32 in [0, 1], the slice's centre
+        if z not in read_once:  # each slice read once, its largest centre kept
+            top, left = max(0, (height - largest) // 2), max(0, (width - largest) // 2)
+            read_once[z] = unit(source, z)[top:top + largest, left:left + largest]
+        whole = read_once[z]
+        top, left = max(0, (whole.shape[0] - size) // 2), max(0, (whole.shape[1] - size) // 2)
+        return whole[top:top + size, left:left + size]
+
+    scales = residual_scales(read, plan.input_shape[0], make_engine, levels)
     return dataclasses.replace(plan, options=dataclasses.replace(options, residual_scales=scales))

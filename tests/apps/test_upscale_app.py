@@ -36,8 +36,11 @@ def test_isotropic_with_voxel_size_flag_tiles_and_hdf5(tmp_path, tiny_model, sta
         assert out.shape == (6, 24, 40) and out.voxel_size == pytest.approx((8, 8, 8))
 
 
-def test_the_last_line_says_how_far_the_model_leans_towards_linear(tmp_path, tiny_model, stack):
+def test_the_last_line_says_how_far_the_model_leans_towards_linear(tmp_path, tiny_model):
     # random weights do worse than linear on random slices: calibration leans towards linear
+    stack = tmp_path / "stack.tif"  # slices large enough to test level 1 (binned 2x: 32 x 32)
+    write_volume(str(stack), np.random.default_rng(0).integers(0, 255, (5, 64, 64)).astype(np.uint8),
+                 voxel_size=(40, 8, 8))
     runs = {}
     for name, flags in (("calibrated", []), ("raw", ["--nocalibrate"])):
         done = run_emzoo(["upscale", str(stack), "-o", str(tmp_path / f"{name}.tif"), "--model",

@@ -43,7 +43,13 @@ class Oracle:
         return {"image": np.stack(out).astype(np.float32)}
 
 
-def ramp(depth=17, size=12):
+def _binned_all(volume, side):
+    """``volume`` (Z, H, W, 1) binned to ``side`` pixels a side, as calibration bins it."""
+    factor = volume.shape[1] // side
+    return volume.reshape(len(volume), side, factor, side, factor, 1).mean(axis=(2, 4))
+
+
+def ramp(depth=17, size=128):
     """Slices changing linearly along z and across x (no flat region)."""
     z, _, x = np.mgrid[0:depth, 0:size, 0:size].astype(np.float32)
     return (0.2 + 0.03 * z + 0.01 * x)[..., None] / 1.5
@@ -62,15 +68,16 @@ def test_a_model_worse_than_linear_everywhere_gets_weight_zero_and_the_job_gives
 
 def test_a_model_right_where_the_volume_can_tell_keeps_weight_one():
     rng = np.random.default_rng(0)
-    depth, size = 17, 12
+    depth, size = 17, 128
     volume = np.cumsum(rng.normal(0, 0.02, (depth, size, size, 1)), axis=0) + np.linspace(
         0.2, 0.6, depth)[:, None, None, None]  # slices that differ (a random walk) and are told
     volume = np.clip(volume, 0, 1).astype(np.float32)  # apart by their mean
-    engine = midpoint_engine(Oracle(volume), size, size, jit_compile=False)
-    weights = residual_scales(lambda z: volume[z], depth, engine, 3)
-    assert weights == pytest.approx((1.0, 1.0, 1.0), abs=1e-4)
-    engine = midpoint_engine(MeanModel(), size, size, jit_compile=False)
-    assert residual_scales(lambda z: volume[z], depth, engine, 2) == (1.0, 1.0)  # nothing to weigh
+    engines = lambda height, width: midpoint_engine(Oracle(_binned_all(volume, height)), height,  # noqa: E731
+                                                     width, jit_compile=False)
+    weights = residual_scales(lambda z: volume[z], depth, engines, 2)
+    assert weights == pytest.approx((1.0, 1.0), abs=1e-4)
+    engines = lambda height, width: midpoint_engine(MeanModel(), height, width)  # noqa: E731
+    assert residual_scales(lambda z: volume[z], depth, engines, 2) == (1.0, 1.0)  # nothing to weigh
 
 
 def test_too_few_slices_leave_the_model_as_it_is():
