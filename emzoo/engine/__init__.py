@@ -17,6 +17,10 @@ spacing to the x spacing for ``isotropic=True``):
    For other factors, the last output slice lies at or before the last input slice (it is the last
    input slice whenever ``(N - 1) * F`` is a whole number). Resampling is along z only: each slice
    keeps its (Y, X) shape, square or not.
+3. **Calibration towards linear.** Before the job, the model is weighed against linear
+   interpolation on the input itself, one weight per recursion level
+   (:mod:`~emzoo.engine.calibration`); each level's midpoints lean towards their pair's mean by
+   it (``calibrate=False``: the model's midpoints as they are).
 
 Slices are normalised by their dtype's range, never per slice (float data outside ``[0, 1]`` by
 the volume's own range; see :mod:`emzoo.data.volumes.base`), and written back in the input dtype

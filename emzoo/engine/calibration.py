@@ -37,7 +37,7 @@ import numpy as np
 
 SAMPLES = 4  # input places (triplets) tested at each level
 SIDE = 256  # pixels a side of the binned part of each slice tested at a level (its centre)
-MIN_SIDE = 32  # a level whose binned slices are smaller is not tested (its weight stays 1)
+MIN_SIDE = 32  # a level whose binned slices are smaller is not tested (it keeps the weight above)
 
 
 def _places(num_slices, samples):
@@ -91,8 +91,9 @@ def residual_scales(read, num_slices, make_engine, levels, samples=SAMPLES, side
 
     Returns:
         A tuple of ``levels`` floats in [0, 1], level 1 (the midpoints of input neighbours)
-        first; 1.0 where the input cannot tell (under 3 slices, slices under :data:`MIN_SIDE`
-        pixels once binned, or a model that adds nothing to the mean).
+        first. A level whose binned slices are under :data:`MIN_SIDE` pixels keeps the weight of
+        the level above; 1.0 where the input cannot tell at all (under 3 slices, slices under
+        ``2 * MIN_SIDE`` pixels, or a model that adds nothing to the mean).
     """
     places = _places(num_slices, samples)
     sized = len(inspect.signature(read).parameters) > 1
@@ -101,9 +102,12 @@ def residual_scales(read, num_slices, make_engine, levels, samples=SAMPLES, side
     for level in range(1, levels + 1):
         factor = 2 ** level
         slices = {z: _binned(read(z, side * factor) if sized else read(z), factor) for z in needed}
-        weight = None
-        if slices and min(slices[needed[0]].shape[:2]) >= MIN_SIDE:
-            weight = _fit(make_engine(*slices[needed[0]].shape[:2]), slices, places)
+        if not slices or min(slices[needed[0]].shape[:2]) < MIN_SIDE:
+            # too small to test: deeper levels fill smaller gaps, where a model gains no more
+            # than at the level above, so they keep its weight (1 when none was tested)
+            weights.append(weights[-1] if weights else 1.0)
+            continue
+        weight = _fit(make_engine(*slices[needed[0]].shape[:2]), slices, places)
         weights.append(1.0 if weight is None else float(np.clip(weight, 0.0, 1.0)))
     return tuple(weights)
 

@@ -93,3 +93,10 @@ def test_weights_given_by_hand_are_checked_against_the_levels():
         plan_upscale(np.zeros((3, 8, 8), np.uint8), factor=8, options=options)
     with pytest.raises(EmzooError, match="in \\[0, 1\\]"):
         EngineOptions(residual_scales=(1.5,))
+
+
+def test_a_level_too_small_to_test_keeps_the_weight_of_the_level_above():
+    volume = ramp()  # 128 pixels a side: levels 1 and 2 tested (64, 32), level 3 (16) not
+    engines = lambda height, width: midpoint_engine(Overshoot(), height, width)  # noqa: E731
+    weights = residual_scales(lambda z: volume[z], len(volume), engines, 3)
+    assert weights == pytest.approx((0.0, 0.0, 0.0), abs=0.01)  # not trusted where untested
