@@ -3,7 +3,7 @@
 A model trained on some pixel sizes and z spacings can be worse than linear interpolation on
 another: with 30 nm pixels and 10 nm slices, neighbouring slices differ by a fraction of a pixel,
 linear interpolation is almost exact, and what the model adds is mostly its own error (the zoo
-table in benchmarks/README.md: the default 2.8 dB below linear at x2 there). Whether it is, the
+table in benchmarks/README.md). Whether it is, the
 volume itself tells, without any slice it does not have: drop an input slice, predict it from its
 two neighbours, and compare with their mean.
 
@@ -25,7 +25,8 @@ Example:
     >>> from emzoo.engine.interpolators import midpoint_engine
     >>> def overshoot(inputs, training=False):     # the mean plus twice the step: always wrong
     ...     return {"image": inputs["x1"] * 2.5 - inputs["x0"] * 1.5}
-    >>> ramp = np.linspace(0, 1, 9, dtype=np.float32)[:, None, None, None] * np.ones((9, 128, 128, 1), np.float32)
+    >>> ramp = np.linspace(0, 1, 9, dtype=np.float32)[:, None, None, None]
+    >>> ramp = ramp * np.ones((9, 128, 128, 1), np.float32)     # slices changing along z
     >>> engines = lambda height, width: midpoint_engine(overshoot, height, width)
     >>> [round(w, 2) for w in residual_scales(lambda z: ramp[z], 9, engines, 2)]
     [0.0, 0.0]

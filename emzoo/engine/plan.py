@@ -323,7 +323,8 @@ class JobPlan:
     def record(self, model_id, blocks):
         """What a resumed blockwise job must share with the job that started its output (stored in
         the output's metadata): input, factor or slices, model, tile, overlap, precision, the
-        calibrated weights, output and blocks; not how it runs (workers, batch size, XLA), which may change between runs."""
+        calibrated weights, output and blocks; not how it runs (workers, batch size, XLA), which
+        may change between runs."""
         recipe = ({"factor": str(self.factor)} if self.job == "upscale"
                   else {"slices": self.repaired})
         plan = {"job": self.job,

@@ -41,7 +41,7 @@ _SMOOTHING = 7.0  # working-grid pixels: damage of 5 % of a slice is far wider
 _FINE_SMOOTHING = 1.5  # working-grid pixels: the extent of a region found at the coarse scale
 _WHOLE_DEVIATIONS = 8.0  # robust deviations of the stack's neighbour measures: a whole-slice break
 _REGION_LEVELS = 3.5  # times the stack's 99th-percentile level of a region score: a region's seeds
-_SHIFT_RADIUS = 8  # working-grid pixels (of a 256-pixel side): dark and bright parts of one shifted region
+_SHIFT_RADIUS = 8  # working-grid pixels (of 256 a side) joining the parts of one shifted region
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
@@ -147,13 +147,10 @@ def _twin_evidence(content):
     """How much farther (log ratio) the far side of the earlier twin of a duplicated pair must
     be than the later twin's for the earlier to be called the copy: the median of
     ``|log(d(z, z+1) / d(z-2, z-1))|`` over the stack's own steps, how much two one-section
-    steps two apart usually differ. On FIB-SEM a missing section doubles the step (a log ratio
-    near 0.9, far past the median); on 50 nm ssTEM the content distance is near saturation and
-    the two sides differ by about that median, so the later twin is kept as the copy (a section
-    imaged again comes after its first image). Measured on ISBI 2012, a copy of the slice
-    before it at each of 24 places: the later twin every time (the distances alone: 20 of 24);
-    a copy of the slice after it: 13 of 24 (the distances alone: 19 of 24). FIB-SEM: 16 of 16
-    both ways, either rule.
+    steps two apart usually differ. On FIB-SEM a missing section doubles the step, far past the
+    median; on 50 nm ssTEM the content distance is near saturation and the two sides differ by
+    about that median, so the later twin is kept as the copy (a section
+    imaged again comes after its first image). Measured in benchmarks/README.md (Repair).
     """
     content = np.asarray(content, np.float64)
     usual = np.nanmedian(content) if np.isfinite(content).any() else 0.0
@@ -185,8 +182,8 @@ def _whole_slice_findings(stats, shape, sensitivity):
             # allows; else the later (a section imaged again comes after its first image)
             after = content[z + 1] if z + 1 < depth else np.nan
             before = content[z - 1] if z - 1 >= 1 else np.nan
-            earlier = (np.isfinite(before) and before > 0
-                       and (not np.isfinite(after) or math.log(before / max(after, 1e-9)) > evidence))
+            earlier = bool(np.isfinite(before) and np.isfinite(after) and before > 0
+                           and math.log(before / max(after, 1e-9)) > evidence)
             copy = z - 1 if earlier else z
             found[copy] = ("duplicate", float(step_median / max(step[z], 1e-9)))
     # brightness / contrast: the slice's mean or contrast away from both neighbours' average
