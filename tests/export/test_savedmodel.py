@@ -97,8 +97,9 @@ def test_default_export_runs_in_film_recursive_client(tmp_path, monkeypatch):
 
     The export is the bare network (FILM's contract: a midpoint of two frames); the engine's guard
     for flat regions and margins (keep_flat_regions, fill_margins; pinned in
-    tests/engine/test_flat_regions.py) is engine-side, so the reference runs without it: at x8,
-    generated neighbours that agree within a grey level over 5x5 windows are otherwise averaged.
+    tests/engine/test_flat_regions.py) and its calibration towards linear are engine-side, so the
+    reference runs without them: at x8, generated neighbours that agree within a grey level over
+    5x5 windows are otherwise averaged.
     """
     import emzoo
     import tifffile
@@ -118,7 +119,8 @@ def test_default_export_runs_in_film_recursive_client(tmp_path, monkeypatch):
     monkeypatch.setattr(midpoint, "keep_flat_regions", lambda x0, x1, image, **_: image)
     monkeypatch.setattr(midpoint, "fill_margins", lambda image, **_: image)
     for factor in (4, 8):
-        expected = upscale_volume(grey, model, factor=factor, progress=False)["array"]
+        expected = upscale_volume(grey, model, factor=factor, progress=False,
+                                  calibrate=False)["array"]
         assert expected.shape == (2 * factor + 1, 70, 90)
         for how in ("call", "signature"):
             frames = got[f"x{factor}_{how}"]
