@@ -243,7 +243,8 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
 
     Returns:
         ``{"volume", "shape", "dtype", "factor", "split", "z_range", "kept", "dropped",
-        "precision" (the model's, or None), "methods": {name: {"mean": {psnr, ssim, ie}, "per_slice": [{z, psnr, ssim, ie}]}}}``.
+        "precision" (the model's, or None), "residual_scales" (its calibrated weight per level, or
+        None), "methods": {name: {"mean": {psnr, ssim, ie}, "per_slice": [{z, psnr, ssim, ie}]}}}``.
     """
     from emzoo.data.volumes import open_volume
 
@@ -313,6 +314,7 @@ def evaluate_volume(data, factor, model=None, baselines=("linear", "cubic"), spl
         "z_range": [z_start, z_stop], "crop": None if crop is None else int(crop),
         "quantized": bool(quantize), "kept": kept, "dropped": dropped,
         "precision": None if model is None else upscaled["precision"],
+        "residual_scales": None if model is None else upscaled["residual_scales"],
         "methods": {name: {"mean": _mean(rows), "per_slice": rows} for name, rows in methods.items()},
     }
     if keep_slices:
