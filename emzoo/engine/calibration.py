@@ -28,11 +28,9 @@ Example:
     >>> ramp = np.linspace(0, 1, 9, dtype=np.float32)[:, None, None, None]
     >>> ramp = ramp * np.ones((9, 128, 128, 1), np.float32)     # slices changing along z
     >>> engines = lambda height, width: midpoint_engine(overshoot, height, width)
-    >>> [round(w, 2) for w in residual_scales(lambda z: ramp[z], 9, engines, 2)]
+    >>> [round(w, 2) for w in residual_scales(lambda z, size: ramp[z], 9, engines, 2)]
     [0.0, 0.0]
 """
-
-import inspect
 
 import numpy as np
 
@@ -81,8 +79,7 @@ def residual_scales(read, num_slices, make_engine, levels, samples=SAMPLES, side
 
     Args:
         read: ``read(z, size)`` gives the centre (at most ``size`` pixels a side) of input slice
-            ``z`` as (h, w, 1) float32 in [0, 1]; ``read(z)``, a function of ``z`` alone, the
-            whole slice.
+            ``z`` as (h, w, 1) float32 in [0, 1].
         num_slices: the input's slices.
         make_engine: ``make_engine(height, width)`` gives a midpoint engine
             (:func:`~emzoo.engine.interpolators.midpoint_engine`) for slices of that size.
@@ -97,12 +94,11 @@ def residual_scales(read, num_slices, make_engine, levels, samples=SAMPLES, side
         ``2 * MIN_SIDE`` pixels, or a model that adds nothing to the mean).
     """
     places = _places(num_slices, samples)
-    sized = len(inspect.signature(read).parameters) > 1
     needed = sorted({n for z in places for n in (z - 1, z, z + 1)})
     weights = []
     for level in range(1, levels + 1):
         factor = 2 ** level
-        slices = {z: _binned(read(z, side * factor) if sized else read(z), factor) for z in needed}
+        slices = {z: _binned(read(z, side * factor), factor) for z in needed}
         if not slices or min(slices[needed[0]].shape[:2]) < MIN_SIDE:
             # too small to test: deeper levels fill smaller gaps, where a model gains no more
             # than at the level above, so they keep its weight (1 when none was tested)

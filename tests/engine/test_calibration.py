@@ -74,10 +74,11 @@ def test_a_model_right_where_the_volume_can_tell_keeps_weight_one():
     volume = np.clip(volume, 0, 1).astype(np.float32)  # apart by their mean
     engines = lambda height, width: midpoint_engine(Oracle(_binned_all(volume, height)), height,  # noqa: E731
                                                      width, jit_compile=False)
-    weights = residual_scales(lambda z: volume[z], depth, engines, 2)
+    weights = residual_scales(lambda z, size: volume[z], depth, engines, 2)
     assert weights == pytest.approx((1.0, 1.0), abs=1e-4)
     engines = lambda height, width: midpoint_engine(MeanModel(), height, width)  # noqa: E731
-    assert residual_scales(lambda z: volume[z], depth, engines, 2) == (1.0, 1.0)  # nothing to weigh
+    # nothing to weigh
+    assert residual_scales(lambda z, size: volume[z], depth, engines, 2) == (1.0, 1.0)
 
 
 def test_too_few_slices_leave_the_model_as_it_is():
@@ -98,5 +99,5 @@ def test_weights_given_by_hand_are_checked_against_the_levels():
 def test_a_level_too_small_to_test_keeps_the_weight_of_the_level_above():
     volume = ramp()  # 128 pixels a side: levels 1 and 2 tested (64, 32), level 3 (16) not
     engines = lambda height, width: midpoint_engine(Overshoot(), height, width)  # noqa: E731
-    weights = residual_scales(lambda z: volume[z], len(volume), engines, 3)
+    weights = residual_scales(lambda z, size: volume[z], len(volume), engines, 3)
     assert weights == pytest.approx((0.0, 0.0, 0.0), abs=0.01)  # not trusted where untested

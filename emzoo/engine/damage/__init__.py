@@ -1,7 +1,9 @@
 """Damage in real sections: found from the stack's own statistics, repaired only where it is.
 
 - :mod:`~emzoo.engine.damage.detect`: :func:`find_damage` (whole-slice and partial defects, a
-  JSON report and a mask volume with one label per kind, :data:`KINDS`);
+  JSON report and a mask volume with one label per kind), from the whole-slice statistics it
+  computes and the partial-damage scores of :mod:`~emzoo.engine.damage.regions` (the working
+  grid, region scores and labelled regions; the mask labels :data:`KINDS`);
 - :mod:`~emzoo.engine.damage.masked`: :func:`repair_masked` (only the masked pixels, from the
   nearest good slices at each place, feathered into the intact surroundings);
 - :mod:`~emzoo.engine.damage.pipeline`: :func:`repair_damage` (one ``emzoo repair --detect`` /
@@ -14,9 +16,10 @@ Example:
     >>> fixed = repair_masked("stack.tif", report.mask, "default")["array"]  # doctest: +SKIP
 """
 
-from emzoo.engine.damage.detect import KINDS, WHOLE_SLICE_KINDS, DamageReport, find_damage
+from emzoo.engine.damage.detect import DamageReport, find_damage
 from emzoo.engine.damage.masked import repair_masked
 from emzoo.engine.damage.pipeline import repair_damage
+from emzoo.engine.damage.regions import KINDS, WHOLE_SLICE_KINDS
 
 __all__ = ["KINDS", "WHOLE_SLICE_KINDS", "DamageReport", "find_damage", "repair_masked",
            "repair_damage"]
